@@ -1,0 +1,40 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both set everything up.
+VENV := .venv/bin
+SERVICES := scripts/services.sh
+
+.PHONY: setup up down reset demo test unit integration check bench clean
+
+setup:
+	@scripts/bootstrap.sh
+
+up: setup
+	@$(SERVICES) up
+
+down:
+	@$(SERVICES) down
+
+reset:
+	@$(SERVICES) reset
+
+demo: up
+	@$(VENV)/tidemail demo
+
+check: setup
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+	$(VENV)/mypy
+
+unit: setup
+	$(VENV)/pytest tests/unit -q
+
+integration: up
+	$(VENV)/pytest tests/integration -q
+
+test: check up
+	$(VENV)/pytest tests -q
+
+bench: up
+	$(VENV)/tidemail bench
+
+clean: down
+	rm -rf .cache/worker .cache/bench

@@ -1,0 +1,1 @@
+"""Wiring: settings, the Faust app, the HTTP API and the command line."""

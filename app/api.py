@@ -1,0 +1,95 @@
+"""HTTP API served by the Faust worker's aiohttp server: health, metrics, users, stats."""
+
+from __future__ import annotations
+
+import statistics
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from models import interests
+from streams.state import decode_state
+
+if TYPE_CHECKING:
+    from app.faust_app import TidemailApp
+
+TIDEMAIL = web.AppKey("tidemail", object)
+
+
+def add_routes(web_app: web.Application, app: TidemailApp) -> None:
+    web_app[TIDEMAIL] = app
+    web_app.router.add_get("/health", health)
+    web_app.router.add_get("/metrics", prometheus_metrics)
+    web_app.router.add_get("/stats", stats)
+    web_app.router.add_post("/stats/reset", reset_stats)
+    web_app.router.add_get("/users/{user_id}", user_profile)
+
+
+def _app(request: web.Request) -> TidemailApp:
+    return request.app[TIDEMAIL]  # type: ignore[return-value]
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+async def health(request: web.Request) -> web.Response:
+    owned = sorted(_app(request).hot_path.owned_partitions)
+    return _json({"status": "ok", "owned_partitions": owned})
+
+
+async def prometheus_metrics(request: web.Request) -> web.Response:
+    response = web.Response(body=generate_latest())
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return response
+
+
+async def stats(request: web.Request) -> web.Response:
+    """Processed count and latency percentiles since the last reset; the benchmark reads these."""
+    hot_path = _app(request).hot_path
+    latencies = sorted(hot_path.latencies_ms)
+    body: dict[str, Any] = {"processed": hot_path.processed, "latency_samples": len(latencies)}
+    if len(latencies) >= 2:
+        cuts = statistics.quantiles(latencies, n=100)
+        body.update(latency_p50_ms=round(cuts[49], 2), latency_p99_ms=round(cuts[98], 2))
+    return _json(body)
+
+
+async def reset_stats(request: web.Request) -> web.Response:
+    _app(request).hot_path.latencies_ms.clear()
+    return _json({"reset": True})
+
+
+async def user_profile(request: web.Request) -> web.Response:
+    app = _app(request)
+    user_id = request.match_info["user_id"]
+    key = user_id.encode()
+    partition = app.store.partition_for(key)
+    if partition not in app.hot_path.owned_partitions:
+        return _json({"error": f"user {user_id!r} lives in partition {partition}, not owned by this worker"}, 421)
+    raw = app.store.get(partition, key)
+    if raw is None:
+        return _json({"error": f"no user {user_id!r}"}, 404)
+    state = decode_state(raw)
+    now_ms = max(state.last_seen_ms, 0)
+    summary = {
+        "user_id": state.user_id,
+        "traits": state.traits,
+        "first_seen_ms": state.first_seen_ms,
+        "last_seen_ms": state.last_seen_ms,
+        "signed_up_ms": state.signed_up_ms,
+        "counts": state.counts,
+        "revenue": state.revenue,
+        "interests": dict(interests.top(state.interests, now_ms, app.settings.interest_half_life_days, n=10)),
+        "cart": state.cart,
+        "recent_purchases": state.recent_purchases,
+        "last_email_open_ms": state.last_email_open_ms,
+        "last_email_click_ms": state.last_email_click_ms,
+        "unsubscribed_lists": state.unsubscribed_lists,
+        "flows_entered": state.flows_entered,
+        "partition": partition,
+        "applied_offset": state.applied_offset,
+    }
+    return _json(summary)

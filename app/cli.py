@@ -1,0 +1,52 @@
+"""The `tidemail` command: run the worker, generate events, run the demo and the benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import click
+
+from app.settings import Settings
+
+
+@click.group()
+def main() -> None:
+    """Tidemail: real-time personalization for triggered email."""
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run a worker (Faust worker options pass through, e.g. `--web-port 6067`)."""
+    from app.faust_app import create_app
+    from streams.topics import ensure_topics
+
+    settings = Settings.from_env()
+    asyncio.run(
+        ensure_topics(
+            settings.kafka_bootstrap,
+            settings.partitions,
+            settings.replication_factor,
+            [settings.events_topic, settings.jobs_topic, settings.dead_letter_topic],
+            keyed_by_user=settings.events_topic,
+        )
+    )
+    app = create_app(settings)
+    sys.argv = ["tidemail", "worker", "--loglevel", settings.log_level, *ctx.args]
+    app.main()
+
+
+@main.command()
+@click.option("--users", default=5_000, show_default=True, help="Distinct users in the stream.")
+@click.option("--events", default=0, show_default=True, help="Stop after this many events (0: run until Ctrl-C).")
+@click.option("--rate", default=500.0, show_default=True, help="Events per second (0: as fast as possible).")
+@click.option("--seed", default=7, show_default=True)
+def generate(users: int, events: int, rate: float, seed: int) -> None:
+    """Publish a realistic stream of shop events to the events topic."""
+    from app.generator import publish
+
+    settings = Settings.from_env()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    asyncio.run(publish(settings, users=users, limit=events or None, rate=rate or None, seed=seed))

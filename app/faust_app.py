@@ -1,0 +1,114 @@
+"""The Faust app: owns partition assignment, the RocksDB-backed `users` table and its
+changelog recovery, and the web server; the batch hot path runs inside it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+from faust.web import Web
+
+from app.settings import Settings
+from streams.cache import StateCache
+from streams.content import EmailRenderer
+from streams.hotpath import HotPath
+from streams.jobs import JobContext
+from streams.pipeline import BatchProcessor
+from streams.state import StatePolicy
+from streams.store import UserStore
+
+log = logging.getLogger(__name__)
+MIB = 1024 * 1024
+
+
+class TidemailApp(faust.App):
+    """A Faust app whose event processing is the batch `HotPath` rather than agents."""
+
+    settings: Settings
+    store: UserStore
+    hot_path: HotPath
+    renderer: EmailRenderer
+
+    def on_init_dependencies(self) -> Any:
+        return [*super().on_init_dependencies(), self.hot_path]
+
+    def on_webserver_init(self, web: Web) -> None:
+        from app.api import add_routes  # the API imports this module for its app key
+
+        add_routes(web.web_app, self)  # type: ignore[attr-defined]
+
+
+def create_app(settings: Settings) -> TidemailApp:
+    """Build the app and everything it owns; connects to nothing until started."""
+    app = TidemailApp(
+        settings.app_id,
+        broker=settings.kafka_url,
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        producer_acks=-1,
+        rocksdb_options={
+            # Sized for a 2-core, 24 GB machine: a large shared read cache, modest memtables.
+            "block_cache_size": settings.rocksdb_block_cache_mb * MIB,
+            "write_buffer_size": settings.rocksdb_write_buffer_mb * MIB,
+            "max_write_buffer_number": 3,
+            "max_open_files": 1024,
+        },
+    )
+    table = app.Table("users", partitions=settings.partitions, key_type=bytes, value_type=bytes)
+    renderer = EmailRenderer(settings.templates_dir, defaults={"brand": "Tidemail Shop"})
+    processor = BatchProcessor(
+        policy=StatePolicy(
+            dedupe_window=settings.dedupe_window,
+            interest_half_life_days=settings.interest_half_life_days,
+            daily_history_days=settings.daily_history_days,
+            recent_purchases_kept=settings.recent_purchases_kept,
+        ),
+        renderer=renderer,
+        job_context=JobContext(
+            brand="Tidemail Shop",
+            shop_url=settings.shop_url,
+            postal_address=settings.company_postal_address,
+            unsubscribe_base_url=settings.unsubscribe_base_url,
+            unsubscribe_secret=settings.unsubscribe_secret.encode(),
+            interest_half_life_days=settings.interest_half_life_days,
+        ),
+        max_event_bytes=settings.max_event_bytes,
+        clock_ms=lambda: int(time.time() * 1000),
+    )
+    app.settings = settings
+    app.renderer = renderer
+    app.store = UserStore(table, settings.partitions)
+    app.hot_path = HotPath(
+        bootstrap=settings.kafka_bootstrap,
+        group_id=f"{settings.app_id}-hot-path",
+        events_topic=settings.events_topic,
+        jobs_topic=settings.jobs_topic,
+        dead_letter_topic=settings.dead_letter_topic,
+        store=app.store,
+        processor=processor,
+        cache=StateCache(settings.state_cache_users),
+        batch_max_records=settings.batch_max_records,
+        batch_timeout_ms=settings.batch_timeout_ms,
+    )
+
+    # mode types signal receivers so that no coroutine function matches; the ignores are for that.
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def release_partitions(sender: Any, *args: Any, **kwargs: Any) -> None:
+        await app.hot_path.release()
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def take_partitions(sender: Any, *args: Any, **kwargs: Any) -> None:
+        changelog = app.store.changelog_topic
+        owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog}
+        await app.hot_path.assign(owned)
+
+    return app

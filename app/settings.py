@@ -1,0 +1,86 @@
+"""One frozen settings object, built once at start-up from `TIDEMAIL_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from streams.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a Tidemail process can be configured with; defaults suit a local run."""
+
+    app_id: str = "tidemail"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    events_topic: str = "tidemail.events"
+    jobs_topic: str = "tidemail.email-jobs"
+    dead_letter_topic: str = "tidemail.dead-letter"
+    partitions: int = 8
+    replication_factor: int = 1
+    data_dir: Path = Path(".cache/worker")
+    web_port: int = 6066
+    web_host: str = "127.0.0.1"
+    max_event_bytes: int = 65_536
+    batch_max_records: int = 5_000
+    batch_timeout_ms: int = 50
+    state_cache_users: int = 500_000
+    dedupe_window: int = 32
+    interest_half_life_days: float = 14.0
+    daily_history_days: int = 35
+    recent_purchases_kept: int = 10
+    rocksdb_block_cache_mb: int = 2_048
+    rocksdb_write_buffer_mb: int = 64
+    templates_dir: Path = Path(__file__).resolve().parent.parent / "templates"
+    from_address: str = "hello@tidemail.local"
+    shop_url: str = "https://shop.example.com"
+    unsubscribe_secret: str = "dev-only-unsubscribe-secret-change-me"
+    company_postal_address: str = "Tidemail, 1 Harbour Street, Portsmouth"
+    unsubscribe_base_url: str = "http://127.0.0.1:6066/unsubscribe"
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read `TIDEMAIL_<FIELD>` variables, converting each to its field's type."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            raw = environ.get(f"TIDEMAIL_{field.name.upper()}")
+            if raw is not None:
+                values[field.name] = _convert(field.name, field.type, raw)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Refuse combinations that would fail later in a less obvious way."""
+        if self.partitions < 1:
+            raise ConfigError(f"TIDEMAIL_PARTITIONS must be at least 1; got {self.partitions}")
+        if self.batch_max_records < 1:
+            raise ConfigError(f"TIDEMAIL_BATCH_MAX_RECORDS must be at least 1; got {self.batch_max_records}")
+        if self.max_event_bytes < 256:
+            raise ConfigError(f"TIDEMAIL_MAX_EVENT_BYTES must be at least 256; got {self.max_event_bytes}")
+
+    @property
+    def kafka_url(self) -> str:
+        return f"kafka://{self.kafka_bootstrap}"
+
+
+def _convert(name: str, type_name: Any, raw: str) -> Any:
+    # Annotations are strings under `from __future__ import annotations`.
+    kind = str(type_name)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw)
+    except ValueError as e:
+        raise ConfigError(f"TIDEMAIL_{name.upper()} must be a {kind}; got {raw!r}") from e
+    return raw

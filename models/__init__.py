@@ -1,0 +1,1 @@
+"""Learning: small online models over per-user state."""

@@ -1,0 +1,21 @@
+"""Tidemail's exceptions: one root and a few specific kinds that callers act on."""
+
+
+class TidemailError(Exception):
+    """Root of every error Tidemail raises on purpose."""
+
+
+class ConfigError(TidemailError):
+    """A setting or definition file is invalid; start-up must stop."""
+
+
+class InvalidEvent(TidemailError):
+    """An input message breaks the event contract; it is dead-lettered with this reason."""
+
+
+class RenderError(TidemailError):
+    """A template failed to render for one job; the trigger is dead-lettered."""
+
+
+class UndeliverableJob(TidemailError):
+    """A triggered email cannot be built for this user (e.g. no address); it is dead-lettered."""

@@ -1,0 +1,301 @@
+"""The worker's hot path: batch consumption of the events topic inside a Faust worker.
+
+Faust decides which partitions this worker owns (its group assignment of the
+`users` table changelog), recovers the table, and runs the web server and CLI.
+Events themselves bypass Faust's per-message stream machinery: a plain aiokafka
+consumer is assigned exactly the owned partitions and fetches them in batches.
+
+Durability protocol for one batch, in this order:
+1. jobs and dead letters are produced and acknowledged by the broker;
+2. changed user states and the partition checkpoint (last input offset) are
+   produced to the changelog and acknowledged;
+3. the same writes go to local RocksDB with the changelog offset they reflect.
+A crash anywhere replays from the last durable checkpoint; each user's state
+carries the offset of the last event applied to it, so replayed events are
+skipped for users whose state already reflects them, and re-emitted jobs keep
+their deterministic ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.structs import ConsumerRecord
+from mode import Service
+
+from streams import metrics
+from streams.cache import StateCache
+from streams.pipeline import BatchProcessor, BatchResult, DeadLetter, InputRecord
+from streams.state import UserState, decode_state, encode_state
+from streams.store import CHECKPOINT_KEY, UserStore
+
+log = logging.getLogger(__name__)
+
+
+RETRY_BACKOFF_SECONDS = (0.5, 1, 2, 5, 10)
+
+
+class HotPath(Service):
+    """Consumes owned event partitions in batches and makes each batch durable."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        group_id: str,
+        events_topic: str,
+        jobs_topic: str,
+        dead_letter_topic: str,
+        store: UserStore,
+        processor: BatchProcessor,
+        cache: StateCache,
+        batch_max_records: int,
+        batch_timeout_ms: int,
+        clock: Callable[[], float] = time.time,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._events_topic = events_topic
+        self._jobs_topic = jobs_topic
+        self._dead_letter_topic = dead_letter_topic
+        self._store = store
+        self._processor = processor
+        self._cache = cache
+        self._batch_max_records = batch_max_records
+        self._batch_timeout_ms = batch_timeout_ms
+        self._clock = clock
+        self._bootstrap = bootstrap
+        self._group_id = group_id
+        self._consumer: AIOKafkaConsumer
+        self._producer: AIOKafkaProducer
+        # Held while a batch is in flight, so a rebalance waits for it to become durable.
+        self._lock = asyncio.Lock()
+        self._owned: set[int] = set()
+        self._clients_started = asyncio.Event()
+        self._failures_in_a_row = 0
+        self.processed = 0
+        self.latencies_ms: deque[float] = deque(maxlen=200_000)
+
+    @property
+    def owned_partitions(self) -> set[int]:
+        return set(self._owned)
+
+    async def on_start(self) -> None:
+        # Created here, not in __init__: aiokafka clients bind to the running loop.
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=self._group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_batch_size=1024 * 1024,
+            max_request_size=4 * 1024 * 1024,
+        )
+        await self._producer.start()
+        await self._consumer.start()
+        self._clients_started.set()
+
+    async def on_stop(self) -> None:
+        async with self._lock:
+            await self._consumer.stop()
+            await self._producer.stop()
+
+    async def assign(self, partitions: set[int]) -> None:
+        """Take over exactly `partitions` (after Faust recovered their table state)."""
+        await self._clients_started.wait()
+        async with self._lock:
+            dropped = self._owned - partitions
+            self._cache.drop_partitions(dropped)
+            tps = [TopicPartition(self._events_topic, p) for p in sorted(partitions)]
+            self._consumer.assign(tps)
+            for tp in tps:
+                checkpoint = self._store.checkpoint(tp.partition)
+                if checkpoint is None:
+                    await self._consumer.seek_to_beginning(tp)
+                else:
+                    self._consumer.seek(tp, checkpoint + 1)
+            self._owned = set(partitions)
+            metrics.OWNED_PARTITIONS.set(len(partitions))
+            log.info("hot path owns event partitions %s", sorted(partitions))
+
+    async def release(self) -> None:
+        """Give up every partition, after the batch in flight (if any) is durable."""
+        if not self._clients_started.is_set():
+            return
+        async with self._lock:
+            self._consumer.assign([])
+            self._cache.drop_partitions(self._owned)
+            self._owned = set()
+            metrics.OWNED_PARTITIONS.set(0)
+
+    @Service.task
+    async def _run(self) -> None:
+        while not self.should_stop:
+            if not self._owned:
+                await self.sleep(0.05)
+                continue
+            fetched = await self._consumer.getmany(
+                timeout_ms=self._batch_timeout_ms, max_records=self._batch_max_records
+            )
+            if not fetched:
+                continue
+            async with self._lock:
+                owned_now = {tp: recs for tp, recs in fetched.items() if tp.partition in self._owned}
+                if not owned_now:
+                    continue
+                try:
+                    await self._handle(owned_now)
+                    self._failures_in_a_row = 0
+                except Exception:
+                    await self._recover_from_failed_batch()
+
+    async def _recover_from_failed_batch(self) -> None:
+        # Usually the broker is unreachable. Nothing of the batch counts until it is
+        # durable, so rewinding to the checkpoints and trying again loses nothing.
+        delay = RETRY_BACKOFF_SECONDS[min(self._failures_in_a_row, len(RETRY_BACKOFF_SECONDS) - 1)]
+        self._failures_in_a_row += 1
+        metrics.BATCH_FAILURES.inc()
+        log.exception(
+            "batch failed (%d in a row); rewinding to checkpoints, retry in %ss", self._failures_in_a_row, delay
+        )
+        await self.sleep(delay)
+        for partition in self._owned:
+            tp = TopicPartition(self._events_topic, partition)
+            checkpoint = self._store.checkpoint(partition)
+            if checkpoint is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, checkpoint + 1)
+
+    async def _handle(self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        started = time.perf_counter()
+        batch = {
+            tp.partition: [InputRecord(tp.partition, r.offset, r.key, r.value, r.timestamp) for r in records]
+            for tp, records in fetched.items()
+        }
+        result = self._processor.process(batch, self._load)
+        await self._publish_outputs(result)
+        changelog_offsets = await self._publish_changelog(result)
+        self._persist_locally(result, changelog_offsets)
+        await self._consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
+        self._record_metrics(result, fetched, time.perf_counter() - started)
+
+    def _load(self, partition: int, user_id: str) -> UserState | None:
+        state = self._cache.get(partition, user_id)
+        if state is not None:
+            return state
+        raw = self._store.get(partition, user_id.encode())
+        return decode_state(raw) if raw is not None else None
+
+    async def _publish_outputs(self, result: BatchResult) -> None:
+        sends: list[asyncio.Future[Any]] = []
+        for job in result.jobs:
+            try:
+                sends.append(
+                    await self._producer.send(self._jobs_topic, orjson.dumps(job), key=job["user_id"].encode())
+                )
+            except MessageSizeTooLargeError as e:
+                trigger = result.job_triggers[job["job_id"]]
+                result.dead_letters.append(
+                    DeadLetter(trigger, "job_too_large", f"job {job['job_id']} is too large for Kafka: {e}")
+                )
+        sends += [await self._send_dead_letter(dead) for dead in result.dead_letters]
+        if sends:
+            await asyncio.gather(*sends)
+
+    async def _send_dead_letter(self, dead: DeadLetter) -> asyncio.Future[Any]:
+        record = dead.record
+        headers = [
+            ("tidemail.kind", dead.kind.encode()),
+            ("tidemail.reason", dead.reason.encode()),
+            ("tidemail.source.topic", self._events_topic.encode()),
+            ("tidemail.source.partition", str(record.partition).encode()),
+            ("tidemail.source.offset", str(record.offset).encode()),
+        ]
+        # The original bytes travel unchanged so a fixed record can be replayed as it was.
+        future: asyncio.Future[Any] = await self._producer.send(
+            self._dead_letter_topic, record.value, key=record.key, headers=headers
+        )
+        return future
+
+    async def _publish_changelog(self, result: BatchResult) -> dict[int, int]:
+        topic = self._store.changelog_topic
+        sends: list[tuple[int, asyncio.Future[Any]]] = []
+        for partition, states in result.states.items():
+            for user_id, state in states.items():
+                sends.append(
+                    (
+                        partition,
+                        await self._producer.send(
+                            topic, encode_state(state), key=user_id.encode(), partition=partition
+                        ),
+                    )
+                )
+            last = result.last_offsets.get(partition)
+            if last is not None:
+                sends.append(
+                    (
+                        partition,
+                        await self._producer.send(topic, str(last).encode(), key=CHECKPOINT_KEY, partition=partition),
+                    )
+                )
+        offsets: dict[int, int] = {}
+        for partition, future in sends:
+            metadata = await future
+            offsets[partition] = max(offsets.get(partition, -1), metadata.offset)
+        return offsets
+
+    def _persist_locally(self, result: BatchResult, changelog_offsets: dict[int, int]) -> None:
+        for partition, states in result.states.items():
+            items = {user_id.encode(): encode_state(state) for user_id, state in states.items()}
+            last = result.last_offsets.get(partition)
+            if last is not None:
+                items[CHECKPOINT_KEY] = str(last).encode()
+            self._store.write(partition, items, changelog_offsets.get(partition))
+            for user_id, state in states.items():
+                self._cache.put(partition, user_id, state)
+
+    def _record_metrics(self, result: BatchResult, fetched: dict[TopicPartition, Any], seconds: float) -> None:
+        count = sum(len(records) for records in fetched.values())
+        self.processed += count
+        metrics.EVENTS_CONSUMED.inc(count)
+        for event_type, n in result.applied_by_type.items():
+            metrics.EVENTS_APPLIED.labels(event_type).inc(n)
+        for reason, n in result.skipped.items():
+            metrics.EVENTS_SKIPPED.labels(reason).inc(n)
+        for reason, n in result.suppressed.items():
+            metrics.JOBS_SUPPRESSED.labels(reason).inc(n)
+        for dead in result.dead_letters:
+            metrics.DEAD_LETTERS.labels(dead.kind).inc()
+            log.warning(
+                "dead-lettered p%d@%d (%s): %s", dead.record.partition, dead.record.offset, dead.kind, dead.reason
+            )
+        for job in result.jobs:
+            metrics.JOBS_EMITTED.labels(job["flow"]).inc()
+        metrics.BATCH_RECORDS.observe(count)
+        metrics.BATCH_SECONDS.observe(seconds)
+        now_ms = self._clock() * 1000
+        for tp, records in fetched.items():
+            for record in records:
+                latency_ms = max(0.0, now_ms - record.timestamp)
+                self.latencies_ms.append(latency_ms)
+                metrics.EVENT_LATENCY.observe(latency_ms / 1000)
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None:
+                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, highwater - records[-1].offset - 1))
+        metrics.CACHED_USERS.set(len(self._cache))

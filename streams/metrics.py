@@ -1,0 +1,33 @@
+"""Prometheus metrics for the worker. Counters are bumped once per batch, not per event."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_CONSUMED = Counter("tidemail_events_consumed_total", "Records read from the events topic.")
+EVENTS_APPLIED = Counter("tidemail_events_applied_total", "Events applied to user state.", ["type"])
+EVENTS_SKIPPED = Counter(
+    "tidemail_events_skipped_total",
+    "Events not applied: duplicates by event_id, or replays below a user's offset.",
+    ["reason"],
+)
+DEAD_LETTERS = Counter("tidemail_dead_letters_total", "Records sent to the dead-letter topic.", ["kind"])
+JOBS_EMITTED = Counter("tidemail_jobs_emitted_total", "Email jobs published.", ["flow"])
+JOBS_SUPPRESSED = Counter("tidemail_jobs_suppressed_total", "Email jobs not emitted by policy.", ["reason"])
+BATCH_RECORDS = Histogram(
+    "tidemail_batch_records", "Records per processed batch.", buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000)
+)
+BATCH_SECONDS = Histogram(
+    "tidemail_batch_seconds",
+    "Wall time to process and persist one batch.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+EVENT_LATENCY = Histogram(
+    "tidemail_event_latency_seconds",
+    "From the event's Kafka timestamp to its state being durable.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+CONSUMER_LAG = Gauge("tidemail_consumer_lag", "Records behind the high watermark.", ["partition"])
+OWNED_PARTITIONS = Gauge("tidemail_owned_partitions", "Event partitions this worker processes.")
+CACHED_USERS = Gauge("tidemail_state_cache_users", "User states held in the in-memory cache.")
+BATCH_FAILURES = Counter("tidemail_batch_failures_total", "Batches that failed to become durable and were retried.")
