@@ -50,3 +50,20 @@ def generate(users: int, events: int, rate: float, seed: int) -> None:
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     asyncio.run(publish(settings, users=users, limit=events or None, rate=rate or None, seed=seed))
+
+
+@main.command()
+@click.option("--events", default=200_000, show_default=True, help="Events pre-produced for the throughput run.")
+@click.option("--latency-rate", default=1_000, show_default=True, help="Events/s during the latency run.")
+@click.option("--latency-seconds", default=10, show_default=True)
+@click.option("--partitions", default=8, show_default=True)
+def bench(events: int, latency_rate: int, latency_seconds: int, partitions: int) -> None:
+    """Measure the hot path against a naive Faust agent on the same broker and data."""
+    from app.bench import report, run_bench
+
+    results = asyncio.run(run_bench(events, latency_rate, latency_seconds, partitions))
+    click.echo(report(results))
+
+
+if __name__ == "__main__":
+    main()

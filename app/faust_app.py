@@ -78,7 +78,7 @@ def create_app(settings: Settings) -> TidemailApp:
             shop_url=settings.shop_url,
             postal_address=settings.company_postal_address,
             unsubscribe_base_url=settings.unsubscribe_base_url,
-            unsubscribe_secret=settings.unsubscribe_secret.encode(),
+            unsubscribe_secret=settings.unsubscribe_secret.reveal().encode(),
             interest_half_life_days=settings.interest_half_life_days,
         ),
         max_event_bytes=settings.max_event_bytes,

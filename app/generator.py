@@ -53,9 +53,14 @@ class _User:
     user_id: str
     taste: tuple[str, str]
     signed_up: bool = False
+    known: bool = False
     cart_id: str | None = None
     cart: dict[str, Product] = field(default_factory=dict)
     carts_opened: int = 0
+
+
+def user_hash(user: _User) -> int:
+    return int(user.user_id[1:])
 
 
 def catalog(per_category: int = 40, seed: int = 1) -> list[Product]:
@@ -72,11 +77,15 @@ def catalog(per_category: int = 40, seed: int = 1) -> list[Product]:
 class EventGenerator:
     """An endless, reproducible stream of (key, value) messages for `users` users."""
 
-    def __init__(self, users: int, seed: int, broken_share: float = 0.002) -> None:
+    def __init__(self, users: int, seed: int, broken_share: float = 0.002, returning_share: float = 0.9) -> None:
         self._rng = random.Random(seed)
         self._products = catalog()
         self._by_category = {c: [p for p in self._products if p.category == c] for c in CATEGORIES}
-        self._users = [_User(f"u{n:06d}", TASTE_GROUPS[n % len(TASTE_GROUPS)]) for n in range(users)]
+        # Most users already have an account; the rest sign up on their first visit.
+        self._users = [
+            _User(f"u{n:06d}", TASTE_GROUPS[n % len(TASTE_GROUPS)], signed_up=self._rng.random() < returning_share)
+            for n in range(users)
+        ]
         self._broken_share = broken_share
         self._sequence = 0
 

@@ -12,6 +12,19 @@ from streams.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
+class Secret:
+    """A setting that must not appear in logs or reprs."""
+
+    _value: str
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def reveal(self) -> str:
+        return self._value
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a Tidemail process can be configured with; defaults suit a local run."""
 
@@ -39,7 +52,7 @@ class Settings:
     templates_dir: Path = Path(__file__).resolve().parent.parent / "templates"
     from_address: str = "hello@tidemail.local"
     shop_url: str = "https://shop.example.com"
-    unsubscribe_secret: str = "dev-only-unsubscribe-secret-change-me"
+    unsubscribe_secret: Secret = Secret("dev-only-unsubscribe-secret-change-me")
     company_postal_address: str = "Tidemail, 1 Harbour Street, Portsmouth"
     unsubscribe_base_url: str = "http://127.0.0.1:6066/unsubscribe"
     log_level: str = "info"
@@ -79,8 +92,11 @@ def _convert(name: str, type_name: Any, raw: str) -> Any:
             return int(raw)
         if kind == "float":
             return float(raw)
-        if kind == "Path":
-            return Path(raw)
     except ValueError as e:
-        raise ConfigError(f"TIDEMAIL_{name.upper()} must be a {kind}; got {raw!r}") from e
+        expected = "a whole number" if kind == "int" else "a number"
+        raise ConfigError(f"TIDEMAIL_{name.upper()} must be {expected}; got {raw!r}") from e
+    if kind == "Path":
+        return Path(raw)
+    if kind == "Secret":
+        return Secret(raw)
     return raw

@@ -71,7 +71,7 @@ def validate_event(doc: Mapping[str, Any], key: bytes | None) -> Event:
             f"got key {key[:50]!r} for user_id {user_id[:50]!r}"
         )
     event_type = doc.get("type")
-    if event_type not in _PROPERTY_RULES:
+    if not isinstance(event_type, str) or event_type not in _PROPERTY_RULES:
         raise InvalidEvent(f"`type` must be one of {', '.join(EVENT_TYPES)}; got {_show(event_type)}")
     timestamp_ms = parse_timestamp(doc.get("timestamp"))
     properties = doc.get("properties", {})

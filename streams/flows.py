@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 from streams.events import Event
@@ -33,7 +33,8 @@ def job_id(flow: str, step: int, user_id: str, trigger_key: str) -> str:
 def advance_flows(state: UserState, event: Event) -> tuple[UserState, list[JobRequest]]:
     """Enter flows that `event` triggers; return the updated state and the emails to send."""
     if event.type == "signup" and "welcome" not in state.flows_entered:
-        entered = replace(state, flows_entered={**state.flows_entered, "welcome": event.timestamp_ms})
+        entered = state.copy()
+        entered.flows_entered = {**state.flows_entered, "welcome": event.timestamp_ms}
         # Welcome is once per user, so the user is the trigger key: a second signup sends nothing.
         return entered, [
             JobRequest("welcome", 1, "welcome", trigger_key=state.user_id, trigger_event_id=event.event_id)

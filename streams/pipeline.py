@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from streams.content import EmailRenderer
@@ -111,7 +111,7 @@ class BatchProcessor:
         applied = apply(state, event, self._policy)
         if applied is state:
             result.skipped["duplicate"] += 1
-            return replace(state)
+            return state.copy()
         result.applied_by_type[event.type] += 1
         new_state, requests = advance_flows(applied, event)
         for request in requests:

@@ -6,7 +6,7 @@ caller may keep the old state (to compare, or to retry) without surprises.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -65,6 +65,30 @@ class UserState:
         value = self.traits.get("first_name")
         return value if isinstance(value, str) and value else None
 
+    def copy(self) -> UserState:
+        """A shallow copy; much faster than `dataclasses.replace`, which matters per event."""
+        return UserState(
+            self.user_id,
+            self.applied_offset,
+            self.recent_event_ids,
+            self.traits,
+            self.first_seen_ms,
+            self.last_seen_ms,
+            self.signed_up_ms,
+            self.counts,
+            self.last_seen_by_type,
+            self.daily_counts,
+            self.revenue,
+            self.daily_revenue,
+            self.interests,
+            self.cart,
+            self.recent_purchases,
+            self.last_email_open_ms,
+            self.last_email_click_ms,
+            self.unsubscribed_lists,
+            self.flows_entered,
+        )
+
     def is_unsubscribed(self, list_name: str = DEFAULT_LIST) -> bool:
         return list_name in self.unsubscribed_lists or "all" in self.unsubscribed_lists
 
@@ -89,17 +113,15 @@ def apply(state: UserState, event: Event, policy: StatePolicy) -> UserState:
     ts = event.timestamp_ms
     day = str(ts // MILLIS_PER_DAY)
     kept_ids = state.recent_event_ids[len(state.recent_event_ids) - policy.dedupe_window + 1 :]
-    new = replace(
-        state,
-        recent_event_ids=[*kept_ids, event.event_id],
-        first_seen_ms=min(state.first_seen_ms, ts) if state.first_seen_ms else ts,
-        last_seen_ms=max(state.last_seen_ms, ts),
-        counts={**state.counts, event.type: state.counts.get(event.type, 0) + 1},
-        last_seen_by_type={**state.last_seen_by_type, event.type: max(state.last_seen_by_type.get(event.type, 0), ts)},
-        daily_counts=_count_day(state.daily_counts, day, event.type, policy.daily_history_days),
-    )
-    context_traits = {k: v for k in CONTEXT_FIELDS if (v := event.context.get(k)) is not None}
-    if context_traits:
+    new = state.copy()
+    new.recent_event_ids = [*kept_ids, event.event_id]
+    new.first_seen_ms = min(state.first_seen_ms, ts) if state.first_seen_ms else ts
+    new.last_seen_ms = max(state.last_seen_ms, ts)
+    new.counts = {**state.counts, event.type: state.counts.get(event.type, 0) + 1}
+    new.last_seen_by_type = {**state.last_seen_by_type, event.type: max(state.last_seen_by_type.get(event.type, 0), ts)}
+    new.daily_counts = _count_day(state.daily_counts, day, event.type, policy.daily_history_days)
+    if event.context:
+        context_traits = {k: v for k in CONTEXT_FIELDS if (v := event.context.get(k)) is not None}
         new.traits = {**new.traits, **context_traits}
     category = event.properties.get("category")
     if category is None and event.type == "cart_add":

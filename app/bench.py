@@ -1,0 +1,193 @@
+"""`tidemail bench`: throughput and latency of the hot path against a naive Faust agent.
+
+Both run as separate worker processes on the same broker and the same
+pre-produced events, one after the other, so their numbers are comparable as a ratio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from app.generator import EventGenerator
+from app.settings import Settings
+from streams.topics import ensure_topics
+
+
+@dataclass(frozen=True, slots=True)
+class Contender:
+    name: str
+    command: list[str]
+    web_port: int
+    max_drain_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    name: str
+    events: int
+    seconds: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+
+async def run_bench(events: int, latency_rate: int, latency_seconds: int, partitions: int) -> list[Measurement]:
+    run_id = time.strftime("%Y%m%d%H%M%S")
+    base = Settings.from_env()
+    python = sys.executable
+    contenders = [
+        Contender("tidemail hot path", [python, "-m", "app.cli", "worker"], 6170, 600),
+        Contender("naive faust agent", [python, "-m", "app.naive_agent"], 6171, 90),
+    ]
+    results = []
+    for contender in contenders:
+        # Each contender gets its own topic holding the same seeded events.
+        topic = f"bench-{run_id}-{contender.name.split()[0]}.events"
+        await ensure_topics(base.kafka_bootstrap, partitions, 1, [topic], keyed_by_user=topic)
+        generator = EventGenerator(users=20_000, seed=11)
+        print(f"\nproducing {events:,} events to {topic} ...", flush=True)
+        started = time.perf_counter()
+        await _produce(base.kafka_bootstrap, topic, generator, events, rate=None)
+        print(f"  produced in {time.perf_counter() - started:.1f}s", flush=True)
+        workdir = Path(".cache/bench") / run_id / contender.name.split()[0]
+        env = {
+            **os.environ,
+            "TIDEMAIL_APP_ID": f"bench-{run_id}-{contender.name.split()[0]}",
+            "TIDEMAIL_EVENTS_TOPIC": topic,
+            "TIDEMAIL_JOBS_TOPIC": f"bench-{run_id}.email-jobs",
+            "TIDEMAIL_DEAD_LETTER_TOPIC": f"bench-{run_id}.dead-letter",
+            "TIDEMAIL_PARTITIONS": str(partitions),
+            "TIDEMAIL_DATA_DIR": str(workdir),
+            "TIDEMAIL_WEB_PORT": str(contender.web_port),
+            "TIDEMAIL_LOG_LEVEL": "warn",
+        }
+        results.append(
+            await _measure(
+                contender, env, base.kafka_bootstrap, topic, generator, events, latency_rate, latency_seconds
+            )
+        )
+    for contender in contenders:
+        shutil.rmtree(Path(".cache/bench") / run_id / contender.name.split()[0], ignore_errors=True)
+    return results
+
+
+async def _measure(
+    contender: Contender,
+    env: dict[str, str],
+    bootstrap: str,
+    topic: str,
+    generator: EventGenerator,
+    events: int,
+    latency_rate: int,
+    latency_seconds: int,
+) -> Measurement:
+    print(f"== {contender.name}", flush=True)
+    log_path = Path(env["TIDEMAIL_DATA_DIR"]).with_suffix(".log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"  worker log: {log_path}", flush=True)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(contender.command, env=env, stdout=log, stderr=log, start_new_session=True)
+    url = f"http://127.0.0.1:{contender.web_port}/stats"
+    try:
+        async with aiohttp.ClientSession() as http:
+            await _wait_until(lambda: _stats(http, url), lambda s: s is not None, 120, "worker web server")
+            first = await _wait_until(lambda: _stats(http, url), lambda s: s["processed"] > 0, 120, "first batch")
+            started = time.perf_counter()
+            start_count = first["processed"]
+            done = await _wait_until(
+                lambda: _stats(http, url), lambda s: s["processed"] >= events, contender.max_drain_seconds, None
+            )
+            seconds = time.perf_counter() - started
+            drained = done["processed"] - start_count
+            print(f"  drained {drained:,} events in {seconds:.1f}s: {drained / seconds:,.0f} events/s", flush=True)
+            await _wait_until(lambda: _stats(http, url), lambda s: s["processed"] >= events, 3600, None)
+            async with http.post(url + "/reset"):
+                pass
+            await _produce(bootstrap, topic, generator, latency_rate * latency_seconds, rate=latency_rate)
+            target = events + latency_rate * latency_seconds
+            steady = await _wait_until(
+                lambda: _stats(http, url), lambda s: s["processed"] >= target, 120, "latency phase"
+            )
+            print(
+                f"  latency at {latency_rate}/s: p50 {steady['latency_p50_ms']:.1f} ms, p99 {steady['latency_p99_ms']:.1f} ms",
+                flush=True,
+            )
+            return Measurement(contender.name, drained, seconds, steady["latency_p50_ms"], steady["latency_p99_ms"])
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+async def _stats(http: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
+    try:
+        async with http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
+            if response.status != 200:
+                return None
+            body: dict[str, Any] = await response.json()
+            return body
+    except (TimeoutError, aiohttp.ClientError):
+        return None
+
+
+async def _wait_until(probe: Any, ready: Any, timeout: float, what: str | None) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last is not None and ready(last):
+            return last
+        await asyncio.sleep(0.05)
+    if what is not None:
+        raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+    return last
+
+
+async def _produce(bootstrap: str, topic: str, generator: EventGenerator, count: int, rate: int | None) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1024 * 1024)
+    await producer.start()
+    started = time.monotonic()
+    try:
+        messages = generator.messages()
+        for n in range(count):
+            key, value = next(messages)
+            await producer.send(topic, value, key=key)
+            if rate is not None and n % 20 == 0:
+                ahead = n / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def report(results: list[Measurement]) -> str:
+    hot, naive = results
+    lines = [
+        "",
+        f"{'pipeline':<22}{'events':>10}{'seconds':>10}{'events/s':>12}{'p50 ms':>10}{'p99 ms':>10}",
+        *(
+            f"{m.name:<22}{m.events:>10,}{m.seconds:>10.1f}{m.rate:>12,.0f}{m.latency_p50_ms:>10.1f}{m.latency_p99_ms:>10.1f}"
+            for m in results
+        ),
+        f"speed-up: {hot.rate / naive.rate:.1f}x the naive agent (target >= 10x); hot path {hot.rate:,.0f} events/s (target >= 15,000)",
+    ]
+    return "\n".join(lines)
