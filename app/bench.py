@@ -123,7 +123,8 @@ async def _measure(
                 lambda: _stats(http, url), lambda s: s["processed"] >= target, 120, "latency phase"
             )
             print(
-                f"  latency at {latency_rate}/s: p50 {steady['latency_p50_ms']:.1f} ms, p99 {steady['latency_p99_ms']:.1f} ms",
+                f"  latency at {latency_rate}/s: "
+                f"p50 {steady['latency_p50_ms']:.1f} ms, p99 {steady['latency_p99_ms']:.1f} ms",
                 flush=True,
             )
             return Measurement(contender.name, drained, seconds, steady["latency_p50_ms"], steady["latency_p99_ms"])
@@ -188,6 +189,7 @@ def report(results: list[Measurement]) -> str:
             f"{m.name:<22}{m.events:>10,}{m.seconds:>10.1f}{m.rate:>12,.0f}{m.latency_p50_ms:>10.1f}{m.latency_p99_ms:>10.1f}"
             for m in results
         ),
-        f"speed-up: {hot.rate / naive.rate:.1f}x the naive agent (target >= 10x); hot path {hot.rate:,.0f} events/s (target >= 15,000)",
+        f"speed-up: {hot.rate / naive.rate:.1f}x the naive agent (target >= 10x); "
+        f"hot path {hot.rate:,.0f} events/s (target >= 15,000)",
     ]
     return "\n".join(lines)

@@ -65,7 +65,7 @@ def test_syntax_error_stops_start_up_with_file_and_line(library: Path) -> None:
 
 def test_missing_part_stops_start_up(library: Path) -> None:
     (library / "emails/welcome/preheader.txt.j2").unlink()
-    with pytest.raises(ConfigError, match="template 'welcome' is missing emails/welcome/preheader.txt.j2"):
+    with pytest.raises(ConfigError, match=r"template 'welcome' is missing emails/welcome/preheader\.txt\.j2"):
         EmailRenderer(library, defaults={})
 
 
