@@ -40,6 +40,29 @@ class TidemailApp(faust.App):
         add_routes(web.web_app, self)  # type: ignore[attr-defined]
 
 
+def build_processor(settings: Settings) -> BatchProcessor:
+    """The pure batch logic, configured from settings (also used by tests to compute expectations)."""
+    return BatchProcessor(
+        policy=StatePolicy(
+            dedupe_window=settings.dedupe_window,
+            interest_half_life_days=settings.interest_half_life_days,
+            daily_history_days=settings.daily_history_days,
+            recent_purchases_kept=settings.recent_purchases_kept,
+        ),
+        renderer=EmailRenderer(settings.templates_dir, defaults={"brand": settings.brand}),
+        job_context=JobContext(
+            brand=settings.brand,
+            shop_url=settings.shop_url,
+            postal_address=settings.company_postal_address,
+            unsubscribe_base_url=settings.unsubscribe_base_url,
+            unsubscribe_secret=settings.unsubscribe_secret.reveal().encode(),
+            interest_half_life_days=settings.interest_half_life_days,
+        ),
+        max_event_bytes=settings.max_event_bytes,
+        clock_ms=lambda: int(time.time() * 1000),
+    )
+
+
 def create_app(settings: Settings) -> TidemailApp:
     """Build the app and everything it owns; connects to nothing until started."""
     app = TidemailApp(
@@ -55,6 +78,9 @@ def create_app(settings: Settings) -> TidemailApp:
         web_port=settings.web_port,
         web_in_thread=False,
         producer_acks=-1,
+        # A worker that dies without leaving the group holds its partitions this long.
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=settings.kafka_session_timeout_s / 5,
         rocksdb_options={
             # Sized for a 2-core, 24 GB machine: a large shared read cache, modest memtables.
             "block_cache_size": settings.rocksdb_block_cache_mb * MIB,
@@ -64,28 +90,9 @@ def create_app(settings: Settings) -> TidemailApp:
         },
     )
     table = app.Table("users", partitions=settings.partitions, key_type=bytes, value_type=bytes)
-    renderer = EmailRenderer(settings.templates_dir, defaults={"brand": "Tidemail Shop"})
-    processor = BatchProcessor(
-        policy=StatePolicy(
-            dedupe_window=settings.dedupe_window,
-            interest_half_life_days=settings.interest_half_life_days,
-            daily_history_days=settings.daily_history_days,
-            recent_purchases_kept=settings.recent_purchases_kept,
-        ),
-        renderer=renderer,
-        job_context=JobContext(
-            brand="Tidemail Shop",
-            shop_url=settings.shop_url,
-            postal_address=settings.company_postal_address,
-            unsubscribe_base_url=settings.unsubscribe_base_url,
-            unsubscribe_secret=settings.unsubscribe_secret.reveal().encode(),
-            interest_half_life_days=settings.interest_half_life_days,
-        ),
-        max_event_bytes=settings.max_event_bytes,
-        clock_ms=lambda: int(time.time() * 1000),
-    )
+    processor = build_processor(settings)
     app.settings = settings
-    app.renderer = renderer
+    app.renderer = processor.renderer
     app.store = UserStore(table, settings.partitions)
     app.hot_path = HotPath(
         bootstrap=settings.kafka_bootstrap,

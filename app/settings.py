@@ -35,6 +35,7 @@ class Settings:
     jobs_topic: str = "tidemail.email-jobs"
     dead_letter_topic: str = "tidemail.dead-letter"
     partitions: int = 8
+    kafka_session_timeout_s: float = 10.0
     replication_factor: int = 1
     data_dir: Path = Path(".cache/worker")
     web_port: int = 6066
@@ -50,6 +51,7 @@ class Settings:
     rocksdb_block_cache_mb: int = 2_048
     rocksdb_write_buffer_mb: int = 64
     templates_dir: Path = Path(__file__).resolve().parent.parent / "templates"
+    brand: str = "Tidemail Shop"
     from_address: str = "hello@tidemail.local"
     shop_url: str = "https://shop.example.com"
     unsubscribe_secret: Secret = Secret("dev-only-unsubscribe-secret-change-me")

@@ -70,7 +70,7 @@ class BatchProcessor:
         clock_ms: Callable[[], int],
     ) -> None:
         self._policy = policy
-        self._renderer = renderer
+        self.renderer = renderer
         self._job_context = job_context
         self._max_event_bytes = max_event_bytes
         self._clock_ms = clock_ms
@@ -119,7 +119,7 @@ class BatchProcessor:
                 result.suppressed["unsubscribed"] += 1
                 continue
             try:
-                job = build_job(request, new_state, self._renderer, self._job_context, self._clock_ms())
+                job = build_job(request, new_state, self.renderer, self._job_context, self._clock_ms())
             except UndeliverableJob as e:
                 result.dead_letters.append(DeadLetter(record, "undeliverable", str(e)))
             except RenderError as e:

@@ -1,0 +1,171 @@
+"""Running real Tidemail workers against the real broker, and reading topics back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+PARTITIONS = 4
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class WorkerHarness:
+    """One isolated Tidemail deployment: its own topics, app id, data dir and port."""
+
+    tmp: Path
+    env_overrides: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        run = uuid.uuid4().hex[:10]
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "TIDEMAIL_APP_ID": f"test-{run}",
+            "TIDEMAIL_EVENTS_TOPIC": f"test-{run}.events",
+            "TIDEMAIL_JOBS_TOPIC": f"test-{run}.email-jobs",
+            "TIDEMAIL_DEAD_LETTER_TOPIC": f"test-{run}.dead-letter",
+            "TIDEMAIL_PARTITIONS": str(PARTITIONS),
+            "TIDEMAIL_DATA_DIR": str(self.tmp / "worker"),
+            "TIDEMAIL_WEB_PORT": str(self.port),
+            "TIDEMAIL_KAFKA_SESSION_TIMEOUT_S": "6",
+            "TIDEMAIL_LOG_LEVEL": "warn",
+            **self.env_overrides,
+        }
+        self.settings = Settings.from_env({k: v for k, v in self.env.items() if k.startswith("TIDEMAIL_")})
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = self.tmp / "worker.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "worker"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        await self.wait_for(lambda health: bool(health["owned_partitions"]), "/health", timeout=90)
+
+    def kill_hard(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process = None
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as http, http.get(self.url + path) as response:
+            return response.status, await response.json()
+
+    async def wait_for(self, ready: Any, path: str, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}; log:\n{self.log_tail()}")
+            try:
+                status, body = await self.get(path)
+                if status == 200 and ready(body):
+                    return body
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"timed out waiting on {path}; log:\n{self.log_tail()}")
+
+    async def wait_until_caught_up(self, timeout: float = 90) -> None:
+        """Until the hot path's committed offsets reach the end of every events partition."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            committed, ends = await self._offsets()
+            if all(committed[tp] >= ends[tp] for tp in ends):
+                return
+            await asyncio.sleep(0.3)
+        raise AssertionError(f"worker did not catch up in {timeout}s; log:\n{self.log_tail()}")
+
+    async def committed_total(self) -> int:
+        committed, _ = await self._offsets()
+        return sum(committed.values())
+
+    async def _offsets(self) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+        tps = [TopicPartition(self.settings.events_topic, p) for p in range(PARTITIONS)]
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap, group_id=f"{self.settings.app_id}-hot-path"
+        )
+        await consumer.start()
+        try:
+            ends = await consumer.end_offsets(tps)
+            committed = {tp: (await consumer.committed(tp)) or 0 for tp in tps}
+            return committed, ends
+        finally:
+            await consumer.stop()
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else "(no log)"
+
+
+async def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=2 * 1024 * 1024)
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def read_topic(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record currently in `topic`, in partition then offset order."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(timeout_ms=500)
+            for recs in batch.values():
+                records.extend(recs)
+        records.sort(key=lambda r: (r.partition, r.offset))
+        return records
+    finally:
+        await consumer.stop()
