@@ -16,8 +16,8 @@ down:
 reset:
 	@$(SERVICES) reset
 
-demo: up
-	@$(VENV)/tidemail demo
+demo:
+	@scripts/demo.sh
 
 check: setup
 	$(VENV)/ruff check .

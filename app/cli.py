@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 
@@ -50,6 +51,17 @@ def generate(users: int, events: int, rate: float, seed: int) -> None:
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     asyncio.run(publish(settings, users=users, limit=events or None, rate=rate or None, seed=seed))
+
+
+@main.command()
+@click.option("--users", default=5_000, show_default=True)
+@click.option("--rate", default=400.0, show_default=True, help="Events per second.")
+def demo(users: int, rate: float) -> None:
+    """Run a worker and a live event stream; print what comes out until Ctrl-C."""
+    from app.demo import run_demo
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_demo(Settings.from_env(), users, rate))
 
 
 @main.command()

@@ -48,7 +48,7 @@ class Settings:
     interest_half_life_days: float = 14.0
     daily_history_days: int = 35
     recent_purchases_kept: int = 10
-    rocksdb_block_cache_mb: int = 2_048
+    rocksdb_block_cache_mb: int = 512
     rocksdb_write_buffer_mb: int = 64
     templates_dir: Path = Path(__file__).resolve().parent.parent / "templates"
     brand: str = "Tidemail Shop"

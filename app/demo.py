@@ -1,0 +1,97 @@
+"""`tidemail demo`: a worker, a realistic event stream, and a live line of what comes out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from app.generator import publish
+from app.settings import Settings
+from streams.topics import ensure_topics
+
+
+async def run_demo(settings: Settings, users: int, rate: float) -> None:
+    await ensure_topics(
+        settings.kafka_bootstrap,
+        settings.partitions,
+        settings.replication_factor,
+        [settings.events_topic, settings.jobs_topic, settings.dead_letter_topic],
+        keyed_by_user=settings.events_topic,
+    )
+    log_path = Path(".cache/logs/worker.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker"], stdout=log, stderr=log, start_new_session=True
+        )
+    print(f"worker started (pid {worker.pid}, log {log_path}); waiting for it to own partitions ...", flush=True)
+    base = f"http://{settings.web_host}:{settings.web_port}"
+    generator: asyncio.Task[int] | None = None
+    try:
+        async with aiohttp.ClientSession() as http:
+            await _wait_ready(http, base, worker)
+            print(f"metrics: {base}/metrics   a user: {base}/users/u000001   stop: Ctrl-C", flush=True)
+            generator = asyncio.create_task(publish(settings, users=users, limit=None, rate=rate, seed=int(time.time())))
+            await _watch(http, base, settings, worker)
+    finally:
+        if generator is not None:
+            generator.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await generator
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+        print("\nworker stopped", flush=True)
+
+
+async def _wait_ready(http: aiohttp.ClientSession, base: str, worker: subprocess.Popen[bytes]) -> None:
+    while True:
+        if worker.poll() is not None:
+            raise SystemExit(f"worker exited with {worker.returncode}; see .cache/logs/worker.log")
+        with contextlib.suppress(aiohttp.ClientError):
+            async with http.get(f"{base}/health") as response:
+                if response.status == 200 and (await response.json())["owned_partitions"]:
+                    return
+        await asyncio.sleep(0.5)
+
+
+async def _watch(http: aiohttp.ClientSession, base: str, settings: Settings, worker: subprocess.Popen[bytes]) -> None:
+    """Print one refreshing line: events processed, dead letters, jobs and the latest subject."""
+    consumer = AIOKafkaConsumer(
+        settings.jobs_topic, settings.dead_letter_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="latest"
+    )
+    await consumer.start()
+    jobs = dead = 0
+    last_job = ""
+    previous, previous_at = 0, time.monotonic()
+    try:
+        while worker.poll() is None:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for tp, records in batch.items():
+                if tp.topic == settings.jobs_topic:
+                    jobs += len(records)
+                    job = orjson.loads(records[-1].value)
+                    last_job = f'"{job["subject"]}" -> {job["to"]}'
+                else:
+                    dead += len(records)
+            async with http.get(f"{base}/stats") as response:
+                processed = (await response.json())["processed"]
+            now = time.monotonic()
+            rate = (processed - previous) / (now - previous_at)
+            previous, previous_at = processed, now
+            line = f"events {processed:>9,} ({rate:>6,.0f}/s) | dead letters {dead:>5,} | jobs {jobs:>6,} | last: {last_job}"
+            print("\r" + line[:160].ljust(160), end="", flush=True)
+    finally:
+        await consumer.stop()
