@@ -41,7 +41,9 @@ async def run_demo(settings: Settings, users: int, rate: float) -> None:
         async with aiohttp.ClientSession() as http:
             await _wait_ready(http, base, worker)
             print(f"metrics: {base}/metrics   a user: {base}/users/u000001   stop: Ctrl-C", flush=True)
-            generator = asyncio.create_task(publish(settings, users=users, limit=None, rate=rate, seed=int(time.time())))
+            generator = asyncio.create_task(
+                publish(settings, users=users, limit=None, rate=rate, seed=int(time.time()))
+            )
             await _watch(http, base, settings, worker)
     finally:
         if generator is not None:
@@ -70,7 +72,10 @@ async def _wait_ready(http: aiohttp.ClientSession, base: str, worker: subprocess
 async def _watch(http: aiohttp.ClientSession, base: str, settings: Settings, worker: subprocess.Popen[bytes]) -> None:
     """Print one refreshing line: events processed, dead letters, jobs and the latest subject."""
     consumer = AIOKafkaConsumer(
-        settings.jobs_topic, settings.dead_letter_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="latest"
+        settings.jobs_topic,
+        settings.dead_letter_topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="latest",
     )
     await consumer.start()
     jobs = dead = 0
