@@ -96,7 +96,8 @@ async def _watch(http: aiohttp.ClientSession, base: str, settings: Settings, wor
             now = time.monotonic()
             rate = (processed - previous) / (now - previous_at)
             previous, previous_at = processed, now
-            line = f"events {processed:>9,} ({rate:>6,.0f}/s) | dead letters {dead:>5,} | jobs {jobs:>6,} | last: {last_job}"
+            counts = f"events {processed:>9,} ({rate:>6,.0f}/s) | dead letters {dead:>5,} | jobs {jobs:>6,}"
+            line = f"{counts} | last: {last_job}"
             print("\r" + line[:160].ljust(160), end="", flush=True)
     finally:
         await consumer.stop()
