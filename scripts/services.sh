@@ -19,6 +19,15 @@ is_running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+redis_answers() {
+  local reply=""
+  exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT" || return 1
+  printf 'PING\r\n' >&3
+  read -r -t 2 reply <&3 || true
+  exec 3>&-
+  [[ "$reply" == +PONG* ]]
+}
+
 ensure_kafka_jars() {
   if [ -f "$KAFKA_HOME/libs/.complete" ]; then return; fi
   command -v mvn >/dev/null || { log "Maven (mvn) is required to fetch Kafka"; exit 1; }
@@ -74,7 +83,12 @@ kafka_java() {
 
 start_kafka() {
   if is_running "$RUN/kafka.pid"; then log "kafka already running on :$KAFKA_PORT"; return; fi
-  if port_open "$KAFKA_PORT"; then log "port $KAFKA_PORT is taken by another process"; exit 1; fi
+  if port_open "$KAFKA_PORT"; then
+    # Another checkout's broker (or the user's own) is fine if it answers as Kafka;
+    # wait_for_kafka_metadata below fails loudly if it does not.
+    log "using the Kafka-like service already listening on :$KAFKA_PORT (not started here, not stopped by down)"
+    return
+  fi
   ensure_kafka_jars
   write_kafka_config
   if [ ! -f "$KAFKA_HOME/data/meta.properties" ]; then
@@ -101,7 +115,14 @@ ensure_redis_server() {
 
 start_redis() {
   if is_running "$RUN/redis.pid"; then log "redis already running on :$REDIS_PORT"; return; fi
-  if port_open "$REDIS_PORT"; then log "port $REDIS_PORT is taken by another process"; exit 1; fi
+  if port_open "$REDIS_PORT"; then
+    if redis_answers; then
+      log "using the redis already listening on :$REDIS_PORT (not started here, not stopped by down)"
+      return
+    fi
+    log "port $REDIS_PORT is taken by something that is not redis"
+    exit 1
+  fi
   ensure_redis_server
   mkdir -p "$CACHE/redis"
   log "starting redis on :$REDIS_PORT"
