@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.errors import ConfigError
@@ -18,8 +20,7 @@ async def ensure_topics(
         missing = [NewTopic(name, partitions, replication) for name in names if name not in existing]
         if missing:
             await admin.create_topics(missing)
-        described = await admin.describe_topics([keyed_by_user])
-        found = len(described[0]["partitions"])
+        found = await _partition_count(admin, keyed_by_user)
         if found != partitions:
             raise ConfigError(
                 f"topic {keyed_by_user!r} has {found} partitions but TIDEMAIL_PARTITIONS is {partitions}; "
@@ -27,3 +28,14 @@ async def ensure_topics(
             )
     finally:
         await admin.close()
+
+
+async def _partition_count(admin: AIOKafkaAdminClient, topic: str) -> int:
+    # A topic created a moment ago can still describe as having no partitions.
+    for _ in range(100):
+        described = await admin.describe_topics([topic])
+        count = len(described[0]["partitions"])
+        if count:
+            return count
+        await asyncio.sleep(0.1)
+    raise ConfigError(f"topic {topic!r} still has no partitions 10 s after creation; is the broker healthy?")

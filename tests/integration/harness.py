@@ -84,6 +84,9 @@ class WorkerHarness:
     def stop(self) -> None:
         if self.process is None:
             return
+        if self.process.poll() is not None:
+            self.process = None
+            return
         os.killpg(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(30)
