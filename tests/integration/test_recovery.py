@@ -11,13 +11,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.faust_app import build_processor
 from app.generator import EventGenerator
-from streams.pipeline import InputRecord
-from streams.state import UserState, decode_state, encode_state
-from streams.store import CHECKPOINT_KEY
-from streams.topics import ensure_topics
-from tests.integration.harness import PARTITIONS, WorkerHarness, produce, read_topic
+from tests.integration.harness import (
+    WorkerHarness,
+    assert_durable_state_is_single_pass,
+    ensure_all_topics,
+    produce,
+    read_topic,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +43,7 @@ async def worker(tmp_path: Path) -> AsyncIterator[WorkerHarness]:
 
 async def test_kill_9_mid_stream_then_restart_gives_exactly_once_state(worker: WorkerHarness) -> None:
     s = worker.settings
-    await ensure_topics(
-        s.kafka_bootstrap, PARTITIONS, 1, [s.events_topic, s.jobs_topic, s.dead_letter_topic], s.events_topic
-    )
+    await ensure_all_topics(s)
     await produce(s.kafka_bootstrap, s.events_topic, islice(EventGenerator(users=3_000, seed=5).messages(), EVENTS))
 
     await worker.start()
@@ -54,22 +53,7 @@ async def test_kill_9_mid_stream_then_restart_gives_exactly_once_state(worker: W
     await worker.start()
     await worker.wait_until_caught_up()
 
-    records = await read_topic(s.kafka_bootstrap, s.events_topic)
-    assert len(records) == EVENTS
-    by_partition: dict[int, list[InputRecord]] = defaultdict(list)
-    for r in records:
-        by_partition[r.partition].append(InputRecord(r.partition, r.offset, r.key, r.value, r.timestamp))
-    expected = build_processor(s).process(by_partition, lambda partition, user: None)
-    expected_states = {user: state for states in expected.states.values() for user, state in states.items()}
-
-    changelog = await read_topic(s.kafka_bootstrap, f"{s.app_id}-users-changelog")
-    durable: dict[str, UserState] = {}
-    for r in changelog:
-        if r.key != CHECKPOINT_KEY:
-            durable[r.key.decode()] = decode_state(r.value)
-    assert set(durable) == set(expected_states)
-    mismatched = [u for u, state in expected_states.items() if decode_state(encode_state(state)) != durable[u]]
-    assert mismatched == []
+    expected = await assert_durable_state_is_single_pass(s)
 
     jobs = [orjson.loads(r.value) for r in await read_topic(s.kafka_bootstrap, s.jobs_topic)]
     assert {job["job_id"] for job in jobs} == {job["job_id"] for job in expected.jobs}
