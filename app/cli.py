@@ -30,7 +30,7 @@ def worker(ctx: click.Context) -> None:
             settings.kafka_bootstrap,
             settings.partitions,
             settings.replication_factor,
-            [settings.events_topic, settings.jobs_topic, settings.dead_letter_topic],
+            [settings.events_topic, settings.jobs_topic, settings.dead_letter_topic, settings.segment_changes_topic],
             keyed_by_user=settings.events_topic,
         )
     )

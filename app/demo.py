@@ -25,7 +25,7 @@ async def run_demo(settings: Settings, users: int, rate: float) -> None:
         settings.kafka_bootstrap,
         settings.partitions,
         settings.replication_factor,
-        [settings.events_topic, settings.jobs_topic, settings.dead_letter_topic],
+        [settings.events_topic, settings.jobs_topic, settings.dead_letter_topic, settings.segment_changes_topic],
         keyed_by_user=settings.events_topic,
     )
     log_path = Path(".cache/logs/worker.log")

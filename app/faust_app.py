@@ -4,7 +4,6 @@ changelog recovery, and the web server; the batch hot path runs inside it."""
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import faust
@@ -12,10 +11,12 @@ from faust.web import Web
 
 from app.settings import Settings
 from streams.cache import StateCache
+from streams.clock import Clock
 from streams.content import EmailRenderer
 from streams.hotpath import HotPath
 from streams.jobs import JobContext
 from streams.pipeline import BatchProcessor
+from streams.segments import SegmentBook
 from streams.state import StatePolicy
 from streams.store import UserStore
 
@@ -30,6 +31,8 @@ class TidemailApp(faust.App):
     store: UserStore
     hot_path: HotPath
     renderer: EmailRenderer
+    clock: Clock
+    segments: SegmentBook
 
     def on_init_dependencies(self) -> Any:
         return [*super().on_init_dependencies(), self.hot_path]
@@ -40,7 +43,7 @@ class TidemailApp(faust.App):
         add_routes(web.web_app, self)  # type: ignore[attr-defined]
 
 
-def build_processor(settings: Settings) -> BatchProcessor:
+def build_processor(settings: Settings, clock: Clock) -> BatchProcessor:
     """The pure batch logic, configured from settings (also used by tests to compute expectations)."""
     return BatchProcessor(
         policy=StatePolicy(
@@ -58,8 +61,9 @@ def build_processor(settings: Settings) -> BatchProcessor:
             unsubscribe_secret=settings.unsubscribe_secret.reveal().encode(),
             interest_half_life_days=settings.interest_half_life_days,
         ),
+        segments=SegmentBook.load(settings.segments_file),
         max_event_bytes=settings.max_event_bytes,
-        clock_ms=lambda: int(time.time() * 1000),
+        clock_ms=clock.now_ms,
     )
 
 
@@ -90,8 +94,11 @@ def create_app(settings: Settings) -> TidemailApp:
         },
     )
     table = app.Table("users", partitions=settings.partitions, key_type=bytes, value_type=bytes)
-    processor = build_processor(settings)
+    clock = Clock()
+    processor = build_processor(settings, clock)
     app.settings = settings
+    app.clock = clock
+    app.segments = processor.segments
     app.renderer = processor.renderer
     app.store = UserStore(table, settings.partitions)
     app.hot_path = HotPath(
@@ -100,11 +107,15 @@ def create_app(settings: Settings) -> TidemailApp:
         events_topic=settings.events_topic,
         jobs_topic=settings.jobs_topic,
         dead_letter_topic=settings.dead_letter_topic,
+        segment_changes_topic=settings.segment_changes_topic,
         store=app.store,
         processor=processor,
         cache=StateCache(settings.state_cache_users),
         batch_max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_timeout_ms,
+        clock=clock,
+        timer_interval_ms=settings.timer_interval_ms,
+        timer_batch_users=settings.timer_batch_users,
     )
 
     # mode types signal receivers so that no coroutine function matches; the ignores are for that.

@@ -51,6 +51,11 @@ class Settings:
     rocksdb_block_cache_mb: int = 512
     rocksdb_write_buffer_mb: int = 64
     templates_dir: Path = Path(__file__).resolve().parent.parent / "templates"
+    segments_file: Path = Path(__file__).resolve().parent.parent / "streams" / "segments.yaml"
+    segment_changes_topic: str = "tidemail.segment-changes"
+    timer_interval_ms: int = 500
+    timer_batch_users: int = 20_000
+    allow_clock_control: str = "false"
     brand: str = "Tidemail Shop"
     from_address: str = "hello@tidemail.local"
     shop_url: str = "https://shop.example.com"

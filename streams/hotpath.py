@@ -21,8 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
 from typing import Any
 
 import orjson
@@ -33,9 +32,11 @@ from mode import Service
 
 from streams import metrics
 from streams.cache import StateCache
+from streams.clock import Clock
+from streams.jobs import format_time
 from streams.pipeline import BatchProcessor, BatchResult, DeadLetter, InputRecord
 from streams.state import UserState, decode_state, encode_state
-from streams.store import CHECKPOINT_KEY, UserStore
+from streams.store import CHECKPOINT_KEY, SEGMENT_SIZES_KEY, UserStore, timer_key
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +55,25 @@ class HotPath(Service):
         events_topic: str,
         jobs_topic: str,
         dead_letter_topic: str,
+        segment_changes_topic: str,
         store: UserStore,
         processor: BatchProcessor,
         cache: StateCache,
         batch_max_records: int,
         batch_timeout_ms: int,
-        clock: Callable[[], float] = time.time,
+        clock: Clock,
+        timer_interval_ms: int,
+        timer_batch_users: int,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._events_topic = events_topic
         self._jobs_topic = jobs_topic
         self._dead_letter_topic = dead_letter_topic
+        self._segment_changes_topic = segment_changes_topic
+        self._timer_interval_s = timer_interval_ms / 1000
+        self._timer_batch_users = timer_batch_users
+        self.segment_sizes: dict[int, Counter[str]] = {}
         self._store = store
         self._processor = processor
         self._cache = cache
@@ -130,6 +138,8 @@ class HotPath(Service):
                 else:
                     self._consumer.seek(tp, checkpoint + 1)
             self._owned = set(partitions)
+            self.segment_sizes = {p: self._load_sizes(p) for p in partitions}
+            self._export_sizes()
             metrics.OWNED_PARTITIONS.set(len(partitions))
             log.info("hot path owns event partitions %s", sorted(partitions))
 
@@ -141,6 +151,8 @@ class HotPath(Service):
             self._consumer.assign([])
             self._cache.drop_partitions(self._owned)
             self._owned = set()
+            self.segment_sizes = {}
+            self._export_sizes()
             metrics.OWNED_PARTITIONS.set(0)
 
     @Service.task
@@ -163,6 +175,31 @@ class HotPath(Service):
                     self._failures_in_a_row = 0
                 except Exception:
                     await self._recover_from_failed_batch()
+
+    @Service.task
+    async def _fire_due_timers(self) -> None:
+        """Re-evaluate users whose conditions can flip with no new event (time passing)."""
+        while not self.should_stop:
+            await self.sleep(self._timer_interval_s)
+            if not self._owned:
+                continue
+            async with self._lock:
+                now_ms = self._clock.now_ms()
+                for partition in sorted(self._owned):
+                    due = self._store.due_users(partition, now_ms, self._timer_batch_users)
+                    if not due:
+                        continue
+                    started = time.perf_counter()
+                    try:
+                        result = self._processor.on_clock(partition, due, self._load)
+                        await self._make_durable(result)
+                    except Exception:
+                        log.exception("timer batch for partition %d failed; it stays due and is retried", partition)
+                        metrics.BATCH_FAILURES.inc()
+                        continue
+                    metrics.TIMER_USERS.inc(len(due))
+                    metrics.TIMER_LATENESS.observe(result.timer_lateness_ms / 1000)
+                    self._record_outputs(result, time.perf_counter() - started)
 
     async def _recover_from_failed_batch(self) -> None:
         # Usually the broker is unreachable. Nothing of the batch counts until it is
@@ -189,11 +226,20 @@ class HotPath(Service):
             for tp, records in fetched.items()
         }
         result = self._processor.process(batch, self._load)
-        await self._publish_outputs(result)
-        changelog_offsets = await self._publish_changelog(result)
-        self._persist_locally(result, changelog_offsets)
+        await self._make_durable(result)
         await self._consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
-        self._record_metrics(result, fetched, time.perf_counter() - started)
+        self._record_outputs(result, time.perf_counter() - started)
+        self._record_consumption(result, fetched)
+
+    async def _make_durable(self, result: BatchResult) -> None:
+        await self._publish_outputs(result)
+        changelog = self._changelog_items(result)
+        changelog_offsets = await self._publish_changelog(changelog)
+        for partition, items in changelog.items():
+            self._store.write(partition, items, changelog_offsets.get(partition))
+        for partition, states in result.states.items():
+            for user_id, state in states.items():
+                self._cache.put(partition, user_id, state)
 
     def _load(self, partition: int, user_id: str) -> UserState | None:
         state = self._cache.get(partition, user_id)
@@ -215,6 +261,21 @@ class HotPath(Service):
                     DeadLetter(trigger, "job_too_large", f"job {job['job_id']} is too large for Kafka: {e}")
                 )
         sends += [await self._send_dead_letter(dead) for dead in result.dead_letters]
+        for change in result.segment_changes:
+            record = {
+                "change_id": change.change_id,
+                "user_id": change.user_id,
+                "segment": change.segment,
+                "change": change.change,
+                "at": format_time(change.at_ms),
+                "cause": change.cause,
+                "definition_version": change.definition_version,
+            }
+            sends.append(
+                await self._producer.send(
+                    self._segment_changes_topic, orjson.dumps(record), key=change.user_id.encode()
+                )
+            )
         if sends:
             await asyncio.gather(*sends)
 
@@ -233,47 +294,52 @@ class HotPath(Service):
         )
         return future
 
-    async def _publish_changelog(self, result: BatchResult) -> dict[int, int]:
+    def _changelog_items(self, result: BatchResult) -> dict[int, dict[bytes, bytes | None]]:
+        """Per partition, every key this batch changes: states, timer index moves, sizes, checkpoint."""
+        items: dict[int, dict[bytes, bytes | None]] = {}
+        for partition, states in result.states.items():
+            items[partition] = {user_id.encode(): encode_state(state) for user_id, state in states.items()}
+        for partition, moves in result.timer_moves.items():
+            part = items.setdefault(partition, {})
+            for user_id, (old_due, new_due) in moves.items():
+                if old_due is not None:
+                    part[timer_key(old_due, user_id)] = None
+                if new_due is not None:
+                    part[timer_key(new_due, user_id)] = b""
+        for partition, deltas in result.segment_deltas.items():
+            sizes = self.segment_sizes.setdefault(partition, Counter())
+            sizes.update(deltas)
+            items.setdefault(partition, {})[SEGMENT_SIZES_KEY] = orjson.dumps(dict(sizes))
+        if result.segment_deltas:
+            self._export_sizes()
+        for partition, last in result.last_offsets.items():
+            items.setdefault(partition, {})[CHECKPOINT_KEY] = str(last).encode()
+        return items
+
+    async def _publish_changelog(self, changelog: dict[int, dict[bytes, bytes | None]]) -> dict[int, int]:
         topic = self._store.changelog_topic
         sends: list[tuple[int, asyncio.Future[Any]]] = []
-        for partition, states in result.states.items():
-            for user_id, state in states.items():
-                sends.append(
-                    (
-                        partition,
-                        await self._producer.send(
-                            topic, encode_state(state), key=user_id.encode(), partition=partition
-                        ),
-                    )
-                )
-            last = result.last_offsets.get(partition)
-            if last is not None:
-                sends.append(
-                    (
-                        partition,
-                        await self._producer.send(topic, str(last).encode(), key=CHECKPOINT_KEY, partition=partition),
-                    )
-                )
+        for partition, items in changelog.items():
+            for key, value in items.items():
+                sends.append((partition, await self._producer.send(topic, value, key=key, partition=partition)))
         offsets: dict[int, int] = {}
         for partition, future in sends:
             metadata = await future
             offsets[partition] = max(offsets.get(partition, -1), metadata.offset)
         return offsets
 
-    def _persist_locally(self, result: BatchResult, changelog_offsets: dict[int, int]) -> None:
-        for partition, states in result.states.items():
-            items = {user_id.encode(): encode_state(state) for user_id, state in states.items()}
-            last = result.last_offsets.get(partition)
-            if last is not None:
-                items[CHECKPOINT_KEY] = str(last).encode()
-            self._store.write(partition, items, changelog_offsets.get(partition))
-            for user_id, state in states.items():
-                self._cache.put(partition, user_id, state)
+    def _load_sizes(self, partition: int) -> Counter[str]:
+        raw = self._store.get(partition, SEGMENT_SIZES_KEY)
+        return Counter(orjson.loads(raw)) if raw else Counter()
 
-    def _record_metrics(self, result: BatchResult, fetched: dict[TopicPartition, Any], seconds: float) -> None:
-        count = sum(len(records) for records in fetched.values())
-        self.processed += count
-        metrics.EVENTS_CONSUMED.inc(count)
+    def _export_sizes(self) -> None:
+        totals: Counter[str] = Counter()
+        for sizes in self.segment_sizes.values():
+            totals.update(sizes)
+        for name, size in totals.items():
+            metrics.SEGMENT_SIZE.labels(name).set(size)
+
+    def _record_outputs(self, result: BatchResult, seconds: float) -> None:
         for event_type, n in result.applied_by_type.items():
             metrics.EVENTS_APPLIED.labels(event_type).inc(n)
         for reason, n in result.skipped.items():
@@ -287,9 +353,17 @@ class HotPath(Service):
             )
         for job in result.jobs:
             metrics.JOBS_EMITTED.labels(job["flow"]).inc()
-        metrics.BATCH_RECORDS.observe(count)
+        for change in result.segment_changes:
+            metrics.SEGMENT_CHANGES.labels(change.segment, change.change).inc()
         metrics.BATCH_SECONDS.observe(seconds)
-        now_ms = self._clock() * 1000
+        metrics.CACHED_USERS.set(len(self._cache))
+
+    def _record_consumption(self, result: BatchResult, fetched: dict[TopicPartition, Any]) -> None:
+        count = sum(len(records) for records in fetched.values())
+        self.processed += count
+        metrics.EVENTS_CONSUMED.inc(count)
+        metrics.BATCH_RECORDS.observe(count)
+        now_ms = time.time() * 1000
         for tp, records in fetched.items():
             for record in records:
                 latency_ms = max(0.0, now_ms - record.timestamp)
@@ -298,4 +372,3 @@ class HotPath(Service):
             highwater = self._consumer.highwater(tp)
             if highwater is not None:
                 metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, highwater - records[-1].offset - 1))
-        metrics.CACHED_USERS.set(len(self._cache))

@@ -31,3 +31,15 @@ CONSUMER_LAG = Gauge("tidemail_consumer_lag", "Records behind the high watermark
 OWNED_PARTITIONS = Gauge("tidemail_owned_partitions", "Event partitions this worker processes.")
 CACHED_USERS = Gauge("tidemail_state_cache_users", "User states held in the in-memory cache.")
 BATCH_FAILURES = Counter("tidemail_batch_failures_total", "Batches that failed to become durable and were retried.")
+SEGMENT_SIZE = Gauge(
+    "tidemail_segment_size", "Members of each segment in the partitions this worker owns.", ["segment"]
+)
+SEGMENT_CHANGES = Counter(
+    "tidemail_segment_changes_total", "Segment entries and exits published.", ["segment", "change"]
+)
+TIMER_USERS = Counter("tidemail_timer_users_total", "Users re-evaluated because a time condition came due.")
+TIMER_LATENESS = Histogram(
+    "tidemail_timer_lateness_seconds",
+    "How long after its due instant the latest timer of a clock batch fired.",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)

@@ -17,11 +17,13 @@ from streams.errors import InvalidEvent, RenderError, UndeliverableJob
 from streams.events import Event, parse_event
 from streams.flows import advance_flows
 from streams.jobs import JobContext, build_job
+from streams.segments import Evaluation, SegmentBook, SegmentChange
 from streams.state import StatePolicy, UserState, apply
 
 log = logging.getLogger(__name__)
 
 StateLoader = Callable[[int, str], UserState | None]
+MAX_CLOCK_HOPS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,11 @@ class BatchResult:
     job_triggers: dict[str, InputRecord] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     last_offsets: dict[int, int] = field(default_factory=dict)
+    segment_changes: list[SegmentChange] = field(default_factory=list)
+    # Per partition: user -> (due instant in the durable timer index, due instant now).
+    timer_moves: dict[int, dict[str, tuple[int | None, int | None]]] = field(default_factory=dict)
+    segment_deltas: dict[int, Counter[str]] = field(default_factory=dict)
+    timer_lateness_ms: int = 0
     applied_by_type: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     suppressed: Counter[str] = field(default_factory=Counter)
@@ -66,11 +73,13 @@ class BatchProcessor:
         policy: StatePolicy,
         renderer: EmailRenderer,
         job_context: JobContext,
+        segments: SegmentBook,
         max_event_bytes: int,
         clock_ms: Callable[[], int],
     ) -> None:
         self._policy = policy
         self.renderer = renderer
+        self.segments = segments
         self._job_context = job_context
         self._max_event_bytes = max_event_bytes
         self._clock_ms = clock_ms
@@ -78,12 +87,80 @@ class BatchProcessor:
     def process(self, batch: Mapping[int, Sequence[InputRecord]], load: StateLoader) -> BatchResult:
         result = BatchResult()
         for partition, records in batch.items():
-            changed = result.states.setdefault(partition, {})
-            for record in records:
-                self._process_record(record, changed, load, result)
-            if records:
-                result.last_offsets[partition] = records[-1].offset
+            self._process_partition(partition, records, load, result)
         return result
+
+    def _process_partition(
+        self, partition: int, records: Sequence[InputRecord], load: StateLoader, result: BatchResult
+    ) -> None:
+        changed = result.states.setdefault(partition, {})
+        # The timer each user has in the durable index, to move it if their next check changes.
+        durable_due: dict[str, int | None] = {}
+
+        def load_noting_due(p: int, user_id: str) -> UserState | None:
+            state = load(p, user_id)
+            durable_due[user_id] = state.next_check_ms if state is not None else None
+            return state
+
+        for record in records:
+            self._process_record(record, changed, load_noting_due, result)
+        if records:
+            result.last_offsets[partition] = records[-1].offset
+        self._collect_timer_moves(partition, changed, durable_due, result)
+
+    def on_clock(self, partition: int, user_ids: Sequence[str], load: StateLoader) -> BatchResult:
+        """Re-evaluate users whose timers are due; `user_ids` come from the partition's timer index."""
+        result = BatchResult()
+        changed = result.states.setdefault(partition, {})
+        durable_due: dict[str, int | None] = {}
+        now_ms = self._clock_ms()
+        for user_id in user_ids:
+            state = load(partition, user_id)
+            if state is None:
+                continue
+            durable_due[user_id] = state.next_check_ms
+            if state.next_check_ms is not None and state.next_check_ms > now_ms:
+                continue
+            if state.next_check_ms is not None:
+                result.timer_lateness_ms = max(result.timer_lateness_ms, now_ms - state.next_check_ms)
+            changed[user_id] = self._catch_up(state, now_ms, partition, result)
+        self._collect_timer_moves(partition, changed, durable_due, result)
+        return result
+
+    def _catch_up(self, state: UserState, now_ms: int, partition: int, result: BatchResult) -> UserState:
+        # Evaluate at each due instant in turn, so every flip happens at the moment it is due
+        # even when the worker was down for a while; a long backlog continues next tick.
+        current = state.copy()
+        for _ in range(MAX_CLOCK_HOPS):
+            due = current.next_check_ms
+            if due is None or due > now_ms:
+                break
+            current = self._with_evaluation(current, self.segments.on_clock(current, due), partition, result)
+        return current
+
+    def _with_evaluation(
+        self, state: UserState, evaluation: Evaluation, partition: int, result: BatchResult
+    ) -> UserState:
+        state.segments = evaluation.segments
+        state.next_check_ms = evaluation.next_check_ms
+        if evaluation.changes:
+            result.segment_changes.extend(evaluation.changes)
+            deltas = result.segment_deltas.setdefault(partition, Counter())
+            for change in evaluation.changes:
+                deltas[change.segment] += 1 if change.change == "entered" else -1
+        return state
+
+    @staticmethod
+    def _collect_timer_moves(
+        partition: int, changed: dict[str, UserState], durable_due: dict[str, int | None], result: BatchResult
+    ) -> None:
+        moves = {
+            user_id: (durable_due.get(user_id), state.next_check_ms)
+            for user_id, state in changed.items()
+            if durable_due.get(user_id) != state.next_check_ms
+        }
+        if moves:
+            result.timer_moves[partition] = moves
 
     def _process_record(
         self, record: InputRecord, changed: dict[str, UserState], load: StateLoader, result: BatchResult
@@ -113,6 +190,11 @@ class BatchProcessor:
             result.skipped["duplicate"] += 1
             return state.copy()
         result.applied_by_type[event.type] += 1
+        applied.windows = self.segments.accumulate(applied.windows, event)
+        # Segments are evaluated in event time (the user's latest event), so a replay
+        # reaches the same memberships; the clock catches up with anything due since.
+        evaluation = self.segments.after_event(applied, event, applied.last_seen_ms)
+        applied = self._with_evaluation(applied, evaluation, record.partition, result)
         new_state, requests = advance_flows(applied, event)
         for request in requests:
             if new_state.is_unsubscribed(request.list_name):

@@ -54,6 +54,9 @@ class UserState:
     last_email_click_ms: int | None = None
     unsubscribed_lists: list[str] = field(default_factory=list)
     flows_entered: dict[str, int] = field(default_factory=dict)
+    windows: dict[str, dict[str, float]] = field(default_factory=dict)
+    segments: dict[str, int] = field(default_factory=dict)
+    next_check_ms: int | None = None
 
     @property
     def email(self) -> str | None:
@@ -87,6 +90,9 @@ class UserState:
             self.last_email_click_ms,
             self.unsubscribed_lists,
             self.flows_entered,
+            self.windows,
+            self.segments,
+            self.next_check_ms,
         )
 
     def is_unsubscribed(self, list_name: str = DEFAULT_LIST) -> bool:

@@ -8,7 +8,7 @@ exactly as Faust's own changelog recovery does (`Store.apply_changelog_batch`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from aiokafka.partitioner import murmur2
@@ -16,6 +16,17 @@ from faust.types import TP
 from rocksdict import WriteBatch
 
 CHECKPOINT_KEY: Final = b"\x00tidemail:checkpoint"
+SEGMENT_SIZES_KEY: Final = b"\x00tidemail:segment-sizes"
+TIMER_PREFIX: Final = b"\x01due:"
+
+
+def timer_key(due_ms: int, user_id: str) -> bytes:
+    """Index key ordered by due time, so a scan from the prefix meets the earliest first."""
+    return TIMER_PREFIX + f"{due_ms:016d}:".encode() + user_id.encode()
+
+
+def is_user_key(key: bytes) -> bool:
+    return not key.startswith((b"\x00", b"\x01", b"__faust"))
 
 
 class UserStore:
@@ -43,10 +54,36 @@ class UserStore:
         raw = self.get(partition, CHECKPOINT_KEY)
         return int(raw) if raw is not None else None
 
-    def write(self, partition: int, items: Mapping[bytes, bytes], changelog_offset: int | None) -> None:
+    def due_users(self, partition: int, upto_ms: int, limit: int) -> list[str]:
+        """Users whose timer in this partition is due at or before `upto_ms`, earliest first."""
+        upper = TIMER_PREFIX + f"{upto_ms:016d};".encode()  # ';' sorts after ':'
+        found: list[str] = []
+        iterator = self._db(partition).iter()
+        iterator.seek(TIMER_PREFIX)
+        while iterator.valid() and len(found) < limit:
+            key: bytes = iterator.key()
+            if key >= upper:
+                break
+            found.append(key[len(TIMER_PREFIX) + 17 :].decode())
+            iterator.next()
+        return found
+
+    def sample_users(self, partition: int) -> Iterator[bytes]:
+        """Stored user states of one partition, in key order (for samples, not for hot paths)."""
+        iterator = self._db(partition).iter()
+        iterator.seek_to_first()
+        while iterator.valid():
+            if is_user_key(iterator.key()):
+                yield iterator.value()
+            iterator.next()
+
+    def write(self, partition: int, items: Mapping[bytes, bytes | None], changelog_offset: int | None) -> None:
         batch = WriteBatch(raw_mode=True)
         for key, value in items.items():
-            batch.put(key, value)
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
         self._db(partition).write(batch)
         if changelog_offset is not None:
             self._table.data.set_persisted_offset(TP(self.changelog_topic, partition), changelog_offset)

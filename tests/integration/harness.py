@@ -22,9 +22,10 @@ from aiokafka.structs import ConsumerRecord
 
 from app.faust_app import build_processor
 from app.settings import Settings
+from streams.clock import Clock
 from streams.pipeline import BatchResult, InputRecord
 from streams.state import UserState, decode_state, encode_state
-from streams.store import CHECKPOINT_KEY
+from streams.store import is_user_key
 from streams.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,11 +188,11 @@ async def assert_durable_state_is_single_pass(settings: Settings) -> BatchResult
     by_partition: dict[int, list[InputRecord]] = defaultdict(list)
     for r in records:
         by_partition[r.partition].append(InputRecord(r.partition, r.offset, r.key, r.value, r.timestamp))
-    expected = build_processor(settings).process(by_partition, lambda partition, user: None)
+    expected = build_processor(settings, Clock()).process(by_partition, lambda partition, user: None)
     expected_states = {user: state for states in expected.states.values() for user, state in states.items()}
     durable: dict[str, UserState] = {}
     for r in await read_topic(settings.kafka_bootstrap, f"{settings.app_id}-users-changelog"):
-        if r.key != CHECKPOINT_KEY:
+        if is_user_key(r.key):
             durable[r.key.decode()] = decode_state(r.value)
     assert set(durable) == set(expected_states)
     # Compare after a JSON round trip, as the worker's states have been through one.

@@ -11,6 +11,7 @@ from streams.content import EmailRenderer
 from streams.flows import job_id
 from streams.jobs import JobContext
 from streams.pipeline import BatchProcessor, InputRecord
+from streams.segments import SegmentBook
 from streams.state import StatePolicy, UserState
 from tests.factories import BASE_TS, encoded, event_doc
 
@@ -19,7 +20,8 @@ CONTEXT = JobContext("Shop", "https://shop", "1 Street", "https://unsub", b"secr
 
 def processor(templates: Path | None = None) -> BatchProcessor:
     renderer = EmailRenderer(templates or Settings().templates_dir, defaults={"brand": "Shop"})
-    return BatchProcessor(StatePolicy(), renderer, CONTEXT, max_event_bytes=4_096, clock_ms=lambda: BASE_TS)
+    segments = SegmentBook.load(Settings().segments_file)
+    return BatchProcessor(StatePolicy(), renderer, CONTEXT, segments, max_event_bytes=4_096, clock_ms=lambda: BASE_TS)
 
 
 def record(offset: int, doc: dict[str, Any] | bytes, key: bytes | None = None, partition: int = 0) -> InputRecord:

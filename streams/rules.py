@@ -1,0 +1,387 @@
+"""The segment condition language: parsing with precise errors, evaluation, and the next
+instant a condition can change without a new event.
+
+Each kind of condition is one class registered in `CONDITION_KINDS`; adding a new kind
+of input (a model score, say) means writing one class and registering it there.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from streams.durations import parse_duration
+from streams.errors import ConfigError
+from streams.events import EVENT_TYPES
+from streams.state import UserState
+from streams.windows import AggregateSpec, granularity_for, next_expiry, total
+
+ANY_EVENT = "*"
+TRAITS = "traits"
+CART_EVENTS = frozenset({"cart_add", "cart_remove", "purchase"})
+
+
+@dataclass(frozen=True, slots=True)
+class EvalContext:
+    """One user at one instant, plus the memberships already decided in this evaluation."""
+
+    state: UserState
+    now_ms: int
+    memberships: Mapping[str, bool]
+
+
+class Condition(Protocol):
+    def holds(self, ctx: EvalContext) -> bool: ...
+
+    def next_change(self, ctx: EvalContext) -> int | None: ...
+
+    def inputs(self) -> frozenset[str]: ...
+
+    def aggregates(self) -> tuple[tuple[AggregateSpec, int], ...]: ...
+
+
+class Leaf:
+    """Defaults for conditions that neither depend on time nor keep aggregates."""
+
+    def next_change(self, ctx: EvalContext) -> int | None:
+        return None
+
+    def aggregates(self) -> tuple[tuple[AggregateSpec, int], ...]:
+        return ()
+
+
+Parser = Callable[[Any, str], Condition]
+CONDITION_KINDS: dict[str, Parser] = {}
+
+
+def kind(name: str) -> Callable[[Parser], Parser]:
+    def register(parser: Parser) -> Parser:
+        CONDITION_KINDS[name] = parser
+        return parser
+
+    return register
+
+
+def parse_condition(raw: Any, where: str) -> Condition:
+    """Build a condition from its YAML form; `where` locates it for error messages."""
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise ConfigError(
+            f"{where} must be a mapping with exactly one of: {', '.join(sorted(CONDITION_KINDS))}; got {raw!r}"
+        )
+    [(name, body)] = raw.items()
+    parser = CONDITION_KINDS.get(name)
+    if parser is None:
+        raise ConfigError(f"{where}: unknown condition `{name}`; expected one of: {', '.join(sorted(CONDITION_KINDS))}")
+    return parser(body, f"{where}.{name}")
+
+
+# ---- combinators -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    parts: tuple[Condition, ...]
+
+    def holds(self, ctx: EvalContext) -> bool:
+        return all(part.holds(ctx) for part in self.parts)
+
+    def next_change(self, ctx: EvalContext) -> int | None:
+        return _earliest(part.next_change(ctx) for part in self.parts)
+
+    def inputs(self) -> frozenset[str]:
+        return frozenset().union(*(part.inputs() for part in self.parts))
+
+    def aggregates(self) -> tuple[tuple[AggregateSpec, int], ...]:
+        return tuple(spec for part in self.parts for spec in part.aggregates())
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf(AllOf):
+    def holds(self, ctx: EvalContext) -> bool:
+        return any(part.holds(ctx) for part in self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    part: Condition
+
+    def holds(self, ctx: EvalContext) -> bool:
+        return not self.part.holds(ctx)
+
+    def next_change(self, ctx: EvalContext) -> int | None:
+        return self.part.next_change(ctx)
+
+    def inputs(self) -> frozenset[str]:
+        return self.part.inputs()
+
+    def aggregates(self) -> tuple[tuple[AggregateSpec, int], ...]:
+        return self.part.aggregates()
+
+
+def _parts(body: Any, where: str) -> tuple[Condition, ...]:
+    if not isinstance(body, list) or not body:
+        raise ConfigError(f"{where} must be a non-empty list of conditions; got {body!r}")
+    return tuple(parse_condition(part, f"{where}[{i}]") for i, part in enumerate(body))
+
+
+kind("all")(lambda body, where: AllOf(_parts(body, where)))
+kind("any")(lambda body, where: AnyOf(_parts(body, where)))
+kind("not")(lambda body, where: Not(parse_condition(body, where)))
+
+
+# ---- comparisons -------------------------------------------------------------------
+
+COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+
+
+def _compare(op: str, actual: Any, expected: Any) -> bool:
+    if op in ("in", "not_in"):
+        return (actual in expected) == (op == "in")
+    try:
+        return COMPARISONS[op](actual, expected)
+    except TypeError:  # e.g. a text trait compared with a number: not a match
+        return False
+
+
+def _fields(body: Any, where: str, required: set[str], optional: set[str]) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ConfigError(f"{where} must be a mapping; got {body!r}")
+    missing = required - set(body)
+    if missing:
+        raise ConfigError(f"{where} needs `{sorted(missing)[0]}`")
+    unknown = set(body) - required - optional
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown field `{sorted(unknown)[0]}`; allowed: {', '.join(sorted(required | optional))}"
+        )
+    return body
+
+
+def _threshold(body: dict[str, Any], where: str) -> tuple[str, float]:
+    op = body.get("op", "gte")
+    if op not in COMPARISONS:
+        raise ConfigError(f"{where}.op must be one of {', '.join(COMPARISONS)}; got {op!r}")
+    value = body.get("value")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where}.value must be a number; got {value!r}")
+    return op, float(value)
+
+
+def _event_type(value: Any, where: str, allow_any: bool = False) -> str:
+    allowed = (*EVENT_TYPES, "any") if allow_any else EVENT_TYPES
+    if value not in allowed:
+        raise ConfigError(f"{where} must be one of {', '.join(allowed)}; got {value!r}")
+    return ANY_EVENT if value == "any" else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class TraitIs(Leaf):
+    trait: str
+    op: str
+    value: Any
+    OPS: ClassVar[tuple[str, ...]] = (*COMPARISONS, "in", "not_in", "exists", "missing")
+
+    def holds(self, ctx: EvalContext) -> bool:
+        present = self.trait in ctx.state.traits
+        if self.op in ("exists", "missing"):
+            return present == (self.op == "exists")
+        return present and _compare(self.op, ctx.state.traits[self.trait], self.value)
+
+    def inputs(self) -> frozenset[str]:
+        return frozenset({TRAITS})
+
+
+@kind("trait")
+def _parse_trait(body: Any, where: str) -> Condition:
+    fields = _fields(body, where, {"name", "op"}, {"value"})
+    op = fields["op"]
+    if op not in TraitIs.OPS:
+        raise ConfigError(f"{where}.op must be one of {', '.join(TraitIs.OPS)}; got {op!r}")
+    value = fields.get("value")
+    if op in ("in", "not_in") and not isinstance(value, list):
+        raise ConfigError(f"{where}.value must be a list for `{op}`; got {value!r}")
+    if op not in ("exists", "missing") and "value" not in fields:
+        raise ConfigError(f"{where} needs `value` for `{op}`")
+    return TraitIs(str(fields["name"]), op, tuple(value) if isinstance(value, list) else value)
+
+
+# ---- behaviour over rolling windows ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WindowTotal:
+    spec: AggregateSpec
+    window_ms: int
+    op: str
+    value: float
+
+    def _buckets(self, ctx: EvalContext) -> dict[str, float]:
+        return ctx.state.windows.get(self.spec.key, {})
+
+    def holds(self, ctx: EvalContext) -> bool:
+        return _compare(
+            self.op, total(self._buckets(ctx), self.spec.granularity_ms, self.window_ms, ctx.now_ms), self.value
+        )
+
+    def next_change(self, ctx: EvalContext) -> int | None:
+        return next_expiry(self._buckets(ctx), self.spec.granularity_ms, self.window_ms, ctx.now_ms)
+
+    def inputs(self) -> frozenset[str]:
+        return frozenset({self.spec.event_type})
+
+    def aggregates(self) -> tuple[tuple[AggregateSpec, int], ...]:
+        return ((self.spec, self.window_ms),)
+
+
+def _parse_window(body: Any, where: str, summed: bool) -> Condition:
+    required = {"event", "within", "field"} if summed else {"event", "within"}
+    fields = _fields(body, where, required, {"where", "op", "value"})
+    event_type = _event_type(fields["event"], f"{where}.event")
+    window_ms = parse_duration(fields["within"], f"{where}.within")
+    where_filter = fields.get("where", {})
+    if not isinstance(where_filter, dict) or not all(
+        isinstance(v, str | int | float | bool) for v in where_filter.values()
+    ):
+        raise ConfigError(f"{where}.where must map property names to values; got {where_filter!r}")
+    if summed and not isinstance(fields["field"], str):
+        raise ConfigError(f"{where}.field must name a numeric property such as `total`; got {fields['field']!r}")
+    op, value = _threshold({"op": fields.get("op", "gte"), "value": fields.get("value", 1)}, where)
+    spec = AggregateSpec(
+        event_type, tuple(sorted(where_filter.items())), fields["field"] if summed else None, granularity_for(window_ms)
+    )
+    return WindowTotal(spec, window_ms, op, value)
+
+
+kind("count")(lambda body, where: _parse_window(body, where, summed=False))
+kind("sum")(lambda body, where: _parse_window(body, where, summed=True))
+
+
+# ---- recency, first seen, cart -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LastSeen(Leaf):
+    """The last event of a type happened within a duration, longer ago than one, or never."""
+
+    event_type: str
+    within_ms: int | None
+    older_than_ms: int | None
+
+    def _last(self, state: UserState) -> int | None:
+        if self.event_type == ANY_EVENT:
+            return state.last_seen_ms or None
+        return state.last_seen_by_type.get(self.event_type)
+
+    def holds(self, ctx: EvalContext) -> bool:
+        last = self._last(ctx.state)
+        if self.within_ms is not None:
+            return last is not None and ctx.now_ms - last < self.within_ms
+        if self.older_than_ms is not None:
+            return last is not None and ctx.now_ms - last >= self.older_than_ms
+        return last is None
+
+    def next_change(self, ctx: EvalContext) -> int | None:
+        last = self._last(ctx.state)
+        span = self.within_ms if self.within_ms is not None else self.older_than_ms
+        if last is None or span is None:
+            return None
+        flip = last + span
+        return flip if flip > ctx.now_ms else None
+
+    def inputs(self) -> frozenset[str]:
+        return frozenset({self.event_type})
+
+
+@kind("last")
+def _parse_last(body: Any, where: str) -> Condition:
+    fields = _fields(body, where, {"event"}, {"within", "older_than", "never"})
+    chosen = [name for name in ("within", "older_than", "never") if name in fields]
+    if len(chosen) != 1:
+        raise ConfigError(f"{where} needs exactly one of `within`, `older_than`, `never`")
+    event_type = _event_type(fields["event"], f"{where}.event", allow_any=True)
+    if chosen == ["never"] and fields["never"] is not True:
+        raise ConfigError(f"{where}.never must be `true`; got {fields['never']!r}")
+    within = parse_duration(fields["within"], f"{where}.within") if "within" in fields else None
+    older = parse_duration(fields["older_than"], f"{where}.older_than") if "older_than" in fields else None
+    return LastSeen(event_type, within, older)
+
+
+@dataclass(frozen=True, slots=True)
+class FirstSeenWithin(Leaf):
+    within_ms: int
+
+    def holds(self, ctx: EvalContext) -> bool:
+        first = ctx.state.first_seen_ms
+        return bool(first) and ctx.now_ms - first < self.within_ms
+
+    def next_change(self, ctx: EvalContext) -> int | None:
+        flip = ctx.state.first_seen_ms + self.within_ms
+        return flip if ctx.state.first_seen_ms and flip > ctx.now_ms else None
+
+    def inputs(self) -> frozenset[str]:
+        return frozenset({ANY_EVENT})
+
+
+@kind("first_seen")
+def _parse_first_seen(body: Any, where: str) -> Condition:
+    fields = _fields(body, where, {"within"}, set())
+    return FirstSeenWithin(parse_duration(fields["within"], f"{where}.within"))
+
+
+@dataclass(frozen=True, slots=True)
+class CartIdle(Leaf):
+    """A non-empty cart untouched for at least `idle_ms` (0: merely non-empty)."""
+
+    idle_ms: int
+
+    def holds(self, ctx: EvalContext) -> bool:
+        cart = ctx.state.cart
+        return bool(cart and cart["items"]) and ctx.now_ms - int(cart["updated_ms"]) >= self.idle_ms  # type: ignore[index]
+
+    def next_change(self, ctx: EvalContext) -> int | None:
+        cart = ctx.state.cart
+        if not cart or not cart["items"]:
+            return None
+        flip = int(cart["updated_ms"]) + self.idle_ms
+        return flip if flip > ctx.now_ms else None
+
+    def inputs(self) -> frozenset[str]:
+        return CART_EVENTS
+
+
+@kind("cart")
+def _parse_cart(body: Any, where: str) -> Condition:
+    fields = _fields(body, where, set(), {"idle_for"})
+    return CartIdle(parse_duration(fields["idle_for"], f"{where}.idle_for") if "idle_for" in fields else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class InSegment(Leaf):
+    name: str
+
+    def holds(self, ctx: EvalContext) -> bool:
+        return ctx.memberships.get(self.name, False)
+
+    def inputs(self) -> frozenset[str]:
+        return frozenset({f"segment:{self.name}"})
+
+
+@kind("segment")
+def _parse_segment(body: Any, where: str) -> Condition:
+    if not isinstance(body, str) or not body:
+        raise ConfigError(f"{where} must name another segment; got {body!r}")
+    return InSegment(body)
+
+
+def _earliest(instants: Any) -> int | None:
+    present = [t for t in instants if t is not None]
+    return min(present) if present else None

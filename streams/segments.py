@@ -1,0 +1,203 @@
+"""Segment definitions (a versioned YAML file) and their evaluation for one user.
+
+Evaluation after an event touches only the segments whose inputs that event can
+change; evaluation on the clock re-checks every segment. Both return the user's new
+memberships, the transitions to publish, and the next instant at which any condition
+can flip without a new event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from streams.errors import ConfigError
+from streams.events import Event
+from streams.rules import ANY_EVENT, TRAITS, Condition, EvalContext, parse_condition
+from streams.state import UserState
+from streams.windows import AggregateSpec, add
+
+CHANGE_ID_NAMESPACE = uuid.UUID("0f3c1c8e-2a41-4a55-9d3b-6c1d3b8f5a21")
+TRAIT_EVENTS = frozenset({"signup", "profile_update"})
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    name: str
+    description: str
+    condition: Condition
+    definition: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentChange:
+    """One transition of one user into or out of one segment."""
+
+    user_id: str
+    segment: str
+    change: str
+    at_ms: int
+    cause: str
+    definition_version: str
+
+    @property
+    def change_id(self) -> str:
+        # Deterministic, so a transition re-published after a crash is recognisable downstream.
+        return str(
+            uuid.uuid5(CHANGE_ID_NAMESPACE, f"{self.user_id}\x1f{self.segment}\x1f{self.change}\x1f{self.cause}")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    segments: dict[str, int]
+    changes: list[SegmentChange]
+    next_check_ms: int | None
+
+
+class SegmentBook:
+    """A validated, ordered set of segment definitions."""
+
+    def __init__(self, segments: list[Segment], version: str) -> None:
+        self.segments = _in_dependency_order(segments)
+        self.version = version
+        self.by_name = {segment.name: segment for segment in self.segments}
+        self._by_input: dict[str, list[Segment]] = defaultdict(list)
+        for segment in self.segments:
+            for tag in segment.condition.inputs():
+                self._by_input[tag].append(segment)
+        horizons: dict[AggregateSpec, int] = {}
+        for segment in self.segments:
+            for spec, window_ms in segment.condition.aggregates():
+                horizons[spec] = max(horizons.get(spec, 0), window_ms)
+        self._aggregates: dict[str, list[tuple[AggregateSpec, int]]] = defaultdict(list)
+        for spec, horizon in horizons.items():
+            self._aggregates[spec.event_type].append((spec, horizon))
+
+    @classmethod
+    def load(cls, path: Path) -> SegmentBook:
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read segment definitions {path}: {e}") from e
+        return cls.from_yaml(text, str(path))
+
+    @classmethod
+    def from_yaml(cls, text: str, source: str) -> SegmentBook:
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{source} is not valid YAML: {e}") from e
+        raw = (doc or {}).get("segments", []) if isinstance(doc, dict) else None
+        if not isinstance(raw, list):
+            raise ConfigError(f"{source} must have a top-level `segments:` list")
+        segments = [_parse_segment(entry, i, source) for i, entry in enumerate(raw)]
+        names = [s.name for s in segments]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConfigError(f"{source}: segment `{duplicates[0]}` is defined more than once")
+        version = hashlib.sha256(text.encode()).hexdigest()[:12]
+        return cls(segments, version)
+
+    def accumulate(self, windows: dict[str, dict[str, float]], event: Event) -> dict[str, dict[str, float]]:
+        """Windowed aggregates after `event`; the input map is not modified."""
+        specs = self._aggregates.get(event.type)
+        if not specs:
+            return windows
+        updated = windows
+        for spec, horizon in specs:
+            amount = spec.contribution(event)
+            if amount is not None:
+                if updated is windows:
+                    updated = dict(windows)
+                updated[spec.key] = add(windows.get(spec.key, {}), spec, event.timestamp_ms, amount, horizon)
+        return updated
+
+    def after_event(self, state: UserState, event: Event, now_ms: int) -> Evaluation:
+        if state.next_check_ms is not None and state.next_check_ms <= now_ms:
+            # A time flip is already due and not yet handled by the clock: check everything.
+            return self._evaluate(state, now_ms, event.event_id, None)
+        tags = {event.type, ANY_EVENT}
+        if event.context or event.type in TRAIT_EVENTS:
+            tags.add(TRAITS)
+        return self._evaluate(state, now_ms, event.event_id, tags)
+
+    def on_clock(self, state: UserState, now_ms: int) -> Evaluation:
+        return self._evaluate(state, now_ms, "clock", None)
+
+    def _evaluate(self, state: UserState, now_ms: int, cause: str, tags: set[str] | None) -> Evaluation:
+        memberships = {name: True for name in state.segments}
+        ctx = EvalContext(state, now_ms, memberships)
+        changes: list[SegmentChange] = []
+        candidates = [state.next_check_ms] if tags is not None and (state.next_check_ms or 0) > now_ms else []
+        for segment in self.segments:
+            if tags is not None and not (segment.condition.inputs() & tags):
+                continue
+            member = segment.condition.holds(ctx)
+            was = memberships.get(segment.name, False)
+            if member != was:
+                memberships[segment.name] = member
+                change = "entered" if member else "exited"
+                changes.append(SegmentChange(state.user_id, segment.name, change, now_ms, cause, self.version))
+                if tags is not None:
+                    tags.add(f"segment:{segment.name}")
+            candidates.append(segment.condition.next_change(ctx))
+        if not changes and tags is not None and candidates == [state.next_check_ms]:
+            return Evaluation(state.segments, [], state.next_check_ms)
+        segments = {
+            name: state.segments.get(name, now_ms)
+            for name, member in memberships.items()
+            if member and name in self.by_name
+        }
+        due = [t for t in candidates if t is not None and t > now_ms]
+        return Evaluation(segments, changes, min(due) if due else None)
+
+
+def _parse_segment(entry: Any, index: int, source: str) -> Segment:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{source}: segments[{index}] must be a mapping with name, description, condition")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"{source}: segments[{index}].name must be letters, digits, `_` or `-`; got {name!r}")
+    where = f"{source}: segment `{name}`"
+    unknown = set(entry) - {"name", "description", "condition"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown field `{sorted(unknown)[0]}`; allowed: condition, description, name")
+    description = entry.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError(f"{where}: description must be text; got {description!r}")
+    if "condition" not in entry:
+        raise ConfigError(f"{where} needs a `condition`")
+    return Segment(name, description, parse_condition(entry["condition"], f"{where}: condition"), entry)
+
+
+def _in_dependency_order(segments: list[Segment]) -> list[Segment]:
+    by_name = {s.name: s for s in segments}
+    ordered: list[Segment] = []
+    state: dict[str, str] = {}
+
+    def visit(segment: Segment, path: list[str]) -> None:
+        if state.get(segment.name) == "done":
+            return
+        if state.get(segment.name) == "visiting":
+            cycle = " -> ".join([*path[path.index(segment.name) :], segment.name])
+            raise ConfigError(f"segment `{segment.name}` depends on itself: {cycle}")
+        state[segment.name] = "visiting"
+        for tag in segment.condition.inputs():
+            if tag.startswith("segment:"):
+                dependency = tag.removeprefix("segment:")
+                if dependency not in by_name:
+                    raise ConfigError(f"segment `{segment.name}` refers to unknown segment `{dependency}`")
+                visit(by_name[dependency], [*path, segment.name])
+        state[segment.name] = "done"
+        ordered.append(segment)
+
+    for segment in segments:
+        visit(segment, [])
+    return ordered

@@ -1,0 +1,78 @@
+"""Rolling-window aggregates kept in bounded memory as time buckets in the user's state.
+
+A window of length W uses buckets of the largest of 1m, 5m, 15m, 1h, 6h, 1d that is at
+most W/24 (at least 1m), so no aggregate holds more than about 60 buckets. An event
+counts from its timestamp until its bucket's end plus W: never less than W, at most
+one bucket more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from streams.events import Event
+
+GRANULARITIES_MS = (60_000, 300_000, 900_000, 3_600_000, 21_600_000, 86_400_000)
+
+
+def granularity_for(window_ms: int) -> int:
+    fitting = [g for g in GRANULARITIES_MS if g <= window_ms // 24]
+    return fitting[-1] if fitting else GRANULARITIES_MS[0]
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateSpec:
+    """What to accumulate (count, or sum of a numeric property) for which events, per bucket."""
+
+    event_type: str
+    where: tuple[tuple[str, Any], ...]
+    field: str | None
+    granularity_ms: int
+
+    @property
+    def key(self) -> str:
+        where = ",".join(f"{k}={v}" for k, v in self.where)
+        return f"{'sum:' + self.field if self.field else 'count'}|{self.event_type}|{where}|{self.granularity_ms}"
+
+    def contribution(self, event: Event) -> float | None:
+        """What `event` adds to this aggregate, or None when it does not match."""
+        if event.type != self.event_type:
+            return None
+        for name, expected in self.where:
+            if property_at(event.properties, name) != expected:
+                return None
+        if self.field is None:
+            return 1.0
+        value = property_at(event.properties, self.field)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def property_at(properties: dict[str, Any], path: str) -> Any:
+    """`item.price` reads properties["item"]["price"]; a missing step gives None."""
+    value: Any = properties
+    for step in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(step)
+    return value
+
+
+def add(buckets: dict[str, float], spec: AggregateSpec, ts: int, amount: float, horizon_ms: int) -> dict[str, float]:
+    """A new bucket map with `amount` added at `ts`, without buckets older than the horizon."""
+    start = ts - ts % spec.granularity_ms
+    updated = {**buckets, str(start): buckets.get(str(start), 0.0) + amount}
+    newest = max(int(b) for b in updated)
+    return {b: v for b, v in updated.items() if int(b) + spec.granularity_ms + horizon_ms > newest}
+
+
+def total(buckets: dict[str, float], granularity_ms: int, window_ms: int, now_ms: int) -> float:
+    """Sum of the buckets still inside the window at `now_ms`."""
+    return sum(v for b, v in buckets.items() if now_ms < int(b) + granularity_ms + window_ms)
+
+
+def next_expiry(buckets: dict[str, float], granularity_ms: int, window_ms: int, now_ms: int) -> int | None:
+    """The next instant after `now_ms` at which a bucket leaves the window."""
+    ends = [int(b) + granularity_ms + window_ms for b in buckets]
+    future = [end for end in ends if end > now_ms]
+    return min(future) if future else None
