@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from streams.errors import ConfigError
+from streams.rules import EvalContext, parse_condition
+from streams.segments import SegmentBook
+from streams.state import StatePolicy, UserState, apply
+from tests.factories import BASE_TS, item, make_event
+
+HOUR = 3_600_000
+DAY = 24 * HOUR
+
+
+def cond(text: str) -> Any:
+    return parse_condition(yaml.safe_load(text), "test")
+
+
+def ctx(state: UserState, now: int = BASE_TS, member_of: tuple[str, ...] = ()) -> EvalContext:
+    return EvalContext(state, now, {name: True for name in member_of})
+
+
+def book(text: str) -> SegmentBook:
+    return SegmentBook.from_yaml(text, "segments.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "{last: {event: email_open, within: week}}",
+            "test.last.within must be a duration like `7d`, `12h` or `30m`; got 'week'",
+        ),
+        ("{last: {event: teleport, within: 7d}}", "test.last.event must be one of signup"),
+        ("{last: {event: click}}", "needs exactly one of `within`, `older_than`, `never`"),
+        ("{count: {event: purchase}}", "test.count needs `within`"),
+        ("{count: {event: purchase, within: 7d, op: about, value: 1}}", "test.count.op must be one of eq, ne, gt"),
+        ("{count: {event: purchase, within: 7d, value: lots}}", "test.count.value must be a number; got 'lots'"),
+        ("{count: {event: purchase, within: 7d, colour: red}}", "test.count: unknown field `colour`"),
+        ("{sum: {event: purchase, within: 7d}}", "test.sum needs `field`"),
+        ("{trait: {name: country, op: in, value: GB}}", "test.trait.value must be a list for `in`; got 'GB'"),
+        ("{trait: {name: country, op: eq}}", "test.trait needs `value` for `eq`"),
+        ("{trait: {name: country, op: like, value: G}}", "test.trait.op must be one of"),
+        ("{all: []}", "test.all must be a non-empty list of conditions"),
+        ("{any: [{teleport: {}}]}", r"test.any\[0\]: unknown condition `teleport`"),
+        ("{count: {}, last: {}}", "must be a mapping with exactly one of"),
+        ("{cart: {idle_for: 0m}}", "test.cart.idle_for must be a duration"),
+        ("{segment: ''}", "test.segment must name another segment"),
+    ],
+)
+def test_parse_errors_name_field_and_problem(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        cond(text)
+
+
+def test_file_level_errors() -> None:
+    with pytest.raises(ConfigError, match="segments.yaml: segment `a`: condition: unknown condition `nope`"):
+        book("segments: [{name: a, condition: {nope: 1}}]")
+    with pytest.raises(ConfigError, match="segment `a` is defined more than once"):
+        book("segments: [{name: a, condition: {cart: {}}}, {name: a, condition: {cart: {}}}]")
+    with pytest.raises(ConfigError, match="segment `a` refers to unknown segment `b`"):
+        book("segments: [{name: a, condition: {segment: b}}]")
+    with pytest.raises(ConfigError, match="segment `a` depends on itself: a -> b -> a"):
+        book("segments: [{name: a, condition: {segment: b}}, {name: b, condition: {segment: a}}]")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        book("segments: [")
+    with pytest.raises(ConfigError, match="must have a top-level `segments:` list"):
+        book("segments: {a: 1}")
+    with pytest.raises(ConfigError, match=r"segments\[0\].name must be letters"):
+        book("segments: [{name: 'a b', condition: {cart: {}}}]")
+    with pytest.raises(ConfigError, match="segment `a` needs a `condition`"):
+        book("segments: [{name: a}]")
+
+
+def run(*events: Any) -> UserState:
+    state = UserState("u1")
+    for event in events:
+        state = apply(state, event, StatePolicy())
+    return state
+
+
+@pytest.mark.parametrize(
+    ("op", "value", "expected"),
+    [
+        ("eq", "GB", True),
+        ("ne", "GB", False),
+        ("in", ["DE", "GB"], True),
+        ("not_in", ["GB"], False),
+        ("exists", None, True),
+    ],
+)
+def test_trait_operators(op: str, value: Any, expected: bool) -> None:
+    state = run(make_event("signup", context={"country": "GB"}))
+    condition = parse_condition({"trait": {"name": "country", "op": op, **({"value": value} if value else {})}}, "t")
+    assert condition.holds(ctx(state)) is expected
+
+
+def test_numeric_trait_comparisons_and_type_mismatch() -> None:
+    state = run(make_event("profile_update", traits={"age": 51, "nickname": "al"}))
+    assert cond("{trait: {name: age, op: gt, value: 50}}").holds(ctx(state))
+    assert not cond("{trait: {name: age, op: lte, value: 50}}").holds(ctx(state))
+    assert not cond("{trait: {name: nickname, op: gt, value: 5}}").holds(ctx(state))
+    assert cond("{trait: {name: shoe_size, op: missing}}").holds(ctx(state))
+
+
+def test_recency_boundaries() -> None:
+    state = run(make_event("email_open"))
+    within = cond("{last: {event: email_open, within: 7d}}")
+    older = cond("{last: {event: email_open, older_than: 7d}}")
+    never = cond("{last: {event: purchase, never: true}}")
+    assert within.holds(ctx(state, BASE_TS + 7 * DAY - 1)) and not within.holds(ctx(state, BASE_TS + 7 * DAY))
+    assert not older.holds(ctx(state, BASE_TS + 7 * DAY - 1)) and older.holds(ctx(state, BASE_TS + 7 * DAY))
+    assert within.next_change(ctx(state)) == BASE_TS + 7 * DAY
+    assert never.holds(ctx(state)) and never.next_change(ctx(state)) is None
+
+
+def test_cart_idle_and_first_seen() -> None:
+    state = run(make_event("cart_add"))
+    idle = cond("{cart: {idle_for: 1h}}")
+    assert not idle.holds(ctx(state, BASE_TS + HOUR - 1)) and idle.holds(ctx(state, BASE_TS + HOUR))
+    assert idle.next_change(ctx(state)) == BASE_TS + HOUR
+    bought = run(make_event("cart_add"), make_event("purchase"))
+    assert not idle.holds(ctx(bought, BASE_TS + 2 * HOUR))
+    new = cond("{first_seen: {within: 7d}}")
+    assert new.holds(ctx(state, BASE_TS + 7 * DAY - 1)) and not new.holds(ctx(state, BASE_TS + 7 * DAY))
+
+
+def test_window_counts_use_buckets_and_expire() -> None:
+    segments = book(
+        "segments: [{name: fans, condition: {count: {event: page_view, where: {category: outdoor}, within: 1d, value: 2}}}]"
+    )
+    state = UserState("u1")
+    for n, (category, offset) in enumerate([("outdoor", 0), ("books", 10), ("outdoor", HOUR)]):
+        event = make_event("page_view", event_id=f"v{n}", ts=BASE_TS + offset, category=category)
+        state = apply(state, event, StatePolicy())
+        state.windows = segments.accumulate(state.windows, event)
+    condition = segments.by_name["fans"].condition
+    assert condition.holds(ctx(state, BASE_TS + HOUR))
+    # The first view's 1h bucket leaves the window one day after the bucket ends.
+    assert condition.next_change(ctx(state, BASE_TS + HOUR)) == BASE_TS + HOUR + DAY
+    assert condition.holds(ctx(state, BASE_TS + HOUR + DAY - 1))
+    assert not condition.holds(ctx(state, BASE_TS + HOUR + DAY))
+
+
+def test_sum_reads_nested_numeric_properties() -> None:
+    segments = book(
+        "segments: [{name: big, condition: {sum: {event: cart_add, field: item.price, within: 7d, value: 100}}}]"
+    )
+    state = UserState("u1")
+    for n, price in enumerate([60.0, 50.0]):
+        event = make_event("cart_add", event_id=f"c{n}", item=item(sku=f"s{n}", price=price))
+        state = apply(state, event, StatePolicy())
+        state.windows = segments.accumulate(state.windows, event)
+    assert segments.by_name["big"].condition.holds(ctx(state))
+
+
+def test_only_affected_segments_are_evaluated_and_dependents_follow() -> None:
+    segments = book(
+        """
+        segments:
+          - {name: shopper, condition: {count: {event: purchase, within: 7d}}}
+          - {name: loyal, condition: {all: [{segment: shopper}, {trait: {name: vip, op: eq, value: true}}]}}
+          - {name: viewer, condition: {last: {event: page_view, within: 7d}}}
+        """
+    )
+    state = run(make_event("profile_update", traits={"vip": True}))
+    event = make_event("purchase")
+    state = apply(state, event, StatePolicy())
+    state.windows = segments.accumulate(state.windows, event)
+    evaluation = segments.after_event(state, event, BASE_TS)
+    assert [(c.segment, c.change, c.cause) for c in evaluation.changes] == [
+        ("shopper", "entered", event.event_id),
+        ("loyal", "entered", event.event_id),
+    ]
+    assert set(evaluation.segments) == {"shopper", "loyal"}
+
+
+def test_clock_evaluation_flips_without_an_event() -> None:
+    segments = book("segments: [{name: abandoner, condition: {cart: {idle_for: 1h}}}]")
+    state = run(make_event("cart_add"))
+    first = segments.after_event(state, make_event("cart_add"), BASE_TS)
+    assert first.changes == [] and first.next_check_ms == BASE_TS + HOUR
+    state.segments, state.next_check_ms = first.segments, first.next_check_ms
+    later = segments.on_clock(state, BASE_TS + HOUR)
+    assert [(c.change, c.cause, c.at_ms) for c in later.changes] == [("entered", "clock", BASE_TS + HOUR)]
+    assert later.next_check_ms is None
+
+
+def test_change_ids_are_deterministic() -> None:
+    segments = book("segments: [{name: s, condition: {cart: {}}}]")
+    state = run(make_event("cart_add"))
+    one = segments.after_event(state, make_event("cart_add"), BASE_TS).changes[0]
+    two = segments.after_event(state, make_event("cart_add"), BASE_TS).changes[0]
+    assert one.change_id == two.change_id
