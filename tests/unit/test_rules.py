@@ -57,7 +57,7 @@ def test_parse_errors_name_field_and_problem(text: str, message: str) -> None:
 
 
 def test_file_level_errors() -> None:
-    with pytest.raises(ConfigError, match="segments.yaml: segment `a`: condition: unknown condition `nope`"):
+    with pytest.raises(ConfigError, match=r"segments\.yaml: segment `a`: condition: unknown condition `nope`"):
         book("segments: [{name: a, condition: {nope: 1}}]")
     with pytest.raises(ConfigError, match="segment `a` is defined more than once"):
         book("segments: [{name: a, condition: {cart: {}}}, {name: a, condition: {cart: {}}}]")
@@ -130,7 +130,8 @@ def test_cart_idle_and_first_seen() -> None:
 
 def test_window_counts_use_buckets_and_expire() -> None:
     segments = book(
-        "segments: [{name: fans, condition: {count: {event: page_view, where: {category: outdoor}, within: 1d, value: 2}}}]"
+        "segments: [{name: fans, condition: "
+        "{count: {event: page_view, where: {category: outdoor}, within: 1d, value: 2}}}]"
     )
     state = UserState("u1")
     for n, (category, offset) in enumerate([("outdoor", 0), ("books", 10), ("outdoor", HOUR)]):
