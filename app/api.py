@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -25,6 +26,10 @@ def add_routes(web_app: web.Application, app: TidemailApp) -> None:
     web_app.router.add_get("/stats", stats)
     web_app.router.add_post("/stats/reset", reset_stats)
     web_app.router.add_get("/users/{user_id}", user_profile)
+    web_app.router.add_get("/segments", list_segments)
+    web_app.router.add_get("/segments/{name}", show_segment)
+    if app.settings.allow_clock_control:
+        web_app.router.add_post("/admin/clock", advance_clock)
 
 
 def _app(request: web.Request) -> TidemailApp:
@@ -89,7 +94,62 @@ async def user_profile(request: web.Request) -> web.Response:
         "last_email_click_ms": state.last_email_click_ms,
         "unsubscribed_lists": state.unsubscribed_lists,
         "flows_entered": state.flows_entered,
+        "segments": state.segments,
+        "next_check_ms": state.next_check_ms,
         "partition": partition,
         "applied_offset": state.applied_offset,
     }
     return _json(summary)
+
+
+def _sizes(app: TidemailApp) -> Counter[str]:
+    totals: Counter[str] = Counter()
+    for sizes in app.hot_path.segment_sizes.values():
+        totals.update(sizes)
+    return totals
+
+
+async def list_segments(request: web.Request) -> web.Response:
+    """Every defined segment with its size in the partitions this worker owns."""
+    app = _app(request)
+    sizes = _sizes(app)
+    body = [
+        {"name": segment.name, "description": segment.description, "size": sizes.get(segment.name, 0)}
+        for segment in app.segments.segments
+    ]
+    return _json({"definition_version": app.segments.version, "segments": body})
+
+
+async def show_segment(request: web.Request) -> web.Response:
+    app = _app(request)
+    name = request.match_info["name"]
+    segment = app.segments.by_name.get(name)
+    if segment is None:
+        return _json({"error": f"no segment {name!r}"}, 404)
+    limit = min(int(request.query.get("limit", "20")), 200)
+    sample: list[str] = []
+    for partition in sorted(app.hot_path.owned_partitions):
+        for raw in app.store.sample_users(partition):
+            state = decode_state(raw)
+            if name in state.segments:
+                sample.append(state.user_id)
+                if len(sample) >= limit:
+                    break
+        if len(sample) >= limit:
+            break
+    body = {
+        "name": segment.name,
+        "description": segment.description,
+        "definition": segment.definition["condition"],
+        "definition_version": app.segments.version,
+        "size": _sizes(app).get(name, 0),
+        "sample": sample,
+    }
+    return _json(body)
+
+
+async def advance_clock(request: web.Request) -> web.Response:
+    app = _app(request)
+    body = await request.json()
+    app.clock.advance(int(body["advance_ms"]))
+    return _json({"now_ms": app.clock.now_ms()})

@@ -10,6 +10,8 @@ from typing import Any
 
 from streams.errors import ConfigError
 
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
 
 @dataclass(frozen=True, slots=True)
 class Secret:
@@ -55,7 +57,8 @@ class Settings:
     segment_changes_topic: str = "tidemail.segment-changes"
     timer_interval_ms: int = 500
     timer_batch_users: int = 20_000
-    allow_clock_control: str = "false"
+    # Lets POST /admin/clock move the worker's clock forward: for tests and demos only.
+    allow_clock_control: bool = False
     brand: str = "Tidemail Shop"
     from_address: str = "hello@tidemail.local"
     shop_url: str = "https://shop.example.com"
@@ -102,6 +105,10 @@ def _convert(name: str, type_name: Any, raw: str) -> Any:
     except ValueError as e:
         expected = "a whole number" if kind == "int" else "a number"
         raise ConfigError(f"TIDEMAIL_{name.upper()} must be {expected}; got {raw!r}") from e
+    if kind == "bool":
+        if raw.lower() not in BOOLEANS:
+            raise ConfigError(f"TIDEMAIL_{name.upper()} must be true or false; got {raw!r}")
+        return BOOLEANS[raw.lower()]
     if kind == "Path":
         return Path(raw)
     if kind == "Secret":

@@ -6,14 +6,15 @@ Events themselves bypass Faust's per-message stream machinery: a plain aiokafka
 consumer is assigned exactly the owned partitions and fetches them in batches.
 
 Durability protocol for one batch, in this order:
-1. jobs and dead letters are produced and acknowledged by the broker;
-2. changed user states and the partition checkpoint (last input offset) are
-   produced to the changelog and acknowledged;
+1. jobs, segment changes and dead letters are produced and acknowledged;
+2. changed user states, timer index moves and the partition checkpoint (last
+   input offset, output topics' end offsets) are produced to the changelog and
+   acknowledged;
 3. the same writes go to local RocksDB with the changelog offset they reflect.
-A crash anywhere replays from the last durable checkpoint; each user's state
+A crash anywhere replays from the last durable checkpoint. Each user's state
 carries the offset of the last event applied to it, so replayed events are
-skipped for users whose state already reflects them, and re-emitted jobs keep
-their deterministic ids.
+skipped for users whose state already reflects them; outputs a lost batch had
+already published are recognised by id and not published again (streams/outputs.py).
 """
 
 from __future__ import annotations
@@ -26,17 +27,16 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 from mode import Service
 
 from streams import metrics
 from streams.cache import StateCache
 from streams.clock import Clock
-from streams.jobs import format_time
-from streams.pipeline import BatchProcessor, BatchResult, DeadLetter, InputRecord
+from streams.outputs import OutputPublisher, OutputTopics
+from streams.pipeline import BatchProcessor, BatchResult, InputRecord
 from streams.state import UserState, decode_state, encode_state
-from streams.store import CHECKPOINT_KEY, SEGMENT_SIZES_KEY, UserStore, timer_key
+from streams.store import CHECKPOINT_KEY, SEGMENT_SIZES_KEY, Checkpoint, UserStore, timer_key
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ class HotPath(Service):
         self._timer_interval_s = timer_interval_ms / 1000
         self._timer_batch_users = timer_batch_users
         self.segment_sizes: dict[int, Counter[str]] = {}
+        self._checkpoints: dict[int, Checkpoint] = {}
+        self._topics = OutputTopics(events_topic, jobs_topic, segment_changes_topic, dead_letter_topic)
         self._store = store
         self._processor = processor
         self._cache = cache
@@ -114,6 +116,7 @@ class HotPath(Service):
             max_batch_size=1024 * 1024,
             max_request_size=4 * 1024 * 1024,
         )
+        self._publisher = OutputPublisher(self._producer, self._bootstrap, self._topics)
         await self._producer.start()
         await self._consumer.start()
         self._clients_started.set()
@@ -129,14 +132,10 @@ class HotPath(Service):
         async with self._lock:
             dropped = self._owned - partitions
             self._cache.drop_partitions(dropped)
-            tps = [TopicPartition(self._events_topic, p) for p in sorted(partitions)]
-            self._consumer.assign(tps)
-            for tp in tps:
-                checkpoint = self._store.checkpoint(tp.partition)
-                if checkpoint is None:
-                    await self._consumer.seek_to_beginning(tp)
-                else:
-                    self._consumer.seek(tp, checkpoint + 1)
+            self._publisher.forget(dropped)
+            self._consumer.assign([TopicPartition(self._events_topic, p) for p in sorted(partitions)])
+            self._checkpoints = {p: self._store.checkpoint(p) for p in partitions}
+            await self._rewind_to_checkpoints()
             self._owned = set(partitions)
             self.segment_sizes = {p: self._load_sizes(p) for p in partitions}
             self._export_sizes()
@@ -150,6 +149,7 @@ class HotPath(Service):
         async with self._lock:
             self._consumer.assign([])
             self._cache.drop_partitions(self._owned)
+            self._publisher.forget(self._owned)
             self._owned = set()
             self.segment_sizes = {}
             self._export_sizes()
@@ -211,13 +211,19 @@ class HotPath(Service):
             "batch failed (%d in a row); rewinding to checkpoints, retry in %ss", self._failures_in_a_row, delay
         )
         await self.sleep(delay)
-        for partition in self._owned:
+        try:
+            await self._rewind_to_checkpoints()
+        except Exception:
+            log.exception("rewinding failed; the next batch retries it")
+
+    async def _rewind_to_checkpoints(self) -> None:
+        for partition, checkpoint in self._checkpoints.items():
             tp = TopicPartition(self._events_topic, partition)
-            checkpoint = self._store.checkpoint(partition)
-            if checkpoint is None:
+            if checkpoint.input_offset is None:
                 await self._consumer.seek_to_beginning(tp)
             else:
-                self._consumer.seek(tp, checkpoint + 1)
+                self._consumer.seek(tp, checkpoint.input_offset + 1)
+            await self._publisher.recall(partition, checkpoint.output_ends)
 
     async def _handle(self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         started = time.perf_counter()
@@ -232,11 +238,18 @@ class HotPath(Service):
         self._record_consumption(result, fetched)
 
     async def _make_durable(self, result: BatchResult) -> None:
-        await self._publish_outputs(result)
-        changelog = self._changelog_items(result)
+        output_ends = await self._publisher.publish(result)
+        checkpoints = {
+            partition: self._checkpoints.get(partition, Checkpoint(None, {})).advanced(
+                result.last_offsets.get(partition), output_ends.get(partition, {})
+            )
+            for partition in {*result.last_offsets, *output_ends}
+        }
+        changelog = self._changelog_items(result, checkpoints)
         changelog_offsets = await self._publish_changelog(changelog)
         for partition, items in changelog.items():
             self._store.write(partition, items, changelog_offsets.get(partition))
+        self._checkpoints.update(checkpoints)
         for partition, states in result.states.items():
             for user_id, state in states.items():
                 self._cache.put(partition, user_id, state)
@@ -248,53 +261,9 @@ class HotPath(Service):
         raw = self._store.get(partition, user_id.encode())
         return decode_state(raw) if raw is not None else None
 
-    async def _publish_outputs(self, result: BatchResult) -> None:
-        sends: list[asyncio.Future[Any]] = []
-        for job in result.jobs:
-            try:
-                sends.append(
-                    await self._producer.send(self._jobs_topic, orjson.dumps(job), key=job["user_id"].encode())
-                )
-            except MessageSizeTooLargeError as e:
-                trigger = result.job_triggers[job["job_id"]]
-                result.dead_letters.append(
-                    DeadLetter(trigger, "job_too_large", f"job {job['job_id']} is too large for Kafka: {e}")
-                )
-        sends += [await self._send_dead_letter(dead) for dead in result.dead_letters]
-        for change in result.segment_changes:
-            record = {
-                "change_id": change.change_id,
-                "user_id": change.user_id,
-                "segment": change.segment,
-                "change": change.change,
-                "at": format_time(change.at_ms),
-                "cause": change.cause,
-                "definition_version": change.definition_version,
-            }
-            sends.append(
-                await self._producer.send(
-                    self._segment_changes_topic, orjson.dumps(record), key=change.user_id.encode()
-                )
-            )
-        if sends:
-            await asyncio.gather(*sends)
-
-    async def _send_dead_letter(self, dead: DeadLetter) -> asyncio.Future[Any]:
-        record = dead.record
-        headers = [
-            ("tidemail.kind", dead.kind.encode()),
-            ("tidemail.reason", dead.reason.encode()),
-            ("tidemail.source.topic", self._events_topic.encode()),
-            ("tidemail.source.partition", str(record.partition).encode()),
-            ("tidemail.source.offset", str(record.offset).encode()),
-        ]
-        # The original bytes travel unchanged so a fixed record can be replayed as it was.
-        future: asyncio.Future[Any] = await self._producer.send(
-            self._dead_letter_topic, record.value, key=record.key, headers=headers
-        )
-        return future
-
-    def _changelog_items(self, result: BatchResult) -> dict[int, dict[bytes, bytes | None]]:
+    def _changelog_items(
+        self, result: BatchResult, checkpoints: dict[int, Checkpoint]
+    ) -> dict[int, dict[bytes, bytes | None]]:
         """Per partition, every key this batch changes: states, timer index moves, sizes, checkpoint."""
         items: dict[int, dict[bytes, bytes | None]] = {}
         for partition, states in result.states.items():
@@ -312,8 +281,8 @@ class HotPath(Service):
             items.setdefault(partition, {})[SEGMENT_SIZES_KEY] = orjson.dumps(dict(sizes))
         if result.segment_deltas:
             self._export_sizes()
-        for partition, last in result.last_offsets.items():
-            items.setdefault(partition, {})[CHECKPOINT_KEY] = str(last).encode()
+        for partition, checkpoint in checkpoints.items():
+            items.setdefault(partition, {})[CHECKPOINT_KEY] = checkpoint.encode()
         return items
 
     async def _publish_changelog(self, changelog: dict[int, dict[bytes, bytes | None]]) -> dict[int, int]:
@@ -353,7 +322,7 @@ class HotPath(Service):
             )
         for job in result.jobs:
             metrics.JOBS_EMITTED.labels(job["flow"]).inc()
-        for change in result.segment_changes:
+        for _, change in result.segment_changes:
             metrics.SEGMENT_CHANGES.labels(change.segment, change.change).inc()
         metrics.BATCH_SECONDS.observe(seconds)
         metrics.CACHED_USERS.set(len(self._cache))

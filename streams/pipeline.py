@@ -55,7 +55,7 @@ class BatchResult:
     job_triggers: dict[str, InputRecord] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     last_offsets: dict[int, int] = field(default_factory=dict)
-    segment_changes: list[SegmentChange] = field(default_factory=list)
+    segment_changes: list[tuple[int, SegmentChange]] = field(default_factory=list)
     # Per partition: user -> (due instant in the durable timer index, due instant now).
     timer_moves: dict[int, dict[str, tuple[int | None, int | None]]] = field(default_factory=dict)
     segment_deltas: dict[int, Counter[str]] = field(default_factory=dict)
@@ -144,7 +144,7 @@ class BatchProcessor:
         state.segments = evaluation.segments
         state.next_check_ms = evaluation.next_check_ms
         if evaluation.changes:
-            result.segment_changes.extend(evaluation.changes)
+            result.segment_changes.extend((partition, change) for change in evaluation.changes)
             deltas = result.segment_deltas.setdefault(partition, Counter())
             for change in evaluation.changes:
                 deltas[change.segment] += 1 if change.change == "entered" else -1

@@ -9,8 +9,10 @@ exactly as Faust's own changelog recovery does (`Store.apply_changelog_batch`).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
 from aiokafka.partitioner import murmur2
 from faust.types import TP
 from rocksdict import WriteBatch
@@ -27,6 +29,28 @@ def timer_key(due_ms: int, user_id: str) -> bytes:
 
 def is_user_key(key: bytes) -> bool:
     return not key.startswith((b"\x00", b"\x01", b"__faust"))
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """How far a partition's effects are durable: the last input offset applied and the
+    end offset of each output topic's same-numbered partition after its outputs."""
+
+    input_offset: int | None
+    output_ends: dict[str, int]
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"input": self.input_offset, "outputs": self.output_ends})
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Checkpoint:
+        doc = orjson.loads(raw)
+        return cls(doc["input"], doc["outputs"])
+
+    def advanced(self, input_offset: int | None, output_ends: dict[str, int]) -> Checkpoint:
+        return Checkpoint(
+            self.input_offset if input_offset is None else input_offset, {**self.output_ends, **output_ends}
+        )
 
 
 class UserStore:
@@ -49,10 +73,9 @@ class UserStore:
         value: bytes | None = self._db(partition).get(key)
         return value
 
-    def checkpoint(self, partition: int) -> int | None:
-        """The last input offset whose effects are durable in this partition, if any."""
+    def checkpoint(self, partition: int) -> Checkpoint:
         raw = self.get(partition, CHECKPOINT_KEY)
-        return int(raw) if raw is not None else None
+        return Checkpoint.decode(raw) if raw is not None else Checkpoint(None, {})
 
     def due_users(self, partition: int, upto_ms: int, limit: int) -> list[str]:
         """Users whose timer in this partition is due at or before `upto_ms`, earliest first."""

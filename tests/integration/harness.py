@@ -55,6 +55,8 @@ class WorkerHarness:
             "TIDEMAIL_EVENTS_TOPIC": f"test-{run}.events",
             "TIDEMAIL_JOBS_TOPIC": f"test-{run}.email-jobs",
             "TIDEMAIL_DEAD_LETTER_TOPIC": f"test-{run}.dead-letter",
+            "TIDEMAIL_SEGMENT_CHANGES_TOPIC": f"test-{run}.segment-changes",
+            "TIDEMAIL_ALLOW_CLOCK_CONTROL": "true",
             "TIDEMAIL_PARTITIONS": str(PARTITIONS),
             "TIDEMAIL_DATA_DIR": str(self.tmp / "worker"),
             "TIDEMAIL_WEB_PORT": str(self.port),
@@ -150,12 +152,17 @@ class WorkerHarness:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else "(no log)"
 
 
-async def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+async def produce(
+    bootstrap: str,
+    topic: str,
+    messages: Iterable[tuple[bytes | None, bytes | None]],
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=2 * 1024 * 1024)
     await producer.start()
     try:
         for key, value in messages:
-            await producer.send(topic, value, key=key)
+            await producer.send(topic, value, key=key, headers=headers)
         await producer.flush()
     finally:
         await producer.stop()
@@ -203,5 +210,5 @@ async def assert_durable_state_is_single_pass(settings: Settings) -> BatchResult
 
 async def ensure_all_topics(settings: Settings) -> None:
     """Create the deployment's topics up front, for tests that produce before a worker starts."""
-    topics = [settings.events_topic, settings.jobs_topic, settings.dead_letter_topic]
+    topics = [settings.events_topic, settings.jobs_topic, settings.dead_letter_topic, settings.segment_changes_topic]
     await ensure_topics(settings.kafka_bootstrap, PARTITIONS, 1, topics, keyed_by_user=settings.events_topic)

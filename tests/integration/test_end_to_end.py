@@ -9,7 +9,7 @@ import pytest
 
 from streams.flows import job_id
 from tests.factories import encoded, event_doc
-from tests.integration.harness import WorkerHarness, produce, read_topic
+from tests.integration.harness import WorkerHarness, ensure_all_topics, produce, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -97,3 +97,23 @@ async def _metrics_text(worker: WorkerHarness) -> str:
 
     async with aiohttp.ClientSession() as http, http.get(worker.url + "/metrics") as response:
         return await response.text()
+
+
+async def test_a_job_a_lost_batch_already_published_is_not_published_again(worker: WorkerHarness) -> None:
+    s = worker.settings
+    await ensure_all_topics(s)
+    welcome = job_id("welcome", 1, "dora", "dora")
+    # As if a previous owner published the job and died before its checkpoint was durable.
+    await produce(
+        s.kafka_bootstrap,
+        s.jobs_topic,
+        [(b"dora", b'{"job_id": "earlier"}')],
+        headers=[("tidemail.id", welcome.encode())],
+    )
+    await produce(s.kafka_bootstrap, s.events_topic, [signup("dora", "Dora"), signup("eve", "Eve")])
+    await worker.start()
+    await worker.wait_until_caught_up()
+    jobs = await read_topic(s.kafka_bootstrap, s.jobs_topic)
+    assert sorted(orjson.loads(r.value)["job_id"] for r in jobs) == sorted(
+        ["earlier", job_id("welcome", 1, "eve", "eve")]
+    )

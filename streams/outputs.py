@@ -1,0 +1,150 @@
+"""Publishing a batch's outputs (jobs, segment changes, dead letters) at most once per id.
+
+Every output goes to the partition numbered like the input partition it came from,
+carries its deterministic id in a `tidemail.id` header, and its topic's end offset
+is recorded in the partition checkpoint once the batch is durable. A new owner of a
+partition (after a crash or a rebalance) reads each output partition from the
+checkpointed offset to its end and remembers the ids found there: records that a
+lost batch already published are then not published a second time on replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import MessageSizeTooLargeError
+
+from streams.jobs import format_time
+from streams.pipeline import BatchResult, DeadLetter
+
+ID_HEADER = "tidemail.id"
+
+
+@dataclass(frozen=True, slots=True)
+class OutputTopics:
+    events: str
+    jobs: str
+    segment_changes: str
+    dead_letters: str
+
+    @property
+    def outputs(self) -> tuple[str, str, str]:
+        return (self.jobs, self.segment_changes, self.dead_letters)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRecord:
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    output_id: str
+
+
+class OutputPublisher:
+    """Sends outputs, skipping ids already published past the partition's checkpoint."""
+
+    def __init__(self, producer: AIOKafkaProducer, bootstrap: str, topics: OutputTopics) -> None:
+        self._producer = producer
+        self._bootstrap = bootstrap
+        self._topics = topics
+        self._published: dict[int, set[str]] = {}
+        self.suppressed = 0
+
+    async def recall(self, partition: int, since: dict[str, int]) -> None:
+        """Remember the ids already published to `partition` of each output topic after `since`."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, partition) for topic in self._topics.outputs]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            found: set[str] = set()
+            for tp in tps:
+                start = since.get(tp.topic, 0)
+                if start >= ends[tp]:
+                    continue
+                consumer.seek(tp, start)
+                while await consumer.position(tp) < ends[tp]:
+                    for record in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                        found.update(v.decode() for k, v in record.headers if k == ID_HEADER)
+            self._published[partition] = found
+        finally:
+            await consumer.stop()
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self._published.pop(partition, None)
+
+    async def publish(self, result: BatchResult) -> dict[int, dict[str, int]]:
+        """Send and await every output; return per partition each output topic's next offset."""
+        sends: list[tuple[OutputRecord, asyncio.Future[Any]]] = []
+        for record in self._records(result):
+            if record.output_id in self._published.get(record.partition, ()):
+                self.suppressed += 1
+                continue
+            try:
+                sends.append((record, await self._send(record)))
+            except MessageSizeTooLargeError as e:
+                dead = self._dead_letter_record(
+                    DeadLetter(result.job_triggers[record.output_id], "job_too_large", f"job {record.output_id}: {e}")
+                )
+                sends.append((dead, await self._send(dead)))
+        ends: dict[int, dict[str, int]] = {}
+        for record, future in sends:
+            metadata = await future
+            topic_ends = ends.setdefault(record.partition, {})
+            topic_ends[record.topic] = max(topic_ends.get(record.topic, 0), metadata.offset + 1)
+        return ends
+
+    async def _send(self, record: OutputRecord) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = await self._producer.send(
+            record.topic, record.value, key=record.key, partition=record.partition, headers=record.headers
+        )
+        return future
+
+    def _records(self, result: BatchResult) -> list[OutputRecord]:
+        records = []
+        for job in result.jobs:
+            partition = result.job_triggers[job["job_id"]].partition
+            records.append(self._record(self._topics.jobs, partition, job["user_id"], orjson.dumps(job), job["job_id"]))
+        for partition, change in result.segment_changes:
+            value = {
+                "change_id": change.change_id,
+                "user_id": change.user_id,
+                "segment": change.segment,
+                "change": change.change,
+                "at": format_time(change.at_ms),
+                "cause": change.cause,
+                "definition_version": change.definition_version,
+            }
+            records.append(
+                self._record(
+                    self._topics.segment_changes, partition, change.user_id, orjson.dumps(value), change.change_id
+                )
+            )
+        records.extend(self._dead_letter_record(dead) for dead in result.dead_letters)
+        return records
+
+    def _record(self, topic: str, partition: int, user_id: str, value: bytes, output_id: str) -> OutputRecord:
+        return OutputRecord(topic, partition, user_id.encode(), value, [(ID_HEADER, output_id.encode())], output_id)
+
+    def _dead_letter_record(self, dead: DeadLetter) -> OutputRecord:
+        source = dead.record
+        output_id = f"{source.partition}:{source.offset}:{dead.kind}"
+        headers = [
+            (ID_HEADER, output_id.encode()),
+            ("tidemail.kind", dead.kind.encode()),
+            ("tidemail.reason", dead.reason.encode()),
+            ("tidemail.source.topic", self._topics.events.encode()),
+            ("tidemail.source.partition", str(source.partition).encode()),
+            ("tidemail.source.offset", str(source.offset).encode()),
+        ]
+        # The original bytes travel unchanged so a fixed record can be replayed as it was.
+        return OutputRecord(self._topics.dead_letters, source.partition, source.key, source.value, headers, output_id)
