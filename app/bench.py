@@ -30,6 +30,11 @@ class Contender:
     command: list[str]
     web_port: int
     max_drain_seconds: float
+    segments_file: Path
+
+    @property
+    def slug(self) -> str:
+        return "-".join(self.name.replace(",", "").split()[:3])
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,24 +54,28 @@ async def run_bench(events: int, latency_rate: int, latency_seconds: int, partit
     run_id = time.strftime("%Y%m%d%H%M%S")
     base = Settings.from_env()
     python = sys.executable
+    segment_files = _segment_files(Path(".cache/bench") / run_id)
     contenders = [
-        Contender("tidemail hot path", [python, "-m", "app.cli", "worker"], 6170, 600),
-        Contender("naive faust agent", [python, "-m", "app.naive_agent"], 6171, 90),
+        Contender("hot path, 0 segments", [python, "-m", "app.cli", "worker"], 6170, 600, segment_files[0]),
+        Contender("hot path, 50 segments", [python, "-m", "app.cli", "worker"], 6172, 600, segment_files[50]),
+        Contender("naive faust agent", [python, "-m", "app.naive_agent"], 6171, 90, segment_files[0]),
     ]
     results = []
     for contender in contenders:
         # Each contender gets its own topic holding the same seeded events.
-        topic = f"bench-{run_id}-{contender.name.split()[0]}.events"
+        topic = f"bench-{run_id}-{contender.slug}.events"
         await ensure_topics(base.kafka_bootstrap, partitions, 1, [topic], keyed_by_user=topic)
         generator = EventGenerator(users=20_000, seed=11)
         print(f"\nproducing {events:,} events to {topic} ...", flush=True)
         started = time.perf_counter()
         await _produce(base.kafka_bootstrap, topic, generator, events, rate=None)
         print(f"  produced in {time.perf_counter() - started:.1f}s", flush=True)
-        workdir = Path(".cache/bench") / run_id / contender.name.split()[0]
+        workdir = Path(".cache/bench") / run_id / contender.slug
         env = {
             **os.environ,
-            "TIDEMAIL_APP_ID": f"bench-{run_id}-{contender.name.split()[0]}",
+            "TIDEMAIL_APP_ID": f"bench-{run_id}-{contender.slug}",
+            "TIDEMAIL_SEGMENTS_FILE": str(contender.segments_file),
+            "TIDEMAIL_SEGMENT_CHANGES_TOPIC": f"bench-{run_id}-{contender.slug}.segment-changes",
             "TIDEMAIL_EVENTS_TOPIC": topic,
             "TIDEMAIL_JOBS_TOPIC": f"bench-{run_id}.email-jobs",
             "TIDEMAIL_DEAD_LETTER_TOPIC": f"bench-{run_id}.dead-letter",
@@ -81,7 +90,7 @@ async def run_bench(events: int, latency_rate: int, latency_seconds: int, partit
             )
         )
     for contender in contenders:
-        shutil.rmtree(Path(".cache/bench") / run_id / contender.name.split()[0], ignore_errors=True)
+        shutil.rmtree(Path(".cache/bench") / run_id / contender.slug, ignore_errors=True)
     return results
 
 
@@ -180,8 +189,39 @@ async def _produce(bootstrap: str, topic: str, generator: EventGenerator, count:
         await producer.stop()
 
 
+def _segment_files(directory: Path) -> dict[int, Path]:
+    """An empty definition file and one with 50 segments mixing every kind of condition."""
+    directory.mkdir(parents=True, exist_ok=True)
+    kinds = [
+        "{{count: {{event: page_view, where: {{category: {cat}}}, within: {days}d, value: 3}}}}",
+        "{{sum: {{event: purchase, field: total, within: {days}d, value: {amount}}}}}",
+        "{{last: {{event: {event}, within: {days}d}}}}",
+        "{{trait: {{name: country, op: in, value: [GB, {country}]}}}}",
+        "{{all: [{{cart: {{idle_for: {hours}h}}}}, {{count: {{event: click, within: {days}d, value: 2}}}}]}}",
+        "{{any: [{{last: {{event: email_open, within: {days}d}}}}, {{first_seen: {{within: {days}d}}}}]}}",
+        "{{not: {{last: {{event: any, within: {days}d}}}}}}",
+    ]
+    categories = ("outdoor", "running", "kitchen", "books", "electronics", "garden", "toys", "fashion")
+    events = ("page_view", "click", "cart_add", "purchase", "email_open")
+    lines = ["segments:"]
+    for n in range(50):
+        condition = kinds[n % len(kinds)].format(
+            cat=categories[n % 8],
+            days=1 + n % 30,
+            amount=50 + 10 * n,
+            event=events[n % 5],
+            country=("DE", "FR", "US", "JP")[n % 4],
+            hours=1 + n % 24,
+        )
+        lines.append(f"  - {{name: bench_{n}, condition: {condition}}}")
+    files = {0: directory / "segments-0.yaml", 50: directory / "segments-50.yaml"}
+    files[0].write_text("segments: []\n")
+    files[50].write_text("\n".join(lines) + "\n")
+    return files
+
+
 def report(results: list[Measurement]) -> str:
-    hot, naive = results
+    hot, segmented, naive = results
     lines = [
         "",
         f"{'pipeline':<22}{'events':>10}{'seconds':>10}{'events/s':>12}{'p50 ms':>10}{'p99 ms':>10}",
@@ -191,5 +231,6 @@ def report(results: list[Measurement]) -> str:
         ),
         f"speed-up: {hot.rate / naive.rate:.1f}x the naive agent (target >= 10x); "
         f"hot path {hot.rate:,.0f} events/s (target >= 15,000)",
+        f"50 segments keep {segmented.rate / hot.rate:.0%} of the throughput without segments (target >= 75%)",
     ]
     return "\n".join(lines)

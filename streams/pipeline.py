@@ -190,10 +190,13 @@ class BatchProcessor:
             result.skipped["duplicate"] += 1
             return state.copy()
         result.applied_by_type[event.type] += 1
-        applied.windows = self.segments.accumulate(applied.windows, event)
+        applied.windows, touched = self.segments.accumulate(applied.windows, event)
         # Segments are evaluated in event time (the user's latest event), so a replay
         # reaches the same memberships; the clock catches up with anything due since.
-        evaluation = self.segments.after_event(applied, event, applied.last_seen_ms)
+        # Evaluated after every event, not once per batch: a replay after a crash groups
+        # events into other batches, and must still publish the same transitions.
+        changed_inputs = self.segments.inputs_changed_by(applied, event, touched)
+        evaluation = self.segments.after_events(applied, changed_inputs, applied.last_seen_ms, event.event_id)
         applied = self._with_evaluation(applied, evaluation, record.partition, result)
         new_state, requests = advance_flows(applied, event)
         for request in requests:

@@ -20,6 +20,7 @@ from streams.windows import AggregateSpec, granularity_for, next_expiry, total
 
 ANY_EVENT = "*"
 TRAITS = "traits"
+FIRST_SEEN = "first_seen"
 CART_EVENTS = frozenset({"cart_add", "cart_remove", "purchase"})
 
 
@@ -33,6 +34,10 @@ class EvalContext:
 
 
 class Condition(Protocol):
+    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
+        """Whether it holds now, and the next instant it may flip without a new event."""
+        ...
+
     def holds(self, ctx: EvalContext) -> bool: ...
 
     def next_change(self, ctx: EvalContext) -> int | None: ...
@@ -42,11 +47,21 @@ class Condition(Protocol):
     def aggregates(self) -> tuple[tuple[AggregateSpec, int], ...]: ...
 
 
-class Leaf:
-    """Defaults for conditions that neither depend on time nor keep aggregates."""
+class Checked:
+    """`holds` and `next_change` as views of `check`, which evaluation calls once."""
+
+    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
+        raise NotImplementedError
+
+    def holds(self, ctx: EvalContext) -> bool:
+        return self.check(ctx)[0]
 
     def next_change(self, ctx: EvalContext) -> int | None:
-        return None
+        return self.check(ctx)[1]
+
+
+class Leaf(Checked):
+    """Defaults for conditions that keep no aggregates."""
 
     def aggregates(self) -> tuple[tuple[AggregateSpec, int], ...]:
         return ()
@@ -81,14 +96,20 @@ def parse_condition(raw: Any, where: str) -> Condition:
 
 
 @dataclass(frozen=True, slots=True)
-class AllOf:
+class AllOf(Checked):
     parts: tuple[Condition, ...]
 
-    def holds(self, ctx: EvalContext) -> bool:
-        return all(part.holds(ctx) for part in self.parts)
-
-    def next_change(self, ctx: EvalContext) -> int | None:
-        return _earliest(part.next_change(ctx) for part in self.parts)
+    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
+        # Every part is checked, not just up to the first that decides: a part that does
+        # not decide now may decide at its own next change.
+        result = True
+        earliest: int | None = None
+        for part in self.parts:
+            holds, change = part.check(ctx)
+            result = result and holds
+            if change is not None and (earliest is None or change < earliest):
+                earliest = change
+        return result, earliest
 
     def inputs(self) -> frozenset[str]:
         return frozenset().union(*(part.inputs() for part in self.parts))
@@ -99,19 +120,24 @@ class AllOf:
 
 @dataclass(frozen=True, slots=True)
 class AnyOf(AllOf):
-    def holds(self, ctx: EvalContext) -> bool:
-        return any(part.holds(ctx) for part in self.parts)
+    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
+        result = False
+        earliest: int | None = None
+        for part in self.parts:
+            holds, change = part.check(ctx)
+            result = result or holds
+            if change is not None and (earliest is None or change < earliest):
+                earliest = change
+        return result, earliest
 
 
 @dataclass(frozen=True, slots=True)
-class Not:
+class Not(Checked):
     part: Condition
 
-    def holds(self, ctx: EvalContext) -> bool:
-        return not self.part.holds(ctx)
-
-    def next_change(self, ctx: EvalContext) -> int | None:
-        return self.part.next_change(ctx)
+    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
+        holds, change = self.part.check(ctx)
+        return not holds, change
 
     def inputs(self) -> frozenset[str]:
         return self.part.inputs()
@@ -190,11 +216,11 @@ class TraitIs(Leaf):
     value: Any
     OPS: ClassVar[tuple[str, ...]] = (*COMPARISONS, "in", "not_in", "exists", "missing")
 
-    def holds(self, ctx: EvalContext) -> bool:
+    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
         present = self.trait in ctx.state.traits
         if self.op in ("exists", "missing"):
-            return present == (self.op == "exists")
-        return present and _compare(self.op, ctx.state.traits[self.trait], self.value)
+            return present == (self.op == "exists"), None
+        return present and _compare(self.op, ctx.state.traits[self.trait], self.value), None
 
     def inputs(self) -> frozenset[str]:
         return frozenset({TRAITS})
@@ -218,25 +244,23 @@ def _parse_trait(body: Any, where: str) -> Condition:
 
 
 @dataclass(frozen=True, slots=True)
-class WindowTotal:
+class WindowTotal(Checked):
     spec: AggregateSpec
     window_ms: int
     op: str
     value: float
 
-    def _buckets(self, ctx: EvalContext) -> dict[str, float]:
-        return ctx.state.windows.get(self.spec.key, {})
-
-    def holds(self, ctx: EvalContext) -> bool:
-        return _compare(
-            self.op, total(self._buckets(ctx), self.spec.granularity_ms, self.window_ms, ctx.now_ms), self.value
-        )
-
-    def next_change(self, ctx: EvalContext) -> int | None:
-        return next_expiry(self._buckets(ctx), self.spec.granularity_ms, self.window_ms, ctx.now_ms)
+    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
+        buckets = ctx.state.windows.get(self.spec.key)
+        if not buckets:
+            return _compare(self.op, 0.0, self.value), None
+        granularity = self.spec.granularity_ms
+        amount = total(buckets, granularity, self.window_ms, ctx.now_ms)
+        return _compare(self.op, amount, self.value), next_expiry(buckets, granularity, self.window_ms, ctx.now_ms)
 
     def inputs(self) -> frozenset[str]:
-        return frozenset({self.spec.event_type})
+        # Only an event that adds to this aggregate changes it; time does the rest.
+        return frozenset({self.spec.key})
 
     def aggregates(self) -> tuple[tuple[AggregateSpec, int], ...]:
         return ((self.spec, self.window_ms),)
@@ -281,21 +305,16 @@ class LastSeen(Leaf):
             return state.last_seen_ms or None
         return state.last_seen_by_type.get(self.event_type)
 
-    def holds(self, ctx: EvalContext) -> bool:
+    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
         last = self._last(ctx.state)
-        if self.within_ms is not None:
-            return last is not None and ctx.now_ms - last < self.within_ms
-        if self.older_than_ms is not None:
-            return last is not None and ctx.now_ms - last >= self.older_than_ms
-        return last is None
-
-    def next_change(self, ctx: EvalContext) -> int | None:
-        last = self._last(ctx.state)
+        if last is None:
+            return self.within_ms is None and self.older_than_ms is None, None
         span = self.within_ms if self.within_ms is not None else self.older_than_ms
-        if last is None or span is None:
-            return None
+        if span is None:  # `never`, and it happened
+            return False, None
         flip = last + span
-        return flip if flip > ctx.now_ms else None
+        holds = ctx.now_ms < flip if self.within_ms is not None else ctx.now_ms >= flip
+        return holds, flip if flip > ctx.now_ms else None
 
     def inputs(self) -> frozenset[str]:
         return frozenset({self.event_type})
@@ -319,16 +338,16 @@ def _parse_last(body: Any, where: str) -> Condition:
 class FirstSeenWithin(Leaf):
     within_ms: int
 
-    def holds(self, ctx: EvalContext) -> bool:
+    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
         first = ctx.state.first_seen_ms
-        return bool(first) and ctx.now_ms - first < self.within_ms
-
-    def next_change(self, ctx: EvalContext) -> int | None:
-        flip = ctx.state.first_seen_ms + self.within_ms
-        return flip if ctx.state.first_seen_ms and flip > ctx.now_ms else None
+        if not first:
+            return False, None
+        flip = first + self.within_ms
+        return ctx.now_ms < flip, flip if flip > ctx.now_ms else None
 
     def inputs(self) -> frozenset[str]:
-        return frozenset({ANY_EVENT})
+        # Only an event that sets the first-seen time changes it; time does the rest.
+        return frozenset({FIRST_SEEN})
 
 
 @kind("first_seen")
@@ -343,16 +362,12 @@ class CartIdle(Leaf):
 
     idle_ms: int
 
-    def holds(self, ctx: EvalContext) -> bool:
-        cart = ctx.state.cart
-        return bool(cart and cart["items"]) and ctx.now_ms - int(cart["updated_ms"]) >= self.idle_ms  # type: ignore[index]
-
-    def next_change(self, ctx: EvalContext) -> int | None:
+    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
         cart = ctx.state.cart
         if not cart or not cart["items"]:
-            return None
+            return False, None
         flip = int(cart["updated_ms"]) + self.idle_ms
-        return flip if flip > ctx.now_ms else None
+        return ctx.now_ms >= flip, flip if flip > ctx.now_ms else None
 
     def inputs(self) -> frozenset[str]:
         return CART_EVENTS
@@ -368,8 +383,8 @@ def _parse_cart(body: Any, where: str) -> Condition:
 class InSegment(Leaf):
     name: str
 
-    def holds(self, ctx: EvalContext) -> bool:
-        return ctx.memberships.get(self.name, False)
+    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
+        return ctx.memberships.get(self.name, False), None
 
     def inputs(self) -> frozenset[str]:
         return frozenset({f"segment:{self.name}"})
@@ -380,8 +395,3 @@ def _parse_segment(body: Any, where: str) -> Condition:
     if not isinstance(body, str) or not body:
         raise ConfigError(f"{where} must name another segment; got {body!r}")
     return InSegment(body)
-
-
-def _earliest(instants: Any) -> int | None:
-    present = [t for t in instants if t is not None]
-    return min(present) if present else None

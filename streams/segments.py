@@ -9,6 +9,7 @@ can flip without a new event.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import yaml
 
 from streams.errors import ConfigError
 from streams.events import Event
-from streams.rules import ANY_EVENT, TRAITS, Condition, EvalContext, parse_condition
+from streams.rules import ANY_EVENT, FIRST_SEEN, TRAITS, Condition, EvalContext, parse_condition
 from streams.state import UserState
 from streams.windows import AggregateSpec, add
 
@@ -68,10 +69,11 @@ class SegmentBook:
         self.segments = _in_dependency_order(segments)
         self.version = version
         self.by_name = {segment.name: segment for segment in self.segments}
-        self._by_input: dict[str, list[Segment]] = defaultdict(list)
-        for segment in self.segments:
+        # Positions in dependency order of the segments each input can affect.
+        self._by_input: dict[str, list[int]] = defaultdict(list)
+        for position, segment in enumerate(self.segments):
             for tag in segment.condition.inputs():
-                self._by_input[tag].append(segment)
+                self._by_input[tag].append(position)
         horizons: dict[AggregateSpec, int] = {}
         for segment in self.segments:
             for spec, window_ms in segment.condition.aggregates():
@@ -105,58 +107,77 @@ class SegmentBook:
         version = hashlib.sha256(text.encode()).hexdigest()[:12]
         return cls(segments, version)
 
-    def accumulate(self, windows: dict[str, dict[str, float]], event: Event) -> dict[str, dict[str, float]]:
-        """Windowed aggregates after `event`; the input map is not modified."""
+    def accumulate(
+        self, windows: dict[str, dict[str, float]], event: Event
+    ) -> tuple[dict[str, dict[str, float]], set[str]]:
+        """Windowed aggregates after `event` (the input map is not modified), and the keys it changed."""
         specs = self._aggregates.get(event.type)
         if not specs:
-            return windows
+            return windows, set()
         updated = windows
+        touched: set[str] = set()
         for spec, horizon in specs:
             amount = spec.contribution(event)
             if amount is not None:
                 if updated is windows:
                     updated = dict(windows)
                 updated[spec.key] = add(windows.get(spec.key, {}), spec, event.timestamp_ms, amount, horizon)
-        return updated
+                touched.add(spec.key)
+        return updated, touched
 
-    def after_event(self, state: UserState, event: Event, now_ms: int) -> Evaluation:
-        if state.next_check_ms is not None and state.next_check_ms <= now_ms:
-            # A time flip is already due and not yet handled by the clock: check everything.
-            return self._evaluate(state, now_ms, event.event_id, None)
-        tags = {event.type, ANY_EVENT}
+    @staticmethod
+    def inputs_changed_by(state: UserState, event: Event, touched: set[str]) -> set[str]:
+        """The inputs `event` changed, given the state after it and the aggregates it touched."""
+        tags = {event.type, ANY_EVENT, *touched}
         if event.context or event.type in TRAIT_EVENTS:
             tags.add(TRAITS)
-        return self._evaluate(state, now_ms, event.event_id, tags)
+        if event.timestamp_ms == state.first_seen_ms:
+            tags.add(FIRST_SEEN)
+        return tags
+
+    def after_events(self, state: UserState, changed_inputs: set[str], now_ms: int, cause: str) -> Evaluation:
+        """Re-evaluate the segments whose inputs changed; `cause` names the (last) event."""
+        if state.next_check_ms is not None and state.next_check_ms <= now_ms:
+            # A time flip is already due and not yet handled by the clock: check everything.
+            return self._evaluate(state, now_ms, cause, None)
+        return self._evaluate(state, now_ms, cause, set(changed_inputs))
 
     def on_clock(self, state: UserState, now_ms: int) -> Evaluation:
         return self._evaluate(state, now_ms, "clock", None)
 
     def _evaluate(self, state: UserState, now_ms: int, cause: str, tags: set[str] | None) -> Evaluation:
-        memberships = {name: True for name in state.segments}
+        memberships = dict.fromkeys(state.segments, True)
         ctx = EvalContext(state, now_ms, memberships)
         changes: list[SegmentChange] = []
-        candidates = [state.next_check_ms] if tags is not None and (state.next_check_ms or 0) > now_ms else []
-        for segment in self.segments:
-            if tags is not None and not (segment.condition.inputs() & tags):
-                continue
-            member = segment.condition.holds(ctx)
-            was = memberships.get(segment.name, False)
-            if member != was:
+        if tags is None:
+            pending = list(range(len(self.segments)))
+            candidates: list[int | None] = []
+        else:
+            pending = sorted({position for tag in tags for position in self._by_input.get(tag, ())})
+            # Segments not re-evaluated keep their flip times, which the old next check covers.
+            candidates = [state.next_check_ms] if (state.next_check_ms or 0) > now_ms else []
+        seen = set(pending)
+        # A heap in dependency order: a segment that changes queues the segments built on it.
+        while pending:
+            segment = self.segments[heapq.heappop(pending)]
+            member, flip = segment.condition.check(ctx)
+            candidates.append(flip)
+            if member != memberships.get(segment.name, False):
                 memberships[segment.name] = member
                 change = "entered" if member else "exited"
                 changes.append(SegmentChange(state.user_id, segment.name, change, now_ms, cause, self.version))
-                if tags is not None:
-                    tags.add(f"segment:{segment.name}")
-            candidates.append(segment.condition.next_change(ctx))
-        if not changes and tags is not None and candidates == [state.next_check_ms]:
-            return Evaluation(state.segments, [], state.next_check_ms)
-        segments = {
-            name: state.segments.get(name, now_ms)
-            for name, member in memberships.items()
-            if member and name in self.by_name
-        }
+                for dependent in self._by_input.get(f"segment:{segment.name}", ()):
+                    if dependent not in seen:
+                        seen.add(dependent)
+                        heapq.heappush(pending, dependent)
         due = [t for t in candidates if t is not None and t > now_ms]
-        return Evaluation(segments, changes, min(due) if due else None)
+        next_check = min(due) if due else None
+        if not changes:
+            return Evaluation(state.segments, [], next_check)
+        segments = {
+            n: state.segments.get(n, now_ms) for n, member in memberships.items() if member and n in self.by_name
+        }
+        return Evaluation(segments, changes, next_check)
 
 
 def _parse_segment(entry: Any, index: int, source: str) -> Segment:

@@ -29,11 +29,13 @@ class AggregateSpec:
     where: tuple[tuple[str, Any], ...]
     field: str | None
     granularity_ms: int
+    key: str = ""
 
-    @property
-    def key(self) -> str:
+    def __post_init__(self) -> None:
+        # The state key is derived once: it is looked up for every event and evaluation.
         where = ",".join(f"{k}={v}" for k, v in self.where)
-        return f"{'sum:' + self.field if self.field else 'count'}|{self.event_type}|{where}|{self.granularity_ms}"
+        measure = f"sum:{self.field}" if self.field else "count"
+        object.__setattr__(self, "key", f"{measure}|{self.event_type}|{where}|{self.granularity_ms}")
 
     def contribution(self, event: Event) -> float | None:
         """What `event` adds to this aggregate, or None when it does not match."""

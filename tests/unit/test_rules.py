@@ -137,7 +137,7 @@ def test_window_counts_use_buckets_and_expire() -> None:
     for n, (category, offset) in enumerate([("outdoor", 0), ("books", 10), ("outdoor", HOUR)]):
         event = make_event("page_view", event_id=f"v{n}", ts=BASE_TS + offset, category=category)
         state = apply(state, event, StatePolicy())
-        state.windows = segments.accumulate(state.windows, event)
+        state.windows, _ = segments.accumulate(state.windows, event)
     condition = segments.by_name["fans"].condition
     assert condition.holds(ctx(state, BASE_TS + HOUR))
     # The first view's 1h bucket leaves the window one day after the bucket ends.
@@ -154,7 +154,7 @@ def test_sum_reads_nested_numeric_properties() -> None:
     for n, price in enumerate([60.0, 50.0]):
         event = make_event("cart_add", event_id=f"c{n}", item=item(sku=f"s{n}", price=price))
         state = apply(state, event, StatePolicy())
-        state.windows = segments.accumulate(state.windows, event)
+        state.windows, _ = segments.accumulate(state.windows, event)
     assert segments.by_name["big"].condition.holds(ctx(state))
 
 
@@ -170,8 +170,10 @@ def test_only_affected_segments_are_evaluated_and_dependents_follow() -> None:
     state = run(make_event("profile_update", traits={"vip": True}))
     event = make_event("purchase")
     state = apply(state, event, StatePolicy())
-    state.windows = segments.accumulate(state.windows, event)
-    evaluation = segments.after_event(state, event, BASE_TS)
+    state.windows, touched = segments.accumulate(state.windows, event)
+    evaluation = segments.after_events(
+        state, segments.inputs_changed_by(state, event, touched), BASE_TS, event.event_id
+    )
     assert [(c.segment, c.change, c.cause) for c in evaluation.changes] == [
         ("shopper", "entered", event.event_id),
         ("loyal", "entered", event.event_id),
@@ -182,7 +184,7 @@ def test_only_affected_segments_are_evaluated_and_dependents_follow() -> None:
 def test_clock_evaluation_flips_without_an_event() -> None:
     segments = book("segments: [{name: abandoner, condition: {cart: {idle_for: 1h}}}]")
     state = run(make_event("cart_add"))
-    first = segments.after_event(state, make_event("cart_add"), BASE_TS)
+    first = segments.after_events(state, {"cart_add"}, BASE_TS, "add")
     assert first.changes == [] and first.next_check_ms == BASE_TS + HOUR
     state.segments, state.next_check_ms = first.segments, first.next_check_ms
     later = segments.on_clock(state, BASE_TS + HOUR)
@@ -193,6 +195,6 @@ def test_clock_evaluation_flips_without_an_event() -> None:
 def test_change_ids_are_deterministic() -> None:
     segments = book("segments: [{name: s, condition: {cart: {}}}]")
     state = run(make_event("cart_add"))
-    one = segments.after_event(state, make_event("cart_add"), BASE_TS).changes[0]
-    two = segments.after_event(state, make_event("cart_add"), BASE_TS).changes[0]
+    one = segments.after_events(state, {"cart_add"}, BASE_TS, "add").changes[0]
+    two = segments.after_events(state, {"cart_add"}, BASE_TS, "add").changes[0]
     assert one.change_id == two.change_id

@@ -70,7 +70,7 @@ def test_incremental_membership_equals_from_scratch(history: list[tuple[str, int
     for doc in docs:
         event = processor_event(doc)
         scratch = apply(scratch, event, StatePolicy())
-        scratch.windows = SEGMENTS.accumulate(scratch.windows, event)
+        scratch.windows, _ = SEGMENTS.accumulate(scratch.windows, event)
 
     last = docs[-1]["timestamp"]
     for moment in (last, last + 2 * HOUR, last + 8 * 24 * HOUR, last + 40 * 24 * HOUR):
