@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -81,5 +82,7 @@ def email_context(state: UserState, ctx: JobContext, unsubscribe_url: str, now_m
     }
 
 
+@functools.lru_cache(maxsize=4096)
 def format_time(millis: int) -> str:
+    """RFC 3339 UTC; cached because a batch stamps many outputs with the same instant."""
     return datetime.fromtimestamp(millis / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -56,8 +56,9 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     last_offsets: dict[int, int] = field(default_factory=dict)
     segment_changes: list[tuple[int, SegmentChange]] = field(default_factory=list)
-    # Per partition: user -> (due instant in the durable timer index, due instant now).
-    timer_moves: dict[int, dict[str, tuple[int | None, int | None]]] = field(default_factory=dict)
+    # Timer index entries `(due_ms, user_id)` to add and to remove, per partition.
+    timer_additions: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
+    timer_removals: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
     segment_deltas: dict[int, Counter[str]] = field(default_factory=dict)
     timer_lateness_ms: int = 0
     applied_by_type: Counter[str] = field(default_factory=Counter)
@@ -94,43 +95,50 @@ class BatchProcessor:
         self, partition: int, records: Sequence[InputRecord], load: StateLoader, result: BatchResult
     ) -> None:
         changed = result.states.setdefault(partition, {})
-        # The timer each user has in the durable index, to move it if their next check changes.
-        durable_due: dict[str, int | None] = {}
-
-        def load_noting_due(p: int, user_id: str) -> UserState | None:
-            state = load(p, user_id)
-            durable_due[user_id] = state.next_check_ms if state is not None else None
-            return state
-
         for record in records:
-            self._process_record(record, changed, load_noting_due, result)
+            self._process_record(record, changed, load, result)
         if records:
             result.last_offsets[partition] = records[-1].offset
-        self._collect_timer_moves(partition, changed, durable_due, result)
+        for user_id, state in changed.items():
+            self._index_next_check(partition, user_id, state, result)
 
-    def on_clock(self, partition: int, user_ids: Sequence[str], load: StateLoader) -> BatchResult:
-        """Re-evaluate users whose timers are due; `user_ids` come from the partition's timer index."""
+    def on_clock(self, partition: int, due: Sequence[tuple[int, str]], load: StateLoader) -> BatchResult:
+        """Handle due timer index entries `(due_ms, user_id)`: re-evaluate users whose check is due."""
         result = BatchResult()
         changed = result.states.setdefault(partition, {})
-        durable_due: dict[str, int | None] = {}
+        removals = result.timer_removals.setdefault(partition, [])
         now_ms = self._clock_ms()
-        for user_id in user_ids:
-            state = load(partition, user_id)
+        for due_ms, user_id in due:
+            removals.append((due_ms, user_id))
+            state = changed.get(user_id) or load(partition, user_id)
             if state is None:
                 continue
-            durable_due[user_id] = state.next_check_ms
-            if state.next_check_ms is not None and state.next_check_ms > now_ms:
-                continue
-            if state.next_check_ms is not None:
+            state = state.copy()
+            if state.indexed_due_ms == due_ms:
+                # Later entries may remain; which is earliest is no longer known.
+                state.indexed_due_ms = None
+            if state.next_check_ms is not None and state.next_check_ms <= now_ms:
                 result.timer_lateness_ms = max(result.timer_lateness_ms, now_ms - state.next_check_ms)
-            changed[user_id] = self._catch_up(state, now_ms, partition, result)
-        self._collect_timer_moves(partition, changed, durable_due, result)
+                state = self._catch_up(state, now_ms, partition, result)
+            changed[user_id] = state
+            self._index_next_check(partition, user_id, state, result)
         return result
+
+    @staticmethod
+    def _index_next_check(partition: int, user_id: str, state: UserState, result: BatchResult) -> None:
+        # The index is lazy: an entry is added only when the next check moves earlier than
+        # the user's earliest entry. A later next check is left to the existing entry, which
+        # fires, finds nothing due and re-indexes. Most events push the next check later
+        # (recency windows restart), so most batches write no index entries at all.
+        due = state.next_check_ms
+        if due is not None and (state.indexed_due_ms is None or due < state.indexed_due_ms):
+            state.indexed_due_ms = due
+            result.timer_additions.setdefault(partition, []).append((due, user_id))
 
     def _catch_up(self, state: UserState, now_ms: int, partition: int, result: BatchResult) -> UserState:
         # Evaluate at each due instant in turn, so every flip happens at the moment it is due
         # even when the worker was down for a while; a long backlog continues next tick.
-        current = state.copy()
+        current = state
         for _ in range(MAX_CLOCK_HOPS):
             due = current.next_check_ms
             if due is None or due > now_ms:
@@ -149,18 +157,6 @@ class BatchProcessor:
             for change in evaluation.changes:
                 deltas[change.segment] += 1 if change.change == "entered" else -1
         return state
-
-    @staticmethod
-    def _collect_timer_moves(
-        partition: int, changed: dict[str, UserState], durable_due: dict[str, int | None], result: BatchResult
-    ) -> None:
-        moves = {
-            user_id: (durable_due.get(user_id), state.next_check_ms)
-            for user_id, state in changed.items()
-            if durable_due.get(user_id) != state.next_check_ms
-        }
-        if moves:
-            result.timer_moves[partition] = moves
 
     def _process_record(
         self, record: InputRecord, changed: dict[str, UserState], load: StateLoader, result: BatchResult

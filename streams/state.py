@@ -57,6 +57,7 @@ class UserState:
     windows: dict[str, dict[str, float]] = field(default_factory=dict)
     segments: dict[str, int] = field(default_factory=dict)
     next_check_ms: int | None = None
+    indexed_due_ms: int | None = None
 
     @property
     def email(self) -> str | None:
@@ -93,6 +94,7 @@ class UserState:
             self.windows,
             self.segments,
             self.next_check_ms,
+            self.indexed_due_ms,
         )
 
     def is_unsubscribed(self, list_name: str = DEFAULT_LIST) -> bool:

@@ -77,17 +77,18 @@ class UserStore:
         raw = self.get(partition, CHECKPOINT_KEY)
         return Checkpoint.decode(raw) if raw is not None else Checkpoint(None, {})
 
-    def due_users(self, partition: int, upto_ms: int, limit: int) -> list[str]:
-        """Users whose timer in this partition is due at or before `upto_ms`, earliest first."""
+    def due_timers(self, partition: int, upto_ms: int, limit: int) -> list[tuple[int, str]]:
+        """Timer entries `(due_ms, user_id)` due at or before `upto_ms`, earliest first."""
         upper = TIMER_PREFIX + f"{upto_ms:016d};".encode()  # ';' sorts after ':'
-        found: list[str] = []
+        found: list[tuple[int, str]] = []
         iterator = self._db(partition).iter()
         iterator.seek(TIMER_PREFIX)
         while iterator.valid() and len(found) < limit:
             key: bytes = iterator.key()
             if key >= upper:
                 break
-            found.append(key[len(TIMER_PREFIX) + 17 :].decode())
+            due = key[len(TIMER_PREFIX) : len(TIMER_PREFIX) + 16]
+            found.append((int(due), key[len(TIMER_PREFIX) + 17 :].decode()))
             iterator.next()
         return found
 

@@ -70,7 +70,8 @@ def add(buckets: dict[str, float], spec: AggregateSpec, ts: int, amount: float, 
 
 def total(buckets: dict[str, float], granularity_ms: int, window_ms: int, now_ms: int) -> float:
     """Sum of the buckets still inside the window at `now_ms`."""
-    return sum(v for b, v in buckets.items() if now_ms < int(b) + granularity_ms + window_ms)
+    oldest_counted = now_ms - granularity_ms - window_ms
+    return sum(v for b, v in buckets.items() if int(b) > oldest_counted)
 
 
 def next_expiry(buckets: dict[str, float], granularity_ms: int, window_ms: int, now_ms: int) -> int | None:
