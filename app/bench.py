@@ -56,6 +56,7 @@ async def run_bench(events: int, latency_rate: int, latency_seconds: int, partit
     python = sys.executable
     segment_files = _segment_files(Path(".cache/bench") / run_id)
     contenders = [
+        Contender("hot path, 12 default segments", [python, "-m", "app.cli", "worker"], 6173, 600, base.segments_file),
         Contender("hot path, 0 segments", [python, "-m", "app.cli", "worker"], 6170, 600, segment_files[0]),
         Contender("hot path, 50 segments", [python, "-m", "app.cli", "worker"], 6172, 600, segment_files[50]),
         Contender("naive faust agent", [python, "-m", "app.naive_agent"], 6171, 90, segment_files[0]),
@@ -221,16 +222,17 @@ def _segment_files(directory: Path) -> dict[int, Path]:
 
 
 def report(results: list[Measurement]) -> str:
-    hot, segmented, naive = results
+    default, hot, segmented, naive = results
     lines = [
         "",
-        f"{'pipeline':<22}{'events':>10}{'seconds':>10}{'events/s':>12}{'p50 ms':>10}{'p99 ms':>10}",
+        f"{'pipeline':<32}{'events':>10}{'seconds':>10}{'events/s':>12}{'p50 ms':>10}{'p99 ms':>10}",
         *(
-            f"{m.name:<22}{m.events:>10,}{m.seconds:>10.1f}{m.rate:>12,.0f}{m.latency_p50_ms:>10.1f}{m.latency_p99_ms:>10.1f}"
+            f"{m.name:<32}{m.events:>10,}{m.seconds:>10.1f}{m.rate:>12,.0f}{m.latency_p50_ms:>10.1f}{m.latency_p99_ms:>10.1f}"
             for m in results
         ),
-        f"speed-up: {hot.rate / naive.rate:.1f}x the naive agent (target >= 10x); "
-        f"hot path {hot.rate:,.0f} events/s (target >= 15,000)",
+        f"speed-up as shipped (12 segments): {default.rate / naive.rate:.1f}x the naive agent (target >= 10x), "
+        f"{default.rate:,.0f} events/s (target >= 15,000)",
+        f"speed-up without segments: {hot.rate / naive.rate:.1f}x the naive agent",
         f"50 segments keep {segmented.rate / hot.rate:.0%} of the throughput without segments (target >= 75%)",
     ]
     return "\n".join(lines)

@@ -16,7 +16,7 @@ from streams.durations import parse_duration
 from streams.errors import ConfigError
 from streams.events import EVENT_TYPES
 from streams.state import UserState
-from streams.windows import AggregateSpec, granularity_for, next_expiry, total
+from streams.windows import AggregateSpec, granularity_for, total_and_next_expiry
 
 ANY_EVENT = "*"
 TRAITS = "traits"
@@ -254,9 +254,8 @@ class WindowTotal(Checked):
         buckets = ctx.state.windows.get(self.spec.key)
         if not buckets:
             return _compare(self.op, 0.0, self.value), None
-        granularity = self.spec.granularity_ms
-        amount = total(buckets, granularity, self.window_ms, ctx.now_ms)
-        return _compare(self.op, amount, self.value), next_expiry(buckets, granularity, self.window_ms, ctx.now_ms)
+        amount, expiry = total_and_next_expiry(buckets, self.spec.granularity_ms, self.window_ms, ctx.now_ms)
+        return _compare(self.op, amount, self.value), expiry
 
     def inputs(self) -> frozenset[str]:
         # Only an event that adds to this aggregate changes it; time does the rest.

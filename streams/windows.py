@@ -68,14 +68,18 @@ def add(buckets: dict[str, float], spec: AggregateSpec, ts: int, amount: float, 
     return {b: v for b, v in updated.items() if int(b) + spec.granularity_ms + horizon_ms > newest}
 
 
-def total(buckets: dict[str, float], granularity_ms: int, window_ms: int, now_ms: int) -> float:
-    """Sum of the buckets still inside the window at `now_ms`."""
-    oldest_counted = now_ms - granularity_ms - window_ms
-    return sum(v for b, v in buckets.items() if int(b) > oldest_counted)
-
-
-def next_expiry(buckets: dict[str, float], granularity_ms: int, window_ms: int, now_ms: int) -> int | None:
-    """The next instant after `now_ms` at which a bucket leaves the window."""
-    ends = [int(b) + granularity_ms + window_ms for b in buckets]
-    future = [end for end in ends if end > now_ms]
-    return min(future) if future else None
+def total_and_next_expiry(
+    buckets: dict[str, float], granularity_ms: int, window_ms: int, now_ms: int
+) -> tuple[float, int | None]:
+    """The sum of the buckets still inside the window at `now_ms`, and the next instant
+    after it at which one of them leaves the window."""
+    span = granularity_ms + window_ms
+    amount = 0.0
+    earliest: int | None = None
+    for bucket, value in buckets.items():
+        end = int(bucket) + span
+        if end > now_ms:
+            amount += value
+            if earliest is None or end < earliest:
+                earliest = end
+    return amount, earliest
