@@ -78,7 +78,7 @@ async def _watch(http: aiohttp.ClientSession, base: str, settings: Settings, wor
         auto_offset_reset="latest",
     )
     await consumer.start()
-    jobs = dead = 0
+    jobs = dead = changes = 0
     last_job = ""
     previous, previous_at = 0, time.monotonic()
     try:
@@ -89,6 +89,8 @@ async def _watch(http: aiohttp.ClientSession, base: str, settings: Settings, wor
                     jobs += len(records)
                     job = orjson.loads(records[-1].value)
                     last_job = f'"{job["subject"]}" -> {job["to"]}'
+                elif tp.topic == settings.segment_changes_topic:
+                    changes += len(records)
                 else:
                     dead += len(records)
             async with http.get(f"{base}/stats") as response:
@@ -96,8 +98,11 @@ async def _watch(http: aiohttp.ClientSession, base: str, settings: Settings, wor
             now = time.monotonic()
             rate = (processed - previous) / (now - previous_at)
             previous, previous_at = processed, now
-            counts = f"events {processed:>9,} ({rate:>6,.0f}/s) | dead letters {dead:>5,} | jobs {jobs:>6,}"
+            counts = (
+                f"events {processed:>9,} ({rate:>6,.0f}/s) | dead letters {dead:>5,} | "
+                f"segment changes {changes:>7,} | jobs {jobs:>6,}"
+            )
             line = f"{counts} | last: {last_job}"
-            print("\r" + line[:160].ljust(160), end="", flush=True)
+            print("\r" + line[:200].ljust(200), end="", flush=True)
     finally:
         await consumer.stop()

@@ -32,7 +32,6 @@ class Settings:
 
     app_id: str = "tidemail"
     kafka_bootstrap: str = "127.0.0.1:9092"
-    redis_url: str = "redis://127.0.0.1:6379/0"
     events_topic: str = "tidemail.events"
     jobs_topic: str = "tidemail.email-jobs"
     dead_letter_topic: str = "tidemail.dead-letter"
