@@ -31,6 +31,7 @@ from aiokafka.structs import ConsumerRecord
 from mode import Service
 
 from streams import metrics
+from streams.batching import Outgoing, send_grouped
 from streams.cache import StateCache
 from streams.clock import Clock
 from streams.outputs import OutputPublisher, OutputTopics
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 
 RETRY_BACKOFF_SECONDS = (0.5, 1, 2, 5, 10)
+# Kafka's default message.max.bytes, less room for the batch header.
+MAX_RECORD_BYTES = 1_000_000
 
 
 class HotPath(Service):
@@ -117,9 +120,9 @@ class HotPath(Service):
             enable_idempotence=True,
             linger_ms=5,
             max_batch_size=1024 * 1024,
-            max_request_size=4 * 1024 * 1024,
+            max_request_size=MAX_RECORD_BYTES * 4,
         )
-        self._publisher = OutputPublisher(self._producer, self._bootstrap, self._topics)
+        self._publisher = OutputPublisher(self._producer, self._bootstrap, self._topics, MAX_RECORD_BYTES)
         await self._producer.start()
         await self._consumer.start()
         self._clients_started.set()
@@ -290,16 +293,15 @@ class HotPath(Service):
         return items
 
     async def _publish_changelog(self, changelog: dict[int, dict[bytes, bytes | None]]) -> dict[int, int]:
+        """Send every partition's changes to the changelog; return the last offset written per partition."""
         topic = self._store.changelog_topic
-        sends: list[tuple[int, asyncio.Future[Any]]] = []
-        for partition, items in changelog.items():
-            for key, value in items.items():
-                sends.append((partition, await self._producer.send(topic, value, key=key, partition=partition)))
-        offsets: dict[int, int] = {}
-        for partition, future in sends:
-            metadata = await future
-            offsets[partition] = max(offsets.get(partition, -1), metadata.offset)
-        return offsets
+        records = (
+            Outgoing(topic, partition, key, value)
+            for partition, items in changelog.items()
+            for key, value in items.items()
+        )
+        ends = await send_grouped(self._producer, records)
+        return {partition: end - 1 for (_, partition), end in ends.items()}
 
     def _load_sizes(self, partition: int) -> Counter[str]:
         raw = self._store.get(partition, SEGMENT_SIZES_KEY)

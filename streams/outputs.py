@@ -10,15 +10,13 @@ lost batch already published are then not published a second time on replay.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import MessageSizeTooLargeError
 
+from streams.batching import Outgoing, send_grouped
 from streams.jobs import format_time
 from streams.pipeline import BatchResult, DeadLetter
 
@@ -38,20 +36,16 @@ class OutputTopics:
 
 
 @dataclass(frozen=True, slots=True)
-class OutputRecord:
-    topic: str
-    partition: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-    output_id: str
+class OutputRecord(Outgoing):
+    output_id: str = ""
 
 
 class OutputPublisher:
     """Sends outputs, skipping ids already published past the partition's checkpoint."""
 
-    def __init__(self, producer: AIOKafkaProducer, bootstrap: str, topics: OutputTopics) -> None:
+    def __init__(self, producer: AIOKafkaProducer, bootstrap: str, topics: OutputTopics, max_record_bytes: int) -> None:
         self._producer = producer
+        self._max_record_bytes = max_record_bytes
         self._bootstrap = bootstrap
         self._topics = topics
         self._published: dict[int, set[str]] = {}
@@ -84,30 +78,20 @@ class OutputPublisher:
 
     async def publish(self, result: BatchResult) -> dict[int, dict[str, int]]:
         """Send and await every output; return per partition each output topic's next offset."""
-        sends: list[tuple[OutputRecord, asyncio.Future[Any]]] = []
+        records = []
         for record in self._records(result):
             if record.output_id in self._published.get(record.partition, ()):
                 self.suppressed += 1
-                continue
-            try:
-                sends.append((record, await self._send(record)))
-            except MessageSizeTooLargeError as e:
-                dead = self._dead_letter_record(
-                    DeadLetter(result.job_triggers[record.output_id], "job_too_large", f"job {record.output_id}: {e}")
-                )
-                sends.append((dead, await self._send(dead)))
+            elif record.topic == self._topics.jobs and (size := len(record.value or b"")) > self._max_record_bytes:
+                trigger = result.job_triggers[record.output_id]
+                reason = f"job {record.output_id} is {size} bytes; Kafka takes {self._max_record_bytes}"
+                records.append(self._dead_letter_record(DeadLetter(trigger, "job_too_large", reason)))
+            else:
+                records.append(record)
         ends: dict[int, dict[str, int]] = {}
-        for record, future in sends:
-            metadata = await future
-            topic_ends = ends.setdefault(record.partition, {})
-            topic_ends[record.topic] = max(topic_ends.get(record.topic, 0), metadata.offset + 1)
+        for (topic, partition), end in (await send_grouped(self._producer, records)).items():
+            ends.setdefault(partition, {})[topic] = end
         return ends
-
-    async def _send(self, record: OutputRecord) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = await self._producer.send(
-            record.topic, record.value, key=record.key, partition=record.partition, headers=record.headers
-        )
-        return future
 
     def _records(self, result: BatchResult) -> list[OutputRecord]:
         records = []
@@ -133,18 +117,18 @@ class OutputPublisher:
         return records
 
     def _record(self, topic: str, partition: int, user_id: str, value: bytes, output_id: str) -> OutputRecord:
-        return OutputRecord(topic, partition, user_id.encode(), value, [(ID_HEADER, output_id.encode())], output_id)
+        return OutputRecord(topic, partition, user_id.encode(), value, ((ID_HEADER, output_id.encode()),), output_id)
 
     def _dead_letter_record(self, dead: DeadLetter) -> OutputRecord:
         source = dead.record
         output_id = f"{source.partition}:{source.offset}:{dead.kind}"
-        headers = [
+        headers = (
             (ID_HEADER, output_id.encode()),
             ("tidemail.kind", dead.kind.encode()),
             ("tidemail.reason", dead.reason.encode()),
             ("tidemail.source.topic", self._topics.events.encode()),
             ("tidemail.source.partition", str(source.partition).encode()),
             ("tidemail.source.offset", str(source.offset).encode()),
-        ]
+        )
         # The original bytes travel unchanged so a fixed record can be replayed as it was.
         return OutputRecord(self._topics.dead_letters, source.partition, source.key, source.value, headers, output_id)

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from streams.outputs import ID_HEADER, OutputPublisher, OutputTopics
+from streams.pipeline import BatchResult, DeadLetter, InputRecord
+from streams.segments import SegmentChange
+
+TOPICS = OutputTopics("events", "jobs", "changes", "dead")
+
+
+class FakeBatch:
+    def __init__(self, limit: int) -> None:
+        self.records: list[dict[str, Any]] = []
+        self._limit = limit
+
+    def append(self, *, timestamp: Any, key: bytes | None, value: bytes | None, headers: Any) -> object | None:
+        if len(self.records) >= self._limit:
+            return None
+        self.records.append({"key": key, "value": value, "headers": dict(headers)})
+        return object()
+
+
+class FakeProducer:
+    """Records sent batches; each topic-partition's offsets count up from zero."""
+
+    def __init__(self, batch_limit: int = 100) -> None:
+        self.sent: list[tuple[str, int, FakeBatch]] = []
+        self._limit = batch_limit
+        self._next: dict[tuple[str, int], int] = {}
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch(self._limit)
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        self.sent.append((topic, partition, batch))
+        base = self._next.get((topic, partition), 0)
+        self._next[(topic, partition)] = base + len(batch.records)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(type("Metadata", (), {"offset": base})())
+        return future
+
+
+def batch_result() -> BatchResult:
+    trigger = InputRecord(3, 41, b"u1", b"{}", 0)
+    result = BatchResult()
+    result.jobs = [{"job_id": "j1", "user_id": "u1"}]
+    result.job_triggers = {"j1": trigger}
+    result.segment_changes = [(3, SegmentChange("u1", "vip", "entered", 0, "e1", "v1"))]
+    result.dead_letters = [DeadLetter(InputRecord(5, 7, b"x", b"{bad", 0), "invalid_event", "not JSON")]
+    return result
+
+
+async def test_outputs_go_to_the_input_partition_with_their_ids() -> None:
+    producer = FakeProducer()
+    ends = await OutputPublisher(producer, "unused", TOPICS, max_record_bytes=10_000).publish(batch_result())  # type: ignore[arg-type]
+    placed = {
+        (topic, partition): [r["headers"][ID_HEADER] for r in batch.records]
+        for topic, partition, batch in producer.sent
+    }
+    change_id = SegmentChange("u1", "vip", "entered", 0, "e1", "v1").change_id.encode()
+    assert placed == {("jobs", 3): [b"j1"], ("changes", 3): [change_id], ("dead", 5): [b"5:7:invalid_event"]}
+    assert ends == {3: {"jobs": 1, "changes": 1}, 5: {"dead": 1}}
+
+
+async def test_ids_published_before_a_crash_are_not_published_again() -> None:
+    producer = FakeProducer()
+    publisher = OutputPublisher(producer, "unused", TOPICS, max_record_bytes=10_000)  # type: ignore[arg-type]
+    publisher._published[3] = {"j1"}
+    await publisher.publish(batch_result())
+    assert ("jobs", 3) not in {(topic, partition) for topic, partition, _ in producer.sent}
+    assert publisher.suppressed == 1
+
+
+async def test_a_job_too_large_for_kafka_is_dead_lettered_with_its_trigger() -> None:
+    producer = FakeProducer()
+    result = batch_result()
+    result.jobs = [{"job_id": "j1", "user_id": "u1", "html": "x" * 500}]
+    await OutputPublisher(producer, "unused", TOPICS, max_record_bytes=100).publish(result)  # type: ignore[arg-type]
+    dead = [r for topic, _, batch in producer.sent if topic == "dead" for r in batch.records]
+    kinds = sorted(r["headers"]["tidemail.kind"] for r in dead)
+    assert kinds == [b"invalid_event", b"job_too_large"]
+    assert b"3:41:job_too_large" in {r["headers"][ID_HEADER] for r in dead}
+
+
+async def test_full_batches_are_split_and_offsets_still_add_up() -> None:
+    producer = FakeProducer(batch_limit=2)
+    result = BatchResult()
+    result.segment_changes = [(0, SegmentChange("u1", f"s{n}", "entered", 0, "e", "v")) for n in range(5)]
+    ends = await OutputPublisher(producer, "unused", TOPICS, max_record_bytes=10_000).publish(result)  # type: ignore[arg-type]
+    assert [len(batch.records) for _, _, batch in producer.sent] == [2, 2, 1]
+    assert ends == {0: {"changes": 5}}
