@@ -92,7 +92,22 @@ async def run_bench(events: int, latency_rate: int, latency_seconds: int, partit
         )
     for contender in contenders:
         shutil.rmtree(Path(".cache/bench") / run_id / contender.slug, ignore_errors=True)
+    await _delete_topics(base.kafka_bootstrap, f"bench-{run_id}")
     return results
+
+
+async def _delete_topics(bootstrap: str, prefix: str) -> None:
+    # Hundreds of leftover partitions slow every later start of the local broker.
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        mine = [topic for topic in await admin.list_topics() if topic.startswith(prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
 
 
 async def _measure(

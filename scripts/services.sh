@@ -140,23 +140,34 @@ wait_for() {
 }
 
 wait_for_kafka_metadata() {
-  # The port opens before the controller has elected itself; a metadata request proves readiness.
+  # The port opens before the controller has elected itself, and after a restart the
+  # broker loads partitions for a while: ready means every partition has a leader.
   "$ROOT/.venv/bin/python" - "$KAFKA_PORT" <<'PY'
 import asyncio, sys
 from aiokafka.admin import AIOKafkaAdminClient
 
+async def all_partitions_led(admin: AIOKafkaAdminClient) -> bool:
+    topics = await admin.list_topics()
+    if not topics:
+        return True
+    for described in await admin.describe_topics(topics):
+        if described.get("error_code") or any(p["leader"] < 0 for p in described["partitions"]):
+            return False
+    return True
+
 async def main(port: str) -> None:
-    for _ in range(240):
+    for _ in range(360):
         admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}")
         try:
             await admin.start()
-            await admin.list_topics()
-            return
+            if await all_partitions_led(admin):
+                return
         except Exception:
-            await asyncio.sleep(0.5)
+            pass
         finally:
             await admin.close()
-    sys.exit("kafka did not answer metadata requests in 120s")
+        await asyncio.sleep(0.5)
+    sys.exit("kafka did not have a leader for every partition within 180s")
 
 asyncio.run(main(sys.argv[1]))
 PY

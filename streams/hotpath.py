@@ -141,7 +141,7 @@ class HotPath(Service):
             self._publisher.forget(dropped)
             self._consumer.assign([TopicPartition(self._events_topic, p) for p in sorted(partitions)])
             self._checkpoints = {p: self._store.checkpoint(p) for p in partitions}
-            await self._rewind_to_checkpoints()
+            await self._rewind_until_done()
             self._owned = set(partitions)
             self.segment_sizes = {p: self._load_sizes(p) for p in partitions}
             self._export_sizes()
@@ -221,6 +221,20 @@ class HotPath(Service):
             await self._rewind_to_checkpoints()
         except Exception:
             log.exception("rewinding failed; the next batch retries it")
+
+    async def _rewind_until_done(self) -> None:
+        # Right after a broker restart, partitions can be leaderless for a while and reading
+        # the output topics back fails; processing must not start without that read.
+        for attempt, delay in enumerate(RETRY_BACKOFF_SECONDS * 3):
+            try:
+                await self._rewind_to_checkpoints()
+                return
+            except Exception:
+                log.exception(
+                    "reading checkpoints and recent outputs failed (attempt %d); retry in %ss", attempt + 1, delay
+                )
+                await self.sleep(delay)
+        await self._rewind_to_checkpoints()
 
     async def _rewind_to_checkpoints(self) -> None:
         for partition, checkpoint in self._checkpoints.items():

@@ -45,6 +45,8 @@ class Checkpoint:
     @classmethod
     def decode(cls, raw: bytes) -> Checkpoint:
         doc = orjson.loads(raw)
+        if isinstance(doc, int):  # written before outputs were tracked: a bare input offset
+            return cls(doc, {})
         return cls(doc["input"], doc["outputs"])
 
     def advanced(self, input_offset: int | None, output_ends: dict[str, int]) -> Checkpoint:

@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from app.faust_app import build_processor
@@ -212,3 +213,16 @@ async def ensure_all_topics(settings: Settings) -> None:
     """Create the deployment's topics up front, for tests that produce before a worker starts."""
     topics = [settings.events_topic, settings.jobs_topic, settings.dead_letter_topic, settings.segment_changes_topic]
     await ensure_topics(settings.kafka_bootstrap, PARTITIONS, 1, topics, keyed_by_user=settings.events_topic)
+
+
+async def delete_deployment_topics(settings: Settings) -> None:
+    """Drop every topic of a test deployment, so the shared local broker stays small."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        prefix = settings.app_id
+        mine = [t for t in await admin.list_topics() if t.startswith((f"{prefix}.", f"{prefix}-"))]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()

@@ -6,6 +6,7 @@ from typing import Any
 from streams.outputs import ID_HEADER, OutputPublisher, OutputTopics
 from streams.pipeline import BatchResult, DeadLetter, InputRecord
 from streams.segments import SegmentChange
+from streams.store import Checkpoint
 
 TOPICS = OutputTopics("events", "jobs", "changes", "dead")
 
@@ -91,3 +92,9 @@ async def test_full_batches_are_split_and_offsets_still_add_up() -> None:
     ends = await OutputPublisher(producer, "unused", TOPICS, max_record_bytes=10_000).publish(result)  # type: ignore[arg-type]
     assert [len(batch.records) for _, _, batch in producer.sent] == [2, 2, 1]
     assert ends == {0: {"changes": 5}}
+
+
+def test_checkpoints_round_trip_and_bare_offsets_still_read() -> None:
+    checkpoint = Checkpoint(41, {"jobs": 7}).advanced(None, {"changes": 3})
+    assert Checkpoint.decode(checkpoint.encode()) == Checkpoint(41, {"jobs": 7, "changes": 3})
+    assert Checkpoint.decode(b"12") == Checkpoint(12, {})
