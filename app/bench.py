@@ -65,7 +65,7 @@ async def run_bench(events: int, latency_rate: int, latency_seconds: int, partit
     for contender in contenders:
         # Each contender gets its own topic holding the same seeded events.
         topic = f"bench-{run_id}-{contender.slug}.events"
-        await ensure_topics(base.kafka_bootstrap, partitions, 1, [topic], keyed_by_user=topic)
+        await ensure_topics(base.kafka_bootstrap, partitions, 1, [topic])
         generator = EventGenerator(users=20_000, seed=11)
         print(f"\nproducing {events:,} events to {topic} ...", flush=True)
         started = time.perf_counter()

@@ -27,11 +27,7 @@ def worker(ctx: click.Context) -> None:
     settings = Settings.from_env()
     asyncio.run(
         ensure_topics(
-            settings.kafka_bootstrap,
-            settings.partitions,
-            settings.replication_factor,
-            [settings.events_topic, settings.jobs_topic, settings.dead_letter_topic, settings.segment_changes_topic],
-            keyed_by_user=settings.events_topic,
+            settings.kafka_bootstrap, settings.partitions, settings.replication_factor, settings.hot_path_topics
         )
     )
     app = create_app(settings)

@@ -22,11 +22,7 @@ from streams.topics import ensure_topics
 
 async def run_demo(settings: Settings, users: int, rate: float) -> None:
     await ensure_topics(
-        settings.kafka_bootstrap,
-        settings.partitions,
-        settings.replication_factor,
-        [settings.events_topic, settings.jobs_topic, settings.dead_letter_topic, settings.segment_changes_topic],
-        keyed_by_user=settings.events_topic,
+        settings.kafka_bootstrap, settings.partitions, settings.replication_factor, settings.hot_path_topics
     )
     log_path = Path(".cache/logs/worker.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -89,6 +89,11 @@ class Settings:
             raise ConfigError(f"TIDEMAIL_MAX_EVENT_BYTES must be at least 256; got {self.max_event_bytes}")
 
     @property
+    def hot_path_topics(self) -> list[str]:
+        """The topics partitioned like the `users` table: input and every output."""
+        return [self.events_topic, self.jobs_topic, self.dead_letter_topic, self.segment_changes_topic]
+
+    @property
     def kafka_url(self) -> str:
         return f"kafka://{self.kafka_bootstrap}"
 

@@ -1,4 +1,4 @@
-"""Creating Tidemail's topics and checking the events topic is co-partitioned with the tables."""
+"""Creating Tidemail's topics and checking they are co-partitioned with the tables."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from streams.errors import ConfigError
 
 
-async def ensure_topics(
-    bootstrap: str, partitions: int, replication: int, names: list[str], keyed_by_user: str
-) -> None:
-    """Create missing topics; refuse to run when `keyed_by_user` has another partition count."""
+async def ensure_topics(bootstrap: str, partitions: int, replication: int, names: list[str]) -> None:
+    """Create missing topics; refuse to run when one has another partition count.
+
+    Every topic the hot path reads or writes is partitioned like the `users` table: a
+    user's events, state and outputs all live in the same partition number.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -20,12 +22,13 @@ async def ensure_topics(
         missing = [NewTopic(name, partitions, replication) for name in names if name not in existing]
         if missing:
             await admin.create_topics(missing)
-        found = await _partition_count(admin, keyed_by_user)
-        if found != partitions:
-            raise ConfigError(
-                f"topic {keyed_by_user!r} has {found} partitions but TIDEMAIL_PARTITIONS is {partitions}; "
-                "they must match so a user's events and state live in the same partition"
-            )
+        for name in names:
+            found = await _partition_count(admin, name)
+            if found != partitions:
+                raise ConfigError(
+                    f"topic {name!r} has {found} partitions but TIDEMAIL_PARTITIONS is {partitions}; they must "
+                    "match so a user's events, state and outputs share a partition number"
+                )
     finally:
         await admin.close()
 

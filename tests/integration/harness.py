@@ -211,8 +211,7 @@ async def assert_durable_state_is_single_pass(settings: Settings) -> BatchResult
 
 async def ensure_all_topics(settings: Settings) -> None:
     """Create the deployment's topics up front, for tests that produce before a worker starts."""
-    topics = [settings.events_topic, settings.jobs_topic, settings.dead_letter_topic, settings.segment_changes_topic]
-    await ensure_topics(settings.kafka_bootstrap, PARTITIONS, 1, topics, keyed_by_user=settings.events_topic)
+    await ensure_topics(settings.kafka_bootstrap, PARTITIONS, 1, settings.hot_path_topics)
 
 
 async def delete_deployment_topics(settings: Settings) -> None:

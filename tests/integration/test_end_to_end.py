@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from streams.flows import job_id
+from streams.topics import ensure_topics
 from tests.factories import encoded, event_doc
 from tests.integration.harness import WorkerHarness, ensure_all_topics, produce, read_topic
 
@@ -117,3 +118,11 @@ async def test_a_job_a_lost_batch_already_published_is_not_published_again(worke
     assert sorted(orjson.loads(r.value)["job_id"] for r in jobs) == sorted(
         ["earlier", job_id("welcome", 1, "eve", "eve")]
     )
+
+
+async def test_worker_refuses_an_output_topic_partitioned_differently(worker: WorkerHarness) -> None:
+    s = worker.settings
+    await ensure_topics(s.kafka_bootstrap, 2, 1, [s.segment_changes_topic])
+    with pytest.raises(AssertionError, match="worker exited"):
+        await worker.start()
+    assert f"topic {s.segment_changes_topic!r} has 2 partitions but TIDEMAIL_PARTITIONS is 4" in worker.log_tail()
