@@ -66,10 +66,11 @@ async def _wait_ready(http: aiohttp.ClientSession, base: str, worker: subprocess
 
 
 async def _watch(http: aiohttp.ClientSession, base: str, settings: Settings, worker: subprocess.Popen[bytes]) -> None:
-    """Print one refreshing line: events processed, dead letters, jobs and the latest subject."""
+    """Print one refreshing line: events processed, dead letters, segment changes, jobs, the latest subject."""
     consumer = AIOKafkaConsumer(
         settings.jobs_topic,
         settings.dead_letter_topic,
+        settings.segment_changes_topic,
         bootstrap_servers=settings.kafka_bootstrap,
         auto_offset_reset="latest",
     )
