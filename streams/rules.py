@@ -100,16 +100,20 @@ class AllOf(Checked):
     parts: tuple[Condition, ...]
 
     def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
+        results, earliest = self._check_parts(ctx)
+        return all(results), earliest
+
+    def _check_parts(self, ctx: EvalContext) -> tuple[list[bool], int | None]:
         # Every part is checked, not just up to the first that decides: a part that does
         # not decide now may decide at its own next change.
-        result = True
+        results = []
         earliest: int | None = None
         for part in self.parts:
             holds, change = part.check(ctx)
-            result = result and holds
+            results.append(holds)
             if change is not None and (earliest is None or change < earliest):
                 earliest = change
-        return result, earliest
+        return results, earliest
 
     def inputs(self) -> frozenset[str]:
         return frozenset().union(*(part.inputs() for part in self.parts))
@@ -121,14 +125,8 @@ class AllOf(Checked):
 @dataclass(frozen=True, slots=True)
 class AnyOf(AllOf):
     def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
-        result = False
-        earliest: int | None = None
-        for part in self.parts:
-            holds, change = part.check(ctx)
-            result = result or holds
-            if change is not None and (earliest is None or change < earliest):
-                earliest = change
-        return result, earliest
+        results, earliest = self._check_parts(ctx)
+        return any(results), earliest
 
 
 @dataclass(frozen=True, slots=True)
