@@ -265,11 +265,17 @@ class HotPath(Service):
             )
             for partition in {*result.last_offsets, *output_ends}
         }
-        changelog = self._changelog_items(result, checkpoints)
+        sizes = {partition: self._sizes_after(partition, deltas) for partition, deltas in result.segment_deltas.items()}
+        changelog = self._changelog_items(result, checkpoints, sizes)
         changelog_offsets = await self._publish_changelog(changelog)
         for partition, items in changelog.items():
             self._store.write(partition, items, changelog_offsets.get(partition))
+        # In-memory bookkeeping changes only once the batch is durable, so a failed batch
+        # that is retried does not count its segment changes twice.
         self._checkpoints.update(checkpoints)
+        if sizes:
+            self.segment_sizes.update(sizes)
+            self._export_sizes()
         for partition, states in result.states.items():
             for user_id, state in states.items():
                 self._cache.put(partition, user_id, state)
@@ -282,7 +288,7 @@ class HotPath(Service):
         return decode_state(raw) if raw is not None else None
 
     def _changelog_items(
-        self, result: BatchResult, checkpoints: dict[int, Checkpoint]
+        self, result: BatchResult, checkpoints: dict[int, Checkpoint], sizes: dict[int, Counter[str]]
     ) -> dict[int, dict[bytes, bytes | None]]:
         """Per partition, every key this batch changes: states, timer index moves, sizes, checkpoint."""
         items: dict[int, dict[bytes, bytes | None]] = {}
@@ -296,12 +302,8 @@ class HotPath(Service):
             part = items.setdefault(partition, {})
             for due_ms, user_id in entries:
                 part[timer_key(due_ms, user_id)] = b""
-        for partition, deltas in result.segment_deltas.items():
-            sizes = self.segment_sizes.setdefault(partition, Counter())
-            sizes.update(deltas)
-            items.setdefault(partition, {})[SEGMENT_SIZES_KEY] = orjson.dumps(dict(sizes))
-        if result.segment_deltas:
-            self._export_sizes()
+        for partition, partition_sizes in sizes.items():
+            items.setdefault(partition, {})[SEGMENT_SIZES_KEY] = orjson.dumps(dict(partition_sizes))
         for partition, checkpoint in checkpoints.items():
             items.setdefault(partition, {})[CHECKPOINT_KEY] = checkpoint.encode()
         return items
@@ -316,6 +318,11 @@ class HotPath(Service):
         )
         ends = await send_grouped(self._producer, records)
         return {partition: end - 1 for (_, partition), end in ends.items()}
+
+    def _sizes_after(self, partition: int, deltas: Counter[str]) -> Counter[str]:
+        sizes = Counter(self.segment_sizes.get(partition, Counter()))
+        sizes.update(deltas)
+        return sizes
 
     def _load_sizes(self, partition: int) -> Counter[str]:
         raw = self._store.get(partition, SEGMENT_SIZES_KEY)
