@@ -191,7 +191,7 @@ class BatchProcessor:
         # reaches the same memberships; the clock catches up with anything due since.
         # Evaluated after every event, not once per batch: a replay after a crash groups
         # events into other batches, and must still publish the same transitions.
-        changed_inputs = self.segments.inputs_changed_by(applied, event, touched)
+        changed_inputs = self.segments.inputs_changed_by(state, applied, event, touched)
         evaluation = self.segments.after_events(applied, changed_inputs, applied.last_seen_ms, event.event_id)
         applied = self._with_evaluation(applied, evaluation, record.partition, result)
         new_state, requests = advance_flows(applied, event)

@@ -124,12 +124,12 @@ class SegmentBook:
         return updated, touched
 
     @staticmethod
-    def inputs_changed_by(state: UserState, event: Event, touched: set[str]) -> set[str]:
-        """The inputs `event` changed, given the state after it and the aggregates it touched."""
+    def inputs_changed_by(before: UserState, after: UserState, event: Event, touched: set[str]) -> set[str]:
+        """The inputs `event` changed: its type, the aggregates it added to, and what else moved."""
         tags = {event.type, ANY_EVENT, *touched}
         if event.context or event.type in TRAIT_EVENTS:
             tags.add(TRAITS)
-        if event.timestamp_ms == state.first_seen_ms:
+        if before.first_seen_ms != after.first_seen_ms:
             tags.add(FIRST_SEEN)
         return tags
 

@@ -167,13 +167,12 @@ def test_only_affected_segments_are_evaluated_and_dependents_follow() -> None:
           - {name: viewer, condition: {last: {event: page_view, within: 7d}}}
         """
     )
-    state = run(make_event("profile_update", traits={"vip": True}))
+    before = run(make_event("profile_update", traits={"vip": True}))
     event = make_event("purchase")
-    state = apply(state, event, StatePolicy())
+    state = apply(before, event, StatePolicy())
     state.windows, touched = segments.accumulate(state.windows, event)
-    evaluation = segments.after_events(
-        state, segments.inputs_changed_by(state, event, touched), BASE_TS, event.event_id
-    )
+    changed = segments.inputs_changed_by(before, state, event, touched)
+    evaluation = segments.after_events(state, changed, BASE_TS, event.event_id)
     assert [(c.segment, c.change, c.cause) for c in evaluation.changes] == [
         ("shopper", "entered", event.event_id),
         ("loyal", "entered", event.event_id),
