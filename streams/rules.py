@@ -297,13 +297,13 @@ class LastSeen(Leaf):
     within_ms: int | None
     older_than_ms: int | None
 
-    def _last(self, state: UserState) -> int | None:
-        if self.event_type == ANY_EVENT:
-            return state.last_seen_ms or None
-        return state.last_seen_by_type.get(self.event_type)
-
     def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
-        last = self._last(ctx.state)
+        state = ctx.state
+        last = (
+            (state.last_seen_ms or None)
+            if self.event_type == ANY_EVENT
+            else state.last_seen_by_type.get(self.event_type)
+        )
         if last is None:
             return self.within_ms is None and self.older_than_ms is None, None
         span = self.within_ms if self.within_ms is not None else self.older_than_ms

@@ -138,7 +138,7 @@ class SegmentBook:
         if state.next_check_ms is not None and state.next_check_ms <= now_ms:
             # A time flip is already due and not yet handled by the clock: check everything.
             return self._evaluate(state, now_ms, cause, None)
-        return self._evaluate(state, now_ms, cause, set(changed_inputs))
+        return self._evaluate(state, now_ms, cause, changed_inputs)
 
     def on_clock(self, state: UserState, now_ms: int) -> Evaluation:
         return self._evaluate(state, now_ms, "clock", None)
@@ -148,13 +148,13 @@ class SegmentBook:
         ctx = EvalContext(state, now_ms, memberships)
         changes: list[SegmentChange] = []
         if tags is None:
-            pending = list(range(len(self.segments)))
+            seen = set(range(len(self.segments)))
             candidates: list[int | None] = []
         else:
-            pending = sorted({position for tag in tags for position in self._by_input.get(tag, ())})
+            seen = {position for tag in tags for position in self._by_input.get(tag, ())}
             # Segments not re-evaluated keep their flip times, which the old next check covers.
             candidates = [state.next_check_ms] if (state.next_check_ms or 0) > now_ms else []
-        seen = set(pending)
+        pending = sorted(seen)
         # A heap in dependency order: a segment that changes queues the segments built on it.
         while pending:
             segment = self.segments[heapq.heappop(pending)]
