@@ -30,7 +30,6 @@ class TidemailApp(faust.App):
     settings: Settings
     store: UserStore
     hot_path: HotPath
-    renderer: EmailRenderer
     clock: Clock
     segments: SegmentBook
 
@@ -99,7 +98,6 @@ def create_app(settings: Settings) -> TidemailApp:
     app.settings = settings
     app.clock = clock
     app.segments = processor.segments
-    app.renderer = processor.renderer
     app.store = UserStore(table, settings.partitions)
     app.hot_path = HotPath(
         bootstrap=settings.kafka_bootstrap,

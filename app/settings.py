@@ -59,7 +59,6 @@ class Settings:
     # Lets POST /admin/clock move the worker's clock forward: for tests and demos only.
     allow_clock_control: bool = False
     brand: str = "Tidemail Shop"
-    from_address: str = "hello@tidemail.local"
     shop_url: str = "https://shop.example.com"
     unsubscribe_secret: Secret = Secret("dev-only-unsubscribe-secret-change-me")
     company_postal_address: str = "Tidemail, 1 Harbour Street, Portsmouth"
