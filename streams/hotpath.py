@@ -200,9 +200,11 @@ class HotPath(Service):
                         result = self._processor.on_clock(partition, due, self._load)
                         await self._make_durable(result)
                     except Exception:
-                        log.exception("timer batch for partition %d failed; it stays due and is retried", partition)
-                        metrics.BATCH_FAILURES.inc()
-                        continue
+                        # The timers stay due; outputs it may have published are read back
+                        # by the rewind, so the retry does not publish them twice.
+                        await self._recover_from_failed_batch()
+                        break
+                    self._failures_in_a_row = 0
                     metrics.TIMER_USERS.inc(len(due))
                     metrics.TIMER_LATENESS.observe(result.timer_lateness_ms / 1000)
                     self._record_outputs(result, time.perf_counter() - started)
@@ -255,7 +257,7 @@ class HotPath(Service):
         await self._make_durable(result)
         await self._consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
         self._record_outputs(result, time.perf_counter() - started)
-        self._record_consumption(result, fetched)
+        self._record_consumption(fetched)
 
     async def _make_durable(self, result: BatchResult) -> None:
         output_ends = await self._publisher.publish(result)
@@ -354,7 +356,7 @@ class HotPath(Service):
         metrics.BATCH_SECONDS.observe(seconds)
         metrics.CACHED_USERS.set(len(self._cache))
 
-    def _record_consumption(self, result: BatchResult, fetched: dict[TopicPartition, Any]) -> None:
+    def _record_consumption(self, fetched: dict[TopicPartition, Any]) -> None:
         count = sum(len(records) for records in fetched.values())
         self.processed += count
         metrics.EVENTS_CONSUMED.inc(count)

@@ -85,7 +85,10 @@ class OutputPublisher:
             elif record.topic == self._topics.jobs and (size := len(record.value or b"")) > self._max_record_bytes:
                 trigger = result.job_triggers[record.output_id]
                 reason = f"job {record.output_id} is {size} bytes; Kafka takes {self._max_record_bytes}"
-                records.append(self._dead_letter_record(DeadLetter(trigger, "job_too_large", reason)))
+                dead = DeadLetter(trigger, "job_too_large", reason)
+                # Part of the batch's result, so it is counted and logged like every dead letter.
+                result.dead_letters.append(dead)
+                records.append(self._dead_letter_record(dead))
             else:
                 records.append(record)
         ends: dict[int, dict[str, int]] = {}

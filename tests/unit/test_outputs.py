@@ -83,6 +83,7 @@ async def test_a_job_too_large_for_kafka_is_dead_lettered_with_its_trigger() -> 
     kinds = sorted(r["headers"]["tidemail.kind"] for r in dead)
     assert kinds == [b"invalid_event", b"job_too_large"]
     assert b"3:41:job_too_large" in {r["headers"][ID_HEADER] for r in dead}
+    assert [d.kind for d in result.dead_letters] == ["invalid_event", "job_too_large"]
 
 
 async def test_full_batches_are_split_and_offsets_still_add_up() -> None:
