@@ -79,7 +79,7 @@ class BatchProcessor:
         clock_ms: Callable[[], int],
     ) -> None:
         self._policy = policy
-        self.renderer = renderer
+        self._renderer = renderer
         self.segments = segments
         self._job_context = job_context
         self._max_event_bytes = max_event_bytes
@@ -200,7 +200,7 @@ class BatchProcessor:
                 result.suppressed["unsubscribed"] += 1
                 continue
             try:
-                job = build_job(request, new_state, self.renderer, self._job_context, self._clock_ms())
+                job = build_job(request, new_state, self._renderer, self._job_context, self._clock_ms())
             except UndeliverableJob as e:
                 result.dead_letters.append(DeadLetter(record, "undeliverable", str(e)))
             except RenderError as e:
