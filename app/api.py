@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import statistics
-from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -102,17 +101,10 @@ async def user_profile(request: web.Request) -> web.Response:
     return _json(summary)
 
 
-def _sizes(app: TidemailApp) -> Counter[str]:
-    totals: Counter[str] = Counter()
-    for sizes in app.hot_path.segment_sizes.values():
-        totals.update(sizes)
-    return totals
-
-
 async def list_segments(request: web.Request) -> web.Response:
     """Every defined segment with its size in the partitions this worker owns."""
     app = _app(request)
-    sizes = _sizes(app)
+    sizes = app.hot_path.segment_totals()
     body = [
         {"name": segment.name, "description": segment.description, "size": sizes.get(segment.name, 0)}
         for segment in app.segments.segments
@@ -142,7 +134,7 @@ async def show_segment(request: web.Request) -> web.Response:
         "description": segment.description,
         "definition": segment.definition["condition"],
         "definition_version": app.segments.version,
-        "size": _sizes(app).get(name, 0),
+        "size": app.hot_path.segment_totals().get(name, 0),
         "sample": sample,
     }
     return _json(body)

@@ -3,12 +3,12 @@ changelog recovery, and the web server; the batch hot path runs inside it."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import faust
 from faust.web import Web
 
+from app.api import add_routes
 from app.settings import Settings
 from streams.cache import StateCache
 from streams.clock import Clock
@@ -20,7 +20,6 @@ from streams.segments import SegmentBook
 from streams.state import StatePolicy
 from streams.store import UserStore
 
-log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 
 
@@ -37,8 +36,6 @@ class TidemailApp(faust.App):
         return [*super().on_init_dependencies(), self.hot_path]
 
     def on_webserver_init(self, web: Web) -> None:
-        from app.api import add_routes  # the API imports this module for its app key
-
         add_routes(web.web_app, self)  # type: ignore[attr-defined]
 
 

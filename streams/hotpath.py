@@ -330,11 +330,15 @@ class HotPath(Service):
         raw = self._store.get(partition, SEGMENT_SIZES_KEY)
         return Counter(orjson.loads(raw)) if raw else Counter()
 
-    def _export_sizes(self) -> None:
+    def segment_totals(self) -> Counter[str]:
+        """Members of each segment across the partitions this worker owns."""
         totals: Counter[str] = Counter()
         for sizes in self.segment_sizes.values():
             totals.update(sizes)
-        for name, size in totals.items():
+        return totals
+
+    def _export_sizes(self) -> None:
+        for name, size in self.segment_totals().items():
             metrics.SEGMENT_SIZE.labels(name).set(size)
 
     def _record_outputs(self, result: BatchResult, seconds: float) -> None:
