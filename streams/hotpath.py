@@ -174,7 +174,7 @@ class HotPath(Service):
                 continue
             async with self._lock:
                 owned_now = {tp: recs for tp, recs in fetched.items() if tp.partition in self._owned}
-                if not owned_now:
+                if not owned_now or self.should_stop:
                     continue
                 try:
                     await self._handle(owned_now)
@@ -190,6 +190,8 @@ class HotPath(Service):
             if not self._owned:
                 continue
             async with self._lock:
+                if self.should_stop:  # on_stop closed the clients while we waited for the lock
+                    return
                 now_ms = self._clock.now_ms()
                 for partition in sorted(self._owned):
                     due = self._store.due_timers(partition, now_ms, self._timer_batch_users)

@@ -102,6 +102,7 @@ class WorkerHarness:
             self.process.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
         self.process = None
 
     async def get(self, path: str) -> tuple[int, Any]:
