@@ -233,6 +233,14 @@ async def _produce(bootstrap: str, topic: str, generator: EventGenerator, count:
 def _segment_files(directory: Path) -> dict[int, Path]:
     """An empty definition file and one with 50 segments mixing every kind of condition."""
     directory.mkdir(parents=True, exist_ok=True)
+    files = {0: directory / "segments-0.yaml", 50: directory / "segments-50.yaml"}
+    files[0].write_text("segments: []\n")
+    files[50].write_text(mixed_segments_yaml(50))
+    return files
+
+
+def mixed_segments_yaml(count: int) -> str:
+    """`count` segment definitions cycling through every kind of condition and combinator."""
     kinds = [
         "{{count: {{event: page_view, where: {{category: {cat}}}, within: {days}d, value: 3}}}}",
         "{{sum: {{event: purchase, field: total, within: {days}d, value: {amount}}}}}",
@@ -245,7 +253,7 @@ def _segment_files(directory: Path) -> dict[int, Path]:
     categories = ("outdoor", "running", "kitchen", "books", "electronics", "garden", "toys", "fashion")
     events = ("page_view", "click", "cart_add", "purchase", "email_open")
     lines = ["segments:"]
-    for n in range(50):
+    for n in range(count):
         condition = kinds[n % len(kinds)].format(
             cat=categories[n % 8],
             days=1 + n % 30,
@@ -255,10 +263,7 @@ def _segment_files(directory: Path) -> dict[int, Path]:
             hours=1 + n % 24,
         )
         lines.append(f"  - {{name: bench_{n}, condition: {condition}}}")
-    files = {0: directory / "segments-0.yaml", 50: directory / "segments-50.yaml"}
-    files[0].write_text("segments: []\n")
-    files[50].write_text("\n".join(lines) + "\n")
-    return files
+    return "\n".join(lines) + "\n"
 
 
 def report(results: list[Measurement]) -> str:

@@ -82,7 +82,13 @@ def email_context(state: UserState, ctx: JobContext, unsubscribe_url: str, now_m
     }
 
 
-@functools.lru_cache(maxsize=4096)
 def format_time(millis: int) -> str:
-    """RFC 3339 UTC; cached because a batch stamps many outputs with the same instant."""
-    return datetime.fromtimestamp(millis / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """RFC 3339 UTC with milliseconds."""
+    seconds, fraction = divmod(millis, 1000)
+    return f"{_format_second(seconds)}.{fraction:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _format_second(seconds: int) -> str:
+    # Cached by the second: the outputs of a live stream share a few seconds, rarely a millisecond.
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")

@@ -102,8 +102,9 @@ class OutputPublisher:
             partition = result.job_triggers[job["job_id"]].partition
             records.append(self._record(self._topics.jobs, partition, job["user_id"], orjson.dumps(job), job["job_id"]))
         for partition, change in result.segment_changes:
+            change_id = change.change_id
             value = {
-                "change_id": change.change_id,
+                "change_id": change_id,
                 "user_id": change.user_id,
                 "segment": change.segment,
                 "change": change.change,
@@ -112,9 +113,7 @@ class OutputPublisher:
                 "definition_version": change.definition_version,
             }
             records.append(
-                self._record(
-                    self._topics.segment_changes, partition, change.user_id, orjson.dumps(value), change.change_id
-                )
+                self._record(self._topics.segment_changes, partition, change.user_id, orjson.dumps(value), change_id)
             )
         records.extend(self._dead_letter_record(dead) for dead in result.dead_letters)
         return records

@@ -10,6 +10,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any, ClassVar, Protocol
 
 from streams.durations import parse_duration
@@ -24,13 +25,43 @@ FIRST_SEEN = "first_seen"
 CART_EVENTS = frozenset({"cart_add", "cart_remove", "purchase"})
 
 
+class Moves(IntEnum):
+    """Which way a change to one input can move a condition, at a fixed instant.
+
+    Evaluation after an event skips a segment the event can only move towards where the
+    user already is: a member of a segment that only `RISES`, or a non-member of one
+    that only `FALLS`.
+    """
+
+    FALLS = -1
+    EITHER = 0
+    RISES = 1
+
+    def inverted(self) -> Moves:
+        return Moves(-self)
+
+    def merged(self, other: Moves) -> Moves:
+        return self if self == other else Moves.EITHER
+
+
+Inputs = Mapping[str, Moves]
+
+
+def merge_inputs(parts: list[Inputs]) -> dict[str, Moves]:
+    merged: dict[str, Moves] = {}
+    for part in parts:
+        for tag, moves in part.items():
+            merged[tag] = merged[tag].merged(moves) if tag in merged else moves
+    return merged
+
+
 @dataclass(frozen=True, slots=True)
 class EvalContext:
     """One user at one instant, plus the memberships already decided in this evaluation."""
 
     state: UserState
     now_ms: int
-    memberships: Mapping[str, bool]
+    members_of: set[str]
 
 
 class Condition(Protocol):
@@ -42,7 +73,9 @@ class Condition(Protocol):
 
     def next_change(self, ctx: EvalContext) -> int | None: ...
 
-    def inputs(self) -> frozenset[str]: ...
+    def inputs(self) -> Inputs:
+        """The inputs whose change can change it, each with the way it can move it."""
+        ...
 
     def aggregates(self) -> tuple[tuple[AggregateSpec, int], ...]: ...
 
@@ -115,8 +148,9 @@ class AllOf(Checked):
                 earliest = change
         return results, earliest
 
-    def inputs(self) -> frozenset[str]:
-        return frozenset().union(*(part.inputs() for part in self.parts))
+    def inputs(self) -> Inputs:
+        # Both combinators are monotone in every part, so a part's direction carries through.
+        return merge_inputs([part.inputs() for part in self.parts])
 
     def aggregates(self) -> tuple[tuple[AggregateSpec, int], ...]:
         return tuple(spec for part in self.parts for spec in part.aggregates())
@@ -137,8 +171,8 @@ class Not(Checked):
         holds, change = self.part.check(ctx)
         return not holds, change
 
-    def inputs(self) -> frozenset[str]:
-        return self.part.inputs()
+    def inputs(self) -> Inputs:
+        return {tag: moves.inverted() for tag, moves in self.part.inputs().items()}
 
     def aggregates(self) -> tuple[tuple[AggregateSpec, int], ...]:
         return self.part.aggregates()
@@ -220,8 +254,8 @@ class TraitIs(Leaf):
             return present == (self.op == "exists"), None
         return present and _compare(self.op, ctx.state.traits[self.trait], self.value), None
 
-    def inputs(self) -> frozenset[str]:
-        return frozenset({TRAITS})
+    def inputs(self) -> Inputs:
+        return {TRAITS: Moves.EITHER}
 
 
 @kind("trait")
@@ -255,9 +289,16 @@ class WindowTotal(Checked):
         amount, expiry = total_and_next_expiry(buckets, self.spec.granularity_ms, self.window_ms, ctx.now_ms)
         return _compare(self.op, amount, self.value), expiry
 
-    def inputs(self) -> frozenset[str]:
-        # Only an event that adds to this aggregate changes it; time does the rest.
-        return frozenset({self.spec.key})
+    def inputs(self) -> Inputs:
+        # Only an event that adds to this aggregate changes it; time does the rest. A count
+        # only grows; a sum may add a negative amount.
+        grows = self.spec.field is None
+        moves = Moves.EITHER
+        if grows and self.op in ("gt", "gte"):
+            moves = Moves.RISES
+        elif grows and self.op in ("lt", "lte"):
+            moves = Moves.FALLS
+        return {self.spec.key: moves}
 
     def aggregates(self) -> tuple[tuple[AggregateSpec, int], ...]:
         return ((self.spec, self.window_ms),)
@@ -313,8 +354,9 @@ class LastSeen(Leaf):
         holds = ctx.now_ms < flip if self.within_ms is not None else ctx.now_ms >= flip
         return holds, flip if flip > ctx.now_ms else None
 
-    def inputs(self) -> frozenset[str]:
-        return frozenset({self.event_type})
+    def inputs(self) -> Inputs:
+        # The last-seen time never moves back (late events keep the maximum).
+        return {self.event_type: Moves.RISES if self.within_ms is not None else Moves.FALLS}
 
 
 @kind("last")
@@ -342,9 +384,10 @@ class FirstSeenWithin(Leaf):
         flip = first + self.within_ms
         return ctx.now_ms < flip, flip if flip > ctx.now_ms else None
 
-    def inputs(self) -> frozenset[str]:
+    def inputs(self) -> Inputs:
         # Only an event that sets the first-seen time changes it; time does the rest.
-        return frozenset({FIRST_SEEN})
+        # A late event moves first-seen back, which can end the window.
+        return {FIRST_SEEN: Moves.EITHER}
 
 
 @kind("first_seen")
@@ -366,8 +409,9 @@ class CartIdle(Leaf):
         flip = int(cart["updated_ms"]) + self.idle_ms
         return ctx.now_ms >= flip, flip if flip > ctx.now_ms else None
 
-    def inputs(self) -> frozenset[str]:
-        return CART_EVENTS
+    def inputs(self) -> Inputs:
+        # A late cart_add can start a new cart that is idle already: either way.
+        return dict.fromkeys(CART_EVENTS, Moves.EITHER)
 
 
 @kind("cart")
@@ -381,10 +425,10 @@ class InSegment(Leaf):
     name: str
 
     def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
-        return ctx.memberships.get(self.name, False), None
+        return self.name in ctx.members_of, None
 
-    def inputs(self) -> frozenset[str]:
-        return frozenset({f"segment:{self.name}"})
+    def inputs(self) -> Inputs:
+        return {f"segment:{self.name}": Moves.EITHER}
 
 
 @kind("segment")

@@ -8,8 +8,8 @@ can flip without a new event.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
-import heapq
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +19,13 @@ import yaml
 
 from streams.errors import ConfigError
 from streams.events import Event
-from streams.rules import ANY_EVENT, FIRST_SEEN, TRAITS, Condition, EvalContext, parse_condition
+from streams.rules import ANY_EVENT, FIRST_SEEN, TRAITS, Condition, EvalContext, Inputs, Moves, parse_condition
 from streams.state import UserState
-from streams.windows import AggregateSpec, add
+from streams.windows import AggregateIndex, AggregateSpec, add
 
-TRAIT_EVENTS = frozenset({"signup", "profile_update"})
+# Distinct sets of changed inputs are few (event type, aggregates touched, traits, first
+# seen); the cap only guards against a definition set that makes them many.
+MAX_CACHED_PLANS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,18 +69,19 @@ class SegmentBook:
         self.segments = _in_dependency_order(segments)
         self.version = version
         self.by_name = {segment.name: segment for segment in self.segments}
+        self._inputs = [segment.condition.inputs() for segment in self.segments]
         # Positions in dependency order of the segments each input can affect.
         self._by_input: dict[str, list[int]] = defaultdict(list)
-        for position, segment in enumerate(self.segments):
-            for tag in segment.condition.inputs():
+        for position, inputs in enumerate(self._inputs):
+            for tag in inputs:
                 self._by_input[tag].append(position)
+        self._plans: dict[frozenset[str], tuple[tuple[int, str, Moves], ...]] = {}
+        self._has_dependents = any(tag.startswith("segment:") for tag in self._by_input)
         horizons: dict[AggregateSpec, int] = {}
         for segment in self.segments:
             for spec, window_ms in segment.condition.aggregates():
                 horizons[spec] = max(horizons.get(spec, 0), window_ms)
-        self._aggregates: dict[str, list[tuple[AggregateSpec, int]]] = defaultdict(list)
-        for spec, horizon in horizons.items():
-            self._aggregates[spec.event_type].append((spec, horizon))
+        self._aggregates = AggregateIndex(horizons)
 
     @classmethod
     def load(cls, path: Path) -> SegmentBook:
@@ -109,7 +112,7 @@ class SegmentBook:
         self, windows: dict[str, dict[str, float]], event: Event
     ) -> tuple[dict[str, dict[str, float]], set[str]]:
         """Windowed aggregates after `event` (the input map is not modified), and the keys it changed."""
-        specs = self._aggregates.get(event.type)
+        specs = self._aggregates.candidates(event)
         if not specs:
             return windows, set()
         updated = windows
@@ -127,7 +130,7 @@ class SegmentBook:
     def inputs_changed_by(before: UserState, after: UserState, event: Event, touched: set[str]) -> set[str]:
         """The inputs `event` changed: its type, the aggregates it added to, and what else moved."""
         tags = {event.type, ANY_EVENT, *touched}
-        if event.context or event.type in TRAIT_EVENTS:
+        if after.traits is not before.traits and after.traits != before.traits:
             tags.add(TRAITS)
         if before.first_seen_ms != after.first_seen_ms:
             tags.add(FIRST_SEEN)
@@ -143,39 +146,73 @@ class SegmentBook:
     def on_clock(self, state: UserState, now_ms: int) -> Evaluation:
         return self._evaluate(state, now_ms, "clock", None)
 
+    def _plan(self, tags: frozenset[str]) -> tuple[tuple[int, str, Moves], ...]:
+        """The segments these changed inputs can affect, in dependency order, each with
+        the way the change can move it."""
+        plan = self._plans.get(tags)
+        if plan is None:
+            positions = sorted({position for tag in tags for position in self._by_input.get(tag, ())})
+            plan = tuple(
+                (position, self.segments[position].name, _moved_by(self._inputs[position], tags))
+                for position in positions
+            )
+            if len(self._plans) < MAX_CACHED_PLANS:
+                self._plans[tags] = plan
+        return plan
+
     def _evaluate(self, state: UserState, now_ms: int, cause: str, tags: set[str] | None) -> Evaluation:
-        memberships = dict.fromkeys(state.segments, True)
-        ctx = EvalContext(state, now_ms, memberships)
+        members_of = set(state.segments)
+        ctx = EvalContext(state, now_ms, members_of)
         changes: list[SegmentChange] = []
+        next_check: int | None = None
         if tags is None:
-            seen = set(range(len(self.segments)))
-            candidates: list[int | None] = []
+            pending = list(range(len(self.segments)))
         else:
-            seen = {position for tag in tags for position in self._by_input.get(tag, ())}
-            # Segments not re-evaluated keep their flip times, which the old next check covers.
-            candidates = [state.next_check_ms] if (state.next_check_ms or 0) > now_ms else []
-        pending = sorted(seen)
-        # A heap in dependency order: a segment that changes queues the segments built on it.
-        while pending:
-            segment = self.segments[heapq.heappop(pending)]
+            # A segment the event can only move towards where the user already is keeps
+            # its membership; its next flip can only be later, so the old next check
+            # (an early, harmless re-check at worst) still covers it.
+            pending = [
+                position
+                for position, name, moves in self._plan(frozenset(tags))
+                if moves is Moves.EITHER or (name in members_of) != (moves is Moves.RISES)
+            ]
+            if state.next_check_ms is not None and state.next_check_ms > now_ms:
+                next_check = state.next_check_ms
+        queued = set(pending) if self._has_dependents else None
+        # In dependency order: a segment that changes queues the segments built on it.
+        i = 0
+        while i < len(pending):
+            segment = self.segments[pending[i]]
+            i += 1
             member, flip = segment.condition.check(ctx)
-            candidates.append(flip)
-            if member != memberships.get(segment.name, False):
-                memberships[segment.name] = member
-                change = "entered" if member else "exited"
-                changes.append(SegmentChange(state.user_id, segment.name, change, now_ms, cause, self.version))
+            if flip is not None and flip > now_ms and (next_check is None or flip < next_check):
+                next_check = flip
+            if member == (segment.name in members_of):
+                continue
+            if member:
+                members_of.add(segment.name)
+            else:
+                members_of.discard(segment.name)
+            changes.append(
+                SegmentChange(
+                    state.user_id, segment.name, "entered" if member else "exited", now_ms, cause, self.version
+                )
+            )
+            if queued is not None:
                 for dependent in self._by_input.get(f"segment:{segment.name}", ()):
-                    if dependent not in seen:
-                        seen.add(dependent)
-                        heapq.heappush(pending, dependent)
-        due = [t for t in candidates if t is not None and t > now_ms]
-        next_check = min(due) if due else None
+                    if dependent not in queued:
+                        queued.add(dependent)
+                        bisect.insort(pending, dependent, lo=i)
         if not changes:
             return Evaluation(state.segments, [], next_check)
-        segments = {
-            n: state.segments.get(n, now_ms) for n, member in memberships.items() if member and n in self.by_name
-        }
+        segments = {n: state.segments.get(n, now_ms) for n in members_of if n in self.by_name}
         return Evaluation(segments, changes, next_check)
+
+
+def _moved_by(inputs: Inputs, changed: frozenset[str]) -> Moves:
+    """The way changes to all of `changed` together can move a condition with these inputs."""
+    directions = {moves for tag, moves in inputs.items() if tag in changed}
+    return directions.pop() if len(directions) == 1 else Moves.EITHER
 
 
 def _parse_segment(entry: Any, index: int, source: str) -> Segment:

@@ -50,6 +50,38 @@ class AggregateSpec:
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+class AggregateIndex:
+    """The aggregates an event may add to, found without trying every aggregate of its type.
+
+    Aggregates filtered on a property are grouped by the value their first filter wants,
+    so an event is matched against one group per filtered property rather than against
+    each category (say) in turn; `contribution` still checks every filter.
+    """
+
+    def __init__(self, horizons: dict[AggregateSpec, int]) -> None:
+        self._unfiltered: dict[str, list[tuple[AggregateSpec, int]]] = {}
+        self._by_value: dict[tuple[str, str], dict[Any, list[tuple[AggregateSpec, int]]]] = {}
+        for spec, horizon in horizons.items():
+            if spec.where:
+                name, expected = spec.where[0]
+                group = self._by_value.setdefault((spec.event_type, name), {})
+                group.setdefault(expected, []).append((spec, horizon))
+            else:
+                self._unfiltered.setdefault(spec.event_type, []).append((spec, horizon))
+        self._filters: dict[str, list[tuple[str, dict[Any, list[tuple[AggregateSpec, int]]]]]] = {}
+        for (event_type, name), group in self._by_value.items():
+            self._filters.setdefault(event_type, []).append((name, group))
+
+    def candidates(self, event: Event) -> list[tuple[AggregateSpec, int]]:
+        """Each aggregate `event` may contribute to, with the horizon its buckets are kept for."""
+        found = list(self._unfiltered.get(event.type, ()))
+        for name, group in self._filters.get(event.type, ()):
+            value = property_at(event.properties, name)
+            if isinstance(value, str | int | float | bool):  # only these can equal a filter value
+                found.extend(group.get(value, ()))
+        return found
+
+
 def property_at(properties: dict[str, Any], path: str) -> Any:
     """`item.price` reads properties["item"]["price"]; a missing step gives None."""
     value: Any = properties

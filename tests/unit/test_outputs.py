@@ -3,6 +3,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
+from streams.jobs import format_time
 from streams.outputs import ID_HEADER, OutputPublisher, OutputTopics
 from streams.pipeline import BatchResult, DeadLetter, InputRecord
 from streams.segments import SegmentChange
@@ -99,3 +102,16 @@ def test_checkpoints_round_trip_and_bare_offsets_still_read() -> None:
     checkpoint = Checkpoint(41, {"jobs": 7}).advanced(None, {"changes": 3})
     assert Checkpoint.decode(checkpoint.encode()) == Checkpoint(41, {"jobs": 7, "changes": 3})
     assert Checkpoint.decode(b"12") == Checkpoint(12, {})
+
+
+@pytest.mark.parametrize(
+    ("millis", "text"),
+    [
+        (0, "1970-01-01T00:00:00.000Z"),
+        (1_795_852_800_007, "2026-11-28T08:00:00.007Z"),
+        # Exact to the millisecond where a float division would round down.
+        (253_402_300_799_999, "9999-12-31T23:59:59.999Z"),
+    ],
+)
+def test_times_are_rfc3339_utc_with_milliseconds(millis: int, text: str) -> None:
+    assert format_time(millis) == text

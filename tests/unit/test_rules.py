@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from streams.errors import ConfigError
-from streams.rules import EvalContext, parse_condition
+from streams.rules import EvalContext, Moves, parse_condition
 from streams.segments import SegmentBook
 from streams.state import StatePolicy, UserState, apply
 from tests.factories import BASE_TS, item, make_event
@@ -20,7 +20,7 @@ def cond(text: str) -> Any:
 
 
 def ctx(state: UserState, now: int = BASE_TS, member_of: tuple[str, ...] = ()) -> EvalContext:
-    return EvalContext(state, now, {name: True for name in member_of})
+    return EvalContext(state, now, set(member_of))
 
 
 def book(text: str) -> SegmentBook:
@@ -197,3 +197,82 @@ def test_change_ids_are_deterministic() -> None:
     one = segments.after_events(state, {"cart_add"}, BASE_TS, "add").changes[0]
     two = segments.after_events(state, {"cart_add"}, BASE_TS, "add").changes[0]
     assert one.change_id == two.change_id
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{last: {event: click, within: 7d}}", {"click": Moves.RISES}),
+        ("{last: {event: click, older_than: 7d}}", {"click": Moves.FALLS}),
+        ("{not: {last: {event: any, within: 30d}}}", {"*": Moves.FALLS}),
+        ("{count: {event: click, within: 7d, value: 2}}", {"count|click||21600000": Moves.RISES}),
+        ("{count: {event: click, within: 7d, op: lt, value: 2}}", {"count|click||21600000": Moves.FALLS}),
+        ("{count: {event: click, within: 7d, op: eq, value: 2}}", {"count|click||21600000": Moves.EITHER}),
+        # A sum may add a negative amount.
+        (
+            "{sum: {event: purchase, field: total, within: 7d, value: 9}}",
+            {"sum:total|purchase||21600000": Moves.EITHER},
+        ),
+        (
+            "{all: [{last: {event: click, within: 7d}}, {not: {last: {event: click, within: 1d}}}]}",
+            {"click": Moves.EITHER},
+        ),
+        (
+            "{any: [{last: {event: click, within: 7d}}, {trait: {name: vip, op: exists}}]}",
+            {"click": Moves.RISES, "traits": Moves.EITHER},
+        ),
+    ],
+)
+def test_each_input_knows_which_way_it_can_move_a_condition(text: str, expected: dict[str, Moves]) -> None:
+    assert dict(cond(text).inputs()) == expected
+
+
+def test_an_event_that_cannot_move_a_segment_skips_its_evaluation() -> None:
+    segments = book(
+        """
+        segments:
+          - {name: active, condition: {last: {event: any, within: 7d}}}
+          - {name: dormant, condition: {not: {last: {event: any, within: 7d}}}}
+        """
+    )
+    event = make_event("page_view")
+    state = run(event)
+    checked: list[str] = []
+    for segment in segments.segments:
+        spy_on_checks(segment.name, segment.condition, checked)
+    state.segments = {"active": BASE_TS}
+    evaluation = segments.after_events(state, {"page_view", "*"}, BASE_TS, event.event_id)
+    assert checked == [] and evaluation.changes == []
+    state.segments = {"dormant": BASE_TS}
+    evaluation = segments.after_events(state, {"page_view", "*"}, BASE_TS, event.event_id)
+    assert checked == ["active", "dormant"]
+    assert [(c.segment, c.change) for c in evaluation.changes] == [("active", "entered"), ("dormant", "exited")]
+
+
+def test_filtered_aggregates_are_found_by_property_value() -> None:
+    segments = book(
+        """
+        segments:
+          - {name: outdoor, condition: {count: {event: page_view, where: {category: outdoor}, within: 1d}}}
+          - {name: books, condition: {count: {event: page_view, where: {category: books, sku: B1}, within: 1d}}}
+          - {name: viewer, condition: {count: {event: page_view, within: 1d}}}
+          - {name: tagged, condition: {count: {event: page_view, where: {tag: x}, within: 1d}}}
+        """
+    )
+    _, touched = segments.accumulate({}, make_event("page_view", category="books", sku="B2"))
+    assert touched == {"count|page_view||3600000"}
+    _, touched = segments.accumulate({}, make_event("page_view", category="books", sku="B1"))
+    assert touched == {"count|page_view|category=books,sku=B1|3600000", "count|page_view||3600000"}
+    _, touched = segments.accumulate({}, make_event("page_view", category="books", tag=["x"]))
+    assert touched == {"count|page_view||3600000"}
+
+
+def spy_on_checks(name: str, condition: Any, checked: list[str]) -> None:
+    original = condition.check
+
+    def check(c: EvalContext) -> tuple[bool, int | None]:
+        checked.append(name)
+        result: tuple[bool, int | None] = original(c)
+        return result
+
+    object.__setattr__(condition, "check", check)

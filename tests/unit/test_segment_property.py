@@ -1,13 +1,15 @@
-"""Incremental segment evaluation (per event, plus the clock) equals evaluating the full
-history from scratch at the end."""
+"""Incremental segment evaluation (per event, plus the clock) equals evaluating the
+history from scratch, after every event and at moments long after the last one."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.bench import mixed_segments_yaml
 from app.settings import Settings
 from streams.content import EmailRenderer
 from streams.jobs import JobContext
@@ -17,7 +19,11 @@ from streams.state import StatePolicy, UserState, apply
 from tests.factories import BASE_TS, encoded, event_doc, item
 
 HOUR = 3_600_000
-SEGMENTS = SegmentBook.load(Settings().segments_file)
+BOOKS = {
+    "default": SegmentBook.load(Settings().segments_file),
+    # Every kind of condition under every combinator, as `make bench` uses them.
+    "mixed": SegmentBook.from_yaml(mixed_segments_yaml(21), "mixed"),
+}
 RENDERER = EmailRenderer(Settings().templates_dir, defaults={})
 CONTEXT = JobContext("Shop", "https://shop", "1 Street", "https://unsub", b"secret", 14.0)
 
@@ -40,7 +46,7 @@ events = st.lists(
     st.tuples(
         st.sampled_from(["page_view", "click", "cart_add", "cart_remove", "purchase", "email_open", "profile_update"]),
         st.integers(0, 24 * 45),
-        st.sampled_from(["outdoor", "books", "gb", "de"]),
+        st.sampled_from(["outdoor", "running", "books", "gb", "de"]),
         st.integers(1, 300),
     ),
     min_size=1,
@@ -48,13 +54,15 @@ events = st.lists(
 )
 
 
+@pytest.mark.parametrize("book", BOOKS)
 @settings(max_examples=120, deadline=None)
 @given(events)
-def test_incremental_membership_equals_from_scratch(history: list[tuple[str, int, str, int]]) -> None:
+def test_incremental_membership_equals_from_scratch(book: str, history: list[tuple[str, int, str, int]]) -> None:
+    segments = BOOKS[book]
     docs = sorted((history_event(n, *entry) for n, entry in enumerate(history)), key=lambda d: d["timestamp"])
     now = {"ms": BASE_TS}
     processor = BatchProcessor(
-        StatePolicy(), RENDERER, CONTEXT, SEGMENTS, max_event_bytes=65_536, clock_ms=lambda: now["ms"]
+        StatePolicy(), RENDERER, CONTEXT, segments, max_event_bytes=65_536, clock_ms=lambda: now["ms"]
     )
     stored: dict[str, UserState] = {}
     index: set[tuple[int, str]] = set()  # the partition's timer index, as the hot path keeps it
@@ -76,19 +84,20 @@ def test_incremental_membership_equals_from_scratch(history: list[tuple[str, int
             keep(processor.on_clock(0, due, load))
         raise AssertionError("timers kept coming due")
 
+    scratch = UserState("u1")
     for offset, doc in enumerate(docs):
         run_clock(doc["timestamp"])
         keep(processor.process({0: [InputRecord(0, offset, b"u1", encoded(doc), doc["timestamp"])]}, load))
-    scratch = UserState("u1")
-    for doc in docs:
         event = processor_event(doc)
         scratch = apply(scratch, event, StatePolicy())
-        scratch.windows, _ = SEGMENTS.accumulate(scratch.windows, event)
+        scratch.windows, _ = segments.accumulate(scratch.windows, event)
+        expected = segments.on_clock(scratch, doc["timestamp"])
+        assert set(stored["u1"].segments) == set(expected.segments), f"after event {offset}"
 
     last = docs[-1]["timestamp"]
     for moment in (last, last + 2 * HOUR, last + 8 * 24 * HOUR, last + 40 * 24 * HOUR):
         run_clock(moment)
-        expected = SEGMENTS.on_clock(scratch, moment)
+        expected = segments.on_clock(scratch, moment)
         assert set(stored["u1"].segments) == set(expected.segments), moment - last
 
 
