@@ -16,7 +16,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, like Event: one is built per produced record.
+@dataclass(slots=True)
 class Outgoing:
     topic: str
     partition: int

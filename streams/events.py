@@ -34,7 +34,8 @@ MIN_TIMESTAMP_MS: Final = 946_684_800_000
 MAX_TIMESTAMP_MS: Final = 4_102_444_800_000
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ costs ~0.5 us more, and one is built per event.
+@dataclass(slots=True)
 class Event:
     """One validated user event; `properties` and `context` are plain JSON objects."""
 

@@ -35,7 +35,7 @@ class OutputTopics:
         return (self.jobs, self.segment_changes, self.dead_letters)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OutputRecord(Outgoing):
     output_id: str = ""
 

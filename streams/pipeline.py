@@ -26,7 +26,8 @@ StateLoader = Callable[[int, str], UserState | None]
 MAX_CLOCK_HOPS = 16
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, like Event: one is built per consumed record.
+@dataclass(slots=True)
 class InputRecord:
     """One consumed message, stripped to what processing needs."""
 

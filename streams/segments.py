@@ -36,7 +36,8 @@ class Segment:
     definition: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, like Event: a busy batch builds thousands.
+@dataclass(slots=True)
 class SegmentChange:
     """One transition of one user into or out of one segment."""
 
@@ -55,7 +56,7 @@ class SegmentChange:
         return hashlib.blake2b(identity, digest_size=16).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Evaluation:
     segments: dict[str, int]
     changes: list[SegmentChange]
