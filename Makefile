@@ -2,7 +2,7 @@
 VENV := .venv/bin
 SERVICES := scripts/services.sh
 
-.PHONY: setup up down reset demo test unit integration check bench clean
+.PHONY: setup up down reset demo test unit integration check bench clean test-tools
 
 setup:
 	@scripts/bootstrap.sh
@@ -27,10 +27,13 @@ check: setup
 unit: setup
 	$(VENV)/pytest tests/unit -q
 
-integration: up
+test-tools:
+	@scripts/test-tools.sh
+
+integration: up test-tools
 	$(VENV)/pytest tests/integration -q
 
-test: check up
+test: check up test-tools
 	$(VENV)/pytest tests -q
 
 bench: up

@@ -1,8 +1,11 @@
-"""HTTP API served by the Faust worker's aiohttp server: health, metrics, users, stats."""
+"""HTTP API served by the Faust worker's aiohttp server: health, metrics, users, segments,
+templates and their previews, and the unsubscribe link."""
 
 from __future__ import annotations
 
+import html
 import statistics
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -10,7 +13,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models import interests
-from streams.state import decode_state
+from streams import metrics
+from streams.errors import RenderError
+from streams.state import UserState, decode_state
+from streams.unsubscribe import verify_token
 
 if TYPE_CHECKING:
     from app.faust_app import TidemailApp
@@ -27,6 +33,11 @@ def add_routes(web_app: web.Application, app: TidemailApp) -> None:
     web_app.router.add_get("/users/{user_id}", user_profile)
     web_app.router.add_get("/segments", list_segments)
     web_app.router.add_get("/segments/{name}", show_segment)
+    web_app.router.add_get("/templates", list_templates)
+    web_app.router.add_get("/templates/{name}/preview", preview_template)
+    web_app.router.add_get("/unsubscribe", unsubscribe)
+    # RFC 8058 one-click: mail clients POST to the List-Unsubscribe URL.
+    web_app.router.add_post("/unsubscribe", unsubscribe)
     if app.settings.allow_clock_control:
         web_app.router.add_post("/admin/clock", advance_clock)
 
@@ -66,9 +77,8 @@ async def reset_stats(request: web.Request) -> web.Response:
     return _json({"reset": True})
 
 
-async def user_profile(request: web.Request) -> web.Response:
-    app = _app(request)
-    user_id = request.match_info["user_id"]
+def _stored_user(app: TidemailApp, user_id: str) -> UserState | web.Response:
+    """The user's state from this worker's tables, or the error response to give instead."""
     key = user_id.encode()
     partition = app.store.partition_for(key)
     if partition not in app.hot_path.owned_partitions:
@@ -76,7 +86,15 @@ async def user_profile(request: web.Request) -> web.Response:
     raw = app.store.get(partition, key)
     if raw is None:
         return _json({"error": f"no user {user_id!r}"}, 404)
-    state = decode_state(raw)
+    return decode_state(raw)
+
+
+async def user_profile(request: web.Request) -> web.Response:
+    app = _app(request)
+    state = _stored_user(app, request.match_info["user_id"])
+    if isinstance(state, web.Response):
+        return state
+    partition = app.store.partition_for(state.user_id.encode())
     now_ms = max(state.last_seen_ms, 0)
     summary = {
         "user_id": state.user_id,
@@ -138,6 +156,75 @@ async def show_segment(request: web.Request) -> web.Response:
         "sample": sample,
     }
     return _json(body)
+
+
+async def list_templates(request: web.Request) -> web.Response:
+    versions = _app(request).processor.template_versions
+    return _json({"templates": [{"name": name, "version": version} for name, version in sorted(versions.items())]})
+
+
+async def preview_template(request: web.Request) -> web.Response:
+    """The email as a job for this user would carry it now; without `user_id`, for a user we know nothing about."""
+    app = _app(request)
+    name = request.match_info["name"]
+    if name not in app.processor.template_versions:
+        return _json({"error": f"no template {name!r}"}, 404)
+    user_id = request.query.get("user_id")
+    state = _stored_user(app, user_id) if user_id else UserState("preview")
+    if isinstance(state, web.Response):
+        return state
+    try:
+        email = app.processor.preview(name, state)
+    except RenderError as e:
+        return _json({"error": str(e)}, 500)
+    if request.query.get("format") == "json":
+        return _json(
+            {
+                "template": email.template,
+                "template_version": email.template_version,
+                "subject": email.subject,
+                "preheader": email.preheader,
+                "html": email.html,
+                "text": email.text,
+            }
+        )
+    return web.Response(text=email.html, content_type="text/html")
+
+
+async def unsubscribe(request: web.Request) -> web.Response:
+    """Verify a signed link and turn it into an `unsubscribe` event for the stream to apply."""
+    app = _app(request)
+    token = request.query.get("token", "")
+    verified = verify_token(token, app.settings.unsubscribe_secret.reveal().encode(), app.clock.now_ms())
+    if verified is None:
+        # Deliberately vague: whether the link was forged, altered or expired is not the visitor's to learn.
+        metrics.UNSUBSCRIBE_REQUESTS.labels("refused").inc()
+        return _page("Link not valid", "This unsubscribe link is not valid or has expired.", 400)
+    user_id, list_name = verified
+    # The token names the event, so clicking the link twice is one event, deduplicated downstream.
+    event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"tidemail-unsubscribe:{token}"))
+    event = {
+        "event_id": event_id,
+        "user_id": user_id,
+        "type": "unsubscribe",
+        "timestamp": app.clock.now_ms(),
+        "properties": {"list": list_name},
+    }
+    await app.hot_path.submit_event(user_id, orjson.dumps(event))
+    metrics.UNSUBSCRIBE_REQUESTS.labels("accepted").inc()
+    return _page(
+        "Unsubscribed", f"You will get no more {html.escape(list_name)} email from {html.escape(app.settings.brand)}."
+    )
+
+
+def _page(title: str, message: str, status: int = 200) -> web.Response:
+    body = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        '<meta name="viewport" content="width=device-width, initial-scale=1"></head>'
+        f'<body style="font-family: Helvetica, Arial, sans-serif; max-width: 480px; margin: 48px auto">'
+        f"<h1>{title}</h1><p>{message}</p></body></html>"
+    )
+    return web.Response(text=body, status=status, content_type="text/html")
 
 
 async def advance_clock(request: web.Request) -> web.Response:

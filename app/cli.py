@@ -72,6 +72,34 @@ def demo(users: int, rate: float) -> None:
 
 
 @main.command()
+@click.argument("template")
+@click.option("--user-id", default=None, help="Render for this user's current state (default: an unknown user).")
+@click.option("--format", "output", type=click.Choice(["html", "json", "text"]), default="html", show_default=True)
+@click.option("--worker-url", default=None, help="A running worker's API (default: this machine's, from settings).")
+def preview(template: str, user_id: str | None, output: str, worker_url: str | None) -> None:
+    """Print an email as a running worker would render it now for a user."""
+    import orjson
+    from aiohttp import ClientSession
+
+    settings = Settings.from_env()
+    base = worker_url or f"http://127.0.0.1:{settings.web_port}"
+    params = {"format": "json", **({"user_id": user_id} if user_id else {})}
+
+    async def fetch() -> tuple[int, bytes]:
+        async with ClientSession() as http, http.get(f"{base}/templates/{template}/preview", params=params) as response:
+            return response.status, await response.read()
+
+    status, body = asyncio.run(fetch())
+    doc = orjson.loads(body)
+    if status != 200:
+        raise click.ClickException(doc.get("error", f"HTTP {status}"))
+    if output == "json":
+        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(doc["html"] if output == "html" else f"Subject: {doc['subject']}\n\n{doc['text']}")
+
+
+@main.command()
 @click.option("--events", default=200_000, show_default=True, help="Events pre-produced for the throughput run.")
 @click.option("--latency-rate", default=1_000, show_default=True, help="Events/s during the latency run.")
 @click.option("--latency-seconds", default=10, show_default=True)

@@ -31,6 +31,7 @@ class TidemailApp(faust.App):
     hot_path: HotPath
     clock: Clock
     segments: SegmentBook
+    processor: BatchProcessor
 
     def on_init_dependencies(self) -> Any:
         return [*super().on_init_dependencies(), self.hot_path]
@@ -95,6 +96,7 @@ def create_app(settings: Settings) -> TidemailApp:
     app.settings = settings
     app.clock = clock
     app.segments = processor.segments
+    app.processor = processor
     app.store = UserStore(table, settings.partitions)
     app.hot_path = HotPath(
         bootstrap=settings.kafka_bootstrap,

@@ -132,6 +132,12 @@ class HotPath(Service):
             await self._consumer.stop()
             await self._producer.stop()
 
+    async def submit_event(self, user_id: str, value: bytes) -> None:
+        """Publish an event the worker itself observed (an unsubscribe click) to the events
+        topic, keyed like every producer keys them, so it is applied in the user's order."""
+        await self._clients_started.wait()
+        await self._producer.send_and_wait(self._events_topic, value, key=user_id.encode())
+
     async def assign(self, partitions: set[int]) -> None:
         """Take over exactly `partitions` (after Faust recovered their table state)."""
         await self._clients_started.wait()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from models import interests
+from models.popularity import Popularity, Product
 from streams.content import EmailRenderer
 from streams.errors import UndeliverableJob
 from streams.flows import JobRequest, job_id
@@ -15,6 +17,8 @@ from streams.state import UserState
 from streams.unsubscribe import sign_token
 
 UNSUBSCRIBE_TOKEN_TTL_MS = 90 * 86_400_000
+RECOMMENDED = 6
+ENGAGEMENT_SEGMENTS = (("highly_engaged", "high"), ("moderately_engaged", "moderate"), ("lapsed", "lapsed"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +32,25 @@ class JobContext:
     unsubscribe_secret: bytes
     interest_half_life_days: float
 
+    def product_view(self, product: Product | Mapping[str, Any], reason: str | None = None) -> dict[str, Any]:
+        """A product as templates see it, with links into the shop."""
+        fields = asdict(product) if isinstance(product, Product) else dict(product)
+        sku = fields["sku"]
+        return {
+            **fields,
+            "url": f"{self.shop_url}/p/{sku}",
+            "image_url": f"{self.shop_url}/images/{sku}.jpg",
+            "reason": reason,
+        }
+
 
 def build_job(
-    request: JobRequest, state: UserState, renderer: EmailRenderer, ctx: JobContext, now_ms: int
+    request: JobRequest,
+    state: UserState,
+    renderer: EmailRenderer,
+    ctx: JobContext,
+    popularity: Popularity,
+    now_ms: int,
 ) -> dict[str, Any]:
     """Render and assemble one job; raise `UndeliverableJob` or `RenderError` when it cannot be."""
     address = state.email
@@ -38,9 +58,10 @@ def build_job(
         raise UndeliverableJob(
             f"cannot send {request.flow!r} step {request.step}: user {state.user_id!r} has no email address"
         )
-    token = sign_token(state.user_id, request.list_name, now_ms + UNSUBSCRIBE_TOKEN_TTL_MS, ctx.unsubscribe_secret)
-    unsubscribe_url = f"{ctx.unsubscribe_base_url}?token={token}"
-    rendered = renderer.render(request.template, email_context(state, ctx, unsubscribe_url, now_ms))
+    unsubscribe_url = signed_unsubscribe_url(state.user_id, request.list_name, ctx, now_ms)
+    context = email_context(state, ctx, popularity, unsubscribe_url, now_ms)
+    context.update(flow=request.flow, step=request.step)
+    rendered = renderer.render(request.template, context)
     now = format_time(now_ms)
     return {
         "job_id": job_id(request.flow, request.step, state.user_id, request.trigger_key),
@@ -62,24 +83,66 @@ def build_job(
     }
 
 
-def email_context(state: UserState, ctx: JobContext, unsubscribe_url: str, now_ms: int) -> dict[str, Any]:
-    """The variables a template sees for this user."""
-    strongest = interests.top(state.interests, now_ms, ctx.interest_half_life_days, n=3)
+def signed_unsubscribe_url(user_id: str, list_name: str, ctx: JobContext, now_ms: int) -> str:
+    token = sign_token(user_id, list_name, now_ms + UNSUBSCRIBE_TOKEN_TTL_MS, ctx.unsubscribe_secret)
+    return f"{ctx.unsubscribe_base_url}?token={token}"
+
+
+def email_context(
+    state: UserState, ctx: JobContext, popularity: Popularity, unsubscribe_url: str, now_ms: int
+) -> dict[str, Any]:
+    """The variables a template sees for this user (documented in `streams.content.CONTEXT`)."""
+    strongest = [name for name, _ in interests.top(state.interests, now_ms, ctx.interest_half_life_days, n=3)]
+    cart = state.cart
+    # Nothing they already bought or have in the cart: the cart has its own block.
+    owned = frozenset(sku for purchase in state.recent_purchases for sku in purchase["skus"]) | frozenset(
+        cart["items"] if cart else ()
+    )
     return {
         "user_id": state.user_id,
         "first_name": state.first_name,
+        "email": state.email,
         "locale": state.traits.get("locale"),
         "country": state.traits.get("country"),
+        "device": state.traits.get("device"),
         "traits": state.traits,
-        "interests": [name for name, _ in strongest],
-        "top_interest": strongest[0][0] if strongest else None,
-        "cart": state.cart,
+        "segments": sorted(state.segments),
+        "engagement": engagement_level(state.segments),
+        "interests": strongest,
+        "top_interest": strongest[0] if strongest else None,
+        "cart": {"cart_id": cart["cart_id"], "items": [ctx.product_view(item) for item in cart["items"].values()]}
+        if cart
+        else None,
         "recent_purchases": state.recent_purchases,
+        "recommendations": _picks_for(strongest, owned, popularity, ctx, now_ms),
+        "popular": [ctx.product_view(p, "popular") for p in popularity.top(RECOMMENDED, now_ms, exclude=owned)],
         "brand": ctx.brand,
         "shop_url": ctx.shop_url,
         "postal_address": ctx.postal_address,
         "unsubscribe_url": unsubscribe_url,
     }
+
+
+def engagement_level(segments: dict[str, int]) -> str:
+    """From the engagement segments of the default set: high, moderate, lapsed, or new."""
+    for segment, level in ENGAGEMENT_SEGMENTS:
+        if segment in segments:
+            return level
+    return "new"
+
+
+def _picks_for(
+    categories: list[str], owned: frozenset[str], popularity: Popularity, ctx: JobContext, now_ms: int
+) -> list[dict[str, Any]]:
+    # Until the recommender decides, the best picks are what is popular in the user's
+    # strongest interests, spread across them.
+    per_category = [popularity.top(RECOMMENDED, now_ms, category=c, exclude=owned) for c in categories]
+    picks: list[dict[str, Any]] = []
+    for rank in range(RECOMMENDED):
+        for category, products in zip(categories, per_category, strict=True):
+            if rank < len(products) and len(picks) < RECOMMENDED:
+                picks.append(ctx.product_view(products[rank], f"popular in {category}"))
+    return picks
 
 
 def format_time(millis: int) -> str:

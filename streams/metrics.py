@@ -1,4 +1,4 @@
-"""Prometheus metrics for the worker. Counters are bumped once per batch, not per event."""
+"""Prometheus metrics for the worker. Hot-path counters are bumped once per batch, not per event."""
 
 from __future__ import annotations
 
@@ -42,4 +42,8 @@ TIMER_LATENESS = Histogram(
     "tidemail_timer_lateness_seconds",
     "How long after its due instant the latest timer of a clock batch fired.",
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+
+UNSUBSCRIBE_REQUESTS = Counter(
+    "tidemail_unsubscribe_requests_total", "Unsubscribe link visits, by outcome (accepted or refused)", ["outcome"]
 )

@@ -12,13 +12,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.content import EmailRenderer
+from models.popularity import Popularity
+from streams.content import EmailRenderer, RenderedEmail
 from streams.errors import InvalidEvent, RenderError, UndeliverableJob
 from streams.events import Event, parse_event
 from streams.flows import advance_flows
-from streams.jobs import JobContext, build_job
+from streams.jobs import JobContext, build_job, email_context, signed_unsubscribe_url
 from streams.segments import Evaluation, SegmentBook, SegmentChange
-from streams.state import StatePolicy, UserState, apply
+from streams.state import DEFAULT_LIST, StatePolicy, UserState, apply
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,19 @@ class BatchProcessor:
         self._job_context = job_context
         self._max_event_bytes = max_event_bytes
         self._clock_ms = clock_ms
+        # Learned from this worker's partitions: a random sample of all users, as keys are user ids.
+        self.popularity = Popularity(policy.interest_half_life_days)
+
+    @property
+    def template_versions(self) -> dict[str, str]:
+        return self._renderer.versions
+
+    def preview(self, template: str, state: UserState) -> RenderedEmail:
+        """Render `template` for `state` as a job would be rendered now, without emitting anything."""
+        now_ms = self._clock_ms()
+        unsubscribe_url = signed_unsubscribe_url(state.user_id, DEFAULT_LIST, self._job_context, now_ms)
+        context = email_context(state, self._job_context, self.popularity, unsubscribe_url, now_ms)
+        return self._renderer.render(template, context)
 
     def process(self, batch: Mapping[int, Sequence[InputRecord]], load: StateLoader) -> BatchResult:
         result = BatchResult()
@@ -187,6 +201,7 @@ class BatchProcessor:
             result.skipped["duplicate"] += 1
             return state.copy()
         result.applied_by_type[event.type] += 1
+        self.popularity.observe(event)
         applied.windows, touched = self.segments.accumulate(applied.windows, event)
         # Segments are evaluated in event time (the user's latest event), so a replay
         # reaches the same memberships; the clock catches up with anything due since.
@@ -201,7 +216,9 @@ class BatchProcessor:
                 result.suppressed["unsubscribed"] += 1
                 continue
             try:
-                job = build_job(request, new_state, self._renderer, self._job_context, self._clock_ms())
+                job = build_job(
+                    request, new_state, self._renderer, self._job_context, self.popularity, self._clock_ms()
+                )
             except UndeliverableJob as e:
                 result.dead_letters.append(DeadLetter(record, "undeliverable", str(e)))
             except RenderError as e:

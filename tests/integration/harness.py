@@ -28,6 +28,7 @@ from streams.pipeline import BatchResult, InputRecord
 from streams.state import UserState, decode_state, encode_state
 from streams.store import is_user_key
 from streams.topics import ensure_topics
+from tests.factories import encoded, event_doc
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4
@@ -109,6 +110,10 @@ class WorkerHarness:
         async with aiohttp.ClientSession() as http, http.get(self.url + path) as response:
             return response.status, await response.json()
 
+    async def text(self, path: str, method: str = "GET") -> tuple[int, str]:
+        async with aiohttp.ClientSession() as http, http.request(method, self.url + path) as response:
+            return response.status, await response.text()
+
     async def wait_for(self, ready: Any, path: str, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -152,6 +157,16 @@ class WorkerHarness:
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else "(no log)"
+
+
+def signup(user: str, first_name: str | None, **context: str) -> tuple[bytes, bytes]:
+    doc = event_doc("signup", user)
+    doc["context"] = {"email": f"{user}@example.com", **({"first_name": first_name} if first_name else {}), **context}
+    return user.encode(), encoded(doc)
+
+
+def keyed(doc: dict[str, Any]) -> tuple[bytes, bytes]:
+    return doc["user_id"].encode(), encoded(doc)
 
 
 async def produce(

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 import pytest
 
 from streams.flows import job_id
 from streams.topics import ensure_topics
 from tests.factories import encoded, event_doc
-from tests.integration.harness import WorkerHarness, ensure_all_topics, produce, read_topic
+from tests.integration.harness import WorkerHarness, ensure_all_topics, keyed, produce, read_topic, signup
 
 pytestmark = pytest.mark.integration
-
-
-def signup(user: str, first_name: str | None) -> tuple[bytes, bytes]:
-    doc = event_doc("signup", user)
-    doc["context"] = {"email": f"{user}@example.com", **({"first_name": first_name} if first_name else {})}
-    return user.encode(), encoded(doc)
-
-
-def keyed(doc: dict[str, Any]) -> tuple[bytes, bytes]:
-    return doc["user_id"].encode(), encoded(doc)
 
 
 async def test_signups_become_welcome_jobs_and_state_is_served(worker: WorkerHarness) -> None:
@@ -89,15 +77,8 @@ async def test_bad_messages_are_dead_lettered_while_good_ones_around_them_apply(
         assert headers["tidemail.source.topic"] == s.events_topic.encode()
         assert int(headers["tidemail.source.offset"]) >= 0
 
-    metrics = await _metrics_text(worker)
+    _, metrics = await worker.text("/metrics")
     assert 'tidemail_dead_letters_total{kind="invalid_event"} 5.0' in metrics
-
-
-async def _metrics_text(worker: WorkerHarness) -> str:
-    import aiohttp
-
-    async with aiohttp.ClientSession() as http, http.get(worker.url + "/metrics") as response:
-        return await response.text()
 
 
 async def test_a_job_a_lost_batch_already_published_is_not_published_again(worker: WorkerHarness) -> None:

@@ -1,0 +1,90 @@
+"""Time-decayed product popularity, and what the event stream tells about each product.
+
+Emails need products to show before a recommender has learned anything about a
+user: the popular list is that fallback. Products are learned from the items in
+`cart_add` and `purchase` events (sku, name, category, price); views and clicks add
+to the score of products already known, so an unnamed product is never shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from models.interests import decayed
+from streams.events import Event
+
+SCORE_WEIGHTS = {"page_view": 1.0, "click": 2.0, "cart_add": 4.0, "purchase": 8.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    sku: str
+    name: str
+    category: str
+    price: float
+
+
+class Popularity:
+    """Keeps the `capacity` highest-scoring products; scores halve every `half_life_days`."""
+
+    def __init__(self, half_life_days: float, capacity: int = 500) -> None:
+        self._half_life_days = half_life_days
+        self._capacity = capacity
+        self._products: dict[str, Product] = {}
+        # sku -> [score, touched_at_ms], decayed lazily like category interests.
+        self._scores: dict[str, list[float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._products)
+
+    def observe(self, event: Event) -> None:
+        weight = SCORE_WEIGHTS.get(event.type)
+        if weight is None:
+            return
+        props = event.properties
+        items: list[dict[str, Any]] = []
+        if event.type == "cart_add":
+            items = [props["item"]]
+        elif event.type == "purchase":
+            items = props["items"]
+        for item in items:
+            sku = item["sku"]
+            if sku not in self._products:
+                self._products[sku] = Product(sku, item["name"], item["category"], float(item["price"]))
+            self._bump(sku, weight, event.timestamp_ms)
+        sku = props.get("sku")
+        if not items and isinstance(sku, str) and sku in self._products:
+            self._bump(sku, weight, event.timestamp_ms)
+
+    def top(
+        self, n: int, now_ms: int, *, category: str | None = None, exclude: frozenset[str] = frozenset()
+    ) -> list[Product]:
+        """The `n` most popular known products, optionally of one category, without `exclude`."""
+        ranked = sorted(
+            (
+                (self._score(sku, now_ms), sku)
+                for sku in self._scores
+                if sku not in exclude and (category is None or self._products[sku].category == category)
+            ),
+            reverse=True,
+        )
+        return [self._products[sku] for _, sku in ranked[:n]]
+
+    def _bump(self, sku: str, weight: float, ts: int) -> None:
+        score, touched = self._scores.get(sku, (0.0, ts))
+        reference = max(int(touched), ts)
+        self._scores[sku] = [decayed(score, int(touched), reference, self._half_life_days) + weight, reference]
+        if len(self._scores) > self._capacity:
+            self._evict(reference)
+
+    def _score(self, sku: str, now_ms: int) -> float:
+        score, touched = self._scores[sku]
+        return decayed(score, int(touched), now_ms, self._half_life_days)
+
+    def _evict(self, now_ms: int) -> None:
+        # Drop the weakest tenth at once, so eviction is rare rather than once per new product.
+        ranked = sorted(self._scores, key=lambda sku: self._score(sku, now_ms))
+        for sku in ranked[: max(1, self._capacity // 10)]:
+            del self._scores[sku]
+            del self._products[sku]

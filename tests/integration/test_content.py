@@ -1,0 +1,138 @@
+"""The content engine through the real broker: render failures, unsubscribe links, previews."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import orjson
+import pytest
+
+from tests.factories import event_doc, item
+from tests.integration.harness import (
+    ROOT,
+    WorkerHarness,
+    delete_deployment_topics,
+    ensure_all_topics,
+    keyed,
+    produce,
+    read_topic,
+    signup,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def fragile_worker(tmp_path: Path) -> AsyncIterator[WorkerHarness]:
+    """A worker whose welcome subject fails for one user, as a broken filter would."""
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    subject = templates / "emails/welcome/subject.txt.j2"
+    subject.write_text("{{ 1 // (0 if first_name == 'Boom' else 1) }}" + subject.read_text())
+    harness = WorkerHarness(tmp_path, {"TIDEMAIL_TEMPLATES_DIR": str(templates)})
+    yield harness
+    harness.stop()
+    await delete_deployment_topics(harness.settings)
+
+
+async def test_render_failure_is_dead_lettered_and_other_users_still_get_email(fragile_worker: WorkerHarness) -> None:
+    worker = fragile_worker
+    await worker.start()
+    s = worker.settings
+    await produce(s.kafka_bootstrap, s.events_topic, [signup("boom", "Boom"), signup("ann", "Ann")])
+    await worker.wait_until_caught_up()
+
+    jobs = [orjson.loads(r.value) for r in await read_topic(s.kafka_bootstrap, s.jobs_topic)]
+    assert [job["user_id"] for job in jobs] == ["ann"]
+    [dead] = await read_topic(s.kafka_bootstrap, s.dead_letter_topic)
+    headers = dict(dead.headers)
+    assert headers["tidemail.kind"] == b"render_failed" and dead.key == b"boom"
+    version = (await worker.get("/templates"))[1]["templates"]
+    welcome_version = next(t["version"] for t in version if t["name"] == "welcome")
+    assert f"template 'welcome' ({welcome_version}) failed: ZeroDivisionError" in headers["tidemail.reason"].decode()
+    _, metrics = await worker.text("/metrics")
+    assert 'tidemail_dead_letters_total{kind="render_failed"} 1.0' in metrics
+    status, profile = await worker.get("/users/boom")
+    assert status == 200 and profile["counts"] == {"signup": 1}
+
+
+async def test_unsubscribe_link_from_a_job_unsubscribes_through_the_stream(worker: WorkerHarness) -> None:
+    await worker.start()
+    s = worker.settings
+    await produce(s.kafka_bootstrap, s.events_topic, [signup("ann", "Ann")])
+    await worker.wait_until_caught_up()
+    [job] = [orjson.loads(r.value) for r in await read_topic(s.kafka_bootstrap, s.jobs_topic)]
+    token = parse_qs(urlparse(job["unsubscribe_url"]).query)["token"][0]
+    assert job["unsubscribe_url"] in job["html"] and job["unsubscribe_url"] in job["text"]
+
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    for bad in (forged, "nonsense", ""):
+        status, page = await worker.text(f"/unsubscribe?token={bad}")
+        assert status == 400 and "not valid or has expired" in page
+
+    status, page = await worker.text(f"/unsubscribe?token={token}")
+    assert status == 200 and "no more marketing email" in page
+    # One-click (RFC 8058) POST of the same link: the same event id, applied once.
+    status, _ = await worker.text(f"/unsubscribe?token={token}", method="POST")
+    assert status == 200
+    profile = await worker.wait_for(lambda p: p["unsubscribed_lists"] == ["marketing"], "/users/ann", timeout=30)
+    assert profile["counts"]["unsubscribe"] == 1
+    _, metrics = await worker.text("/metrics")
+    assert 'tidemail_unsubscribe_requests_total{outcome="accepted"} 2.0' in metrics
+    assert 'tidemail_unsubscribe_requests_total{outcome="refused"} 3.0' in metrics
+
+
+async def test_preview_renders_a_real_users_state_and_loads_in_chromium(worker: WorkerHarness, tmp_path: Path) -> None:
+    await ensure_all_topics(worker.settings)
+    await worker.start()
+    s = worker.settings
+    await produce(
+        s.kafka_bootstrap,
+        s.events_topic,
+        [
+            signup("ann", "Ann", country="GB"),
+            *(
+                keyed(event_doc("cart_add", "bob", event_id=f"c{n}", item=item(sku=f"OUT-{n}", price=10.0 + n)))
+                for n in range(4)
+            ),
+            keyed(event_doc("page_view", "ann", event_id="v1", category="outdoor", sku="OUT-1")),
+            keyed(event_doc("cart_add", "ann", event_id="a1", item=item(sku="OUT-0"))),
+        ],
+    )
+    await worker.wait_until_caught_up()
+
+    status, listing = await worker.get("/templates")
+    assert status == 200 and {t["name"] for t in listing["templates"]} == {"welcome", "cart_reminder", "winback"}
+    status, email = await worker.get("/templates/cart_reminder/preview?user_id=ann&format=json")
+    assert status == 200, email
+    assert email["subject"] == "Ann, your Item OUT-0 is waiting"
+    assert "Popular right now" in email["html"] or "Picked for you" in email["html"]
+    assert "Free next-day delivery anywhere in the UK" in email["text"]
+    status, anonymous = await worker.get("/templates/welcome/preview?format=json")
+    assert status == 200 and anonymous["subject"] == "Welcome to Tidemail Shop!"
+    assert (await worker.get("/templates/nope/preview"))[0] == 404
+    assert (await worker.get("/templates/welcome/preview?user_id=nobody"))[0] in (404, 421)
+
+    screenshot = tmp_path / "preview.png"
+    result = subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=640,1600",
+            f"--screenshot={screenshot}",
+            f"{worker.url}/templates/cart_reminder/preview?user_id=ann",
+        ],
+        capture_output=True,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    png = screenshot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    shutil.copy(screenshot, ROOT / ".cache" / "preview-cart_reminder.png")
