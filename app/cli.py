@@ -104,12 +104,16 @@ def preview(template: str, user_id: str | None, output: str, worker_url: str | N
 @click.option("--latency-rate", default=1_000, show_default=True, help="Events/s during the latency run.")
 @click.option("--latency-seconds", default=10, show_default=True)
 @click.option("--partitions", default=8, show_default=True)
-def bench(events: int, latency_rate: int, latency_seconds: int, partitions: int) -> None:
-    """Measure the hot path against a naive Faust agent on the same broker and data."""
+@click.option("--render-only", is_flag=True, help="Measure only the render cost of a typical email.")
+def bench(events: int, latency_rate: int, latency_seconds: int, partitions: int, render_only: bool) -> None:
+    """Measure the hot path against a naive Faust agent, and rendering against per-job MJML."""
     from app.bench import report, run_bench
+    from app.render_bench import measure_render_cost, report_render_cost
 
-    results = asyncio.run(run_bench(events, latency_rate, latency_seconds, partitions))
-    click.echo(report(results))
+    click.echo(report_render_cost(measure_render_cost()))
+    if not render_only:
+        results = asyncio.run(run_bench(events, latency_rate, latency_seconds, partitions))
+        click.echo(report(results))
 
 
 if __name__ == "__main__":
