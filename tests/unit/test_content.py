@@ -132,6 +132,13 @@ def test_footer_carries_unsubscribe_link_and_postal_address(renderer: EmailRende
         assert "https://shop/unsubscribe?token=t0k3n" in part and "1 Harbour Street, Leith" in part
 
 
+def test_device_adds_an_app_nudge_for_phones_only(renderer: EmailRenderer) -> None:
+    nudge = "Reading on your phone?"
+    phone = renderer.render("welcome", FULL)
+    assert nudge in phone.html and nudge in phone.text
+    assert nudge not in renderer.render("welcome", {**FULL, "device": "desktop"}).html
+
+
 def test_subject_lines_follow_interests_with_fallbacks(renderer: EmailRenderer) -> None:
     assert renderer.render("welcome", FULL).subject == "Gear up for your next adventure, Ann!"
     assert renderer.render("welcome", {**FULL, "top_interest": "books"}).subject == "Welcome to Shop, Ann!"
