@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from app.settings import Settings
+from models.popularity import Product
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,6 @@ BROKEN_MESSAGES = (
     b'{"event_id": "x", "user_id": "u", "type": "teleport", "timestamp": 1795860000000}',
     b'{"event_id": "x", "user_id": "u", "type": "purchase", "timestamp": "yesterday", "properties": {}}',
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Product:
-    sku: str
-    name: str
-    category: str
-    price: float
 
 
 @dataclass(slots=True)
