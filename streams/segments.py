@@ -70,6 +70,7 @@ class SegmentBook:
         self.segments = _in_dependency_order(segments)
         self.version = version
         self.by_name = {segment.name: segment for segment in self.segments}
+        self._names = frozenset(self.by_name)
         self._inputs = [segment.condition.inputs() for segment in self.segments]
         # Positions in dependency order of the segments each input can affect.
         self._by_input: dict[str, list[int]] = defaultdict(list)
@@ -163,8 +164,14 @@ class SegmentBook:
 
     def _evaluate(self, state: UserState, now_ms: int, cause: str, tags: set[str] | None) -> Evaluation:
         members_of = set(state.segments)
+        # A segment no longer defined is left at the user's next evaluation, so consumers
+        # of the change stream see an exit rather than a member forever.
+        changes = [
+            SegmentChange(state.user_id, name, "exited", now_ms, cause, self.version)
+            for name in sorted(members_of - self._names)
+        ]
+        members_of.difference_update(change.segment for change in changes)
         ctx = EvalContext(state, now_ms, members_of)
-        changes: list[SegmentChange] = []
         next_check: int | None = None
         if tags is None:
             pending = list(range(len(self.segments)))
@@ -206,7 +213,7 @@ class SegmentBook:
                         bisect.insort(pending, dependent, lo=i)
         if not changes:
             return Evaluation(state.segments, [], next_check)
-        segments = {n: state.segments.get(n, now_ms) for n in members_of if n in self.by_name}
+        segments = {n: state.segments.get(n, now_ms) for n in members_of}
         return Evaluation(segments, changes, next_check)
 
 

@@ -276,3 +276,24 @@ def spy_on_checks(name: str, condition: Any, checked: list[str]) -> None:
         return result
 
     object.__setattr__(condition, "check", check)
+
+
+def test_a_segment_removed_from_the_definitions_is_exited_at_the_next_evaluation() -> None:
+    before = book(
+        """
+        segments:
+          - {name: viewer, condition: {last: {event: page_view, within: 7d}}}
+          - {name: retired, condition: {last: {event: page_view, within: 30d}}}
+        """
+    )
+    state = run(make_event("page_view", event_id="v1"))
+    first = before.after_events(state, {"page_view", "*"}, BASE_TS, "v1")
+    assert set(first.segments) == {"viewer", "retired"}
+    state.segments, state.next_check_ms = first.segments, first.next_check_ms
+
+    after = book("segments: [{name: viewer, condition: {last: {event: page_view, within: 7d}}}]")
+    evaluation = after.after_events(state, {"click", "*"}, BASE_TS + HOUR, "c1")
+    assert [(c.segment, c.change, c.cause, c.definition_version) for c in evaluation.changes] == [
+        ("retired", "exited", "c1", after.version)
+    ]
+    assert set(evaluation.segments) == {"viewer"}
