@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -136,3 +137,16 @@ async def test_preview_renders_a_real_users_state_and_loads_in_chromium(worker: 
     png = screenshot.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     shutil.copy(screenshot, ROOT / ".cache" / "preview-cart_reminder.png")
+
+    # The same preview from the command line.
+    command = [sys.executable, "-m", "app.cli", "preview", "--worker-url", worker.url]
+    cli = subprocess.run(
+        [*command, "cart_reminder", "--user-id", "ann", "--format", "text"],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr.decode()
+    assert cli.stdout.decode().startswith("Subject: Ann, your Item OUT-0 is waiting\n\nHi Ann,")
+    missing = subprocess.run([*command, "nope"], capture_output=True, cwd=ROOT, timeout=60)
+    assert missing.returncode != 0 and "no template 'nope'" in missing.stderr.decode()
