@@ -49,13 +49,39 @@ class Popularity:
         elif event.type == "purchase":
             items = props["items"]
         for item in items:
-            sku = item["sku"]
-            if sku not in self._products:
-                self._products[sku] = Product(sku, item["name"], item["category"], float(item["price"]))
-            self._bump(sku, weight, event.timestamp_ms)
+            product = Product(item["sku"], item["name"], item["category"], float(item["price"]))
+            self.observe_product(product, weight, event.timestamp_ms)
         sku = props.get("sku")
-        if not items and isinstance(sku, str) and sku in self._products:
-            self._bump(sku, weight, event.timestamp_ms)
+        if not items and isinstance(sku, str):
+            self.bump(sku, weight, event.timestamp_ms)
+
+    def observe_product(self, product: Product, weight: float, ts: int) -> None:
+        """Activity on a product whose details are known (from a cart or an order)."""
+        if product.sku not in self._products:
+            self._products[product.sku] = product
+        self.bump(product.sku, weight, ts)
+
+    def bump(self, sku: str, weight: float, ts: int) -> None:
+        """Activity on a product by sku alone; ignored until its details are known."""
+        if sku not in self._products:
+            return
+        score, touched = self._scores.get(sku, (0.0, ts))
+        reference = max(int(touched), ts)
+        self._scores[sku] = [decayed(score, int(touched), reference, self._half_life_days) + weight, reference]
+        if len(self._scores) > self._capacity:
+            self._evict(reference)
+
+    def products(self) -> dict[str, Product]:
+        return dict(self._products)
+
+    def export(self) -> list[tuple[Product, float, int]]:
+        """Every product with its score and the time the score was last touched."""
+        return [(self._products[sku], score, int(touched)) for sku, (score, touched) in self._scores.items()]
+
+    def load(self, entries: list[tuple[Product, float, int]]) -> None:
+        for product, score, touched in entries:
+            self._products[product.sku] = product
+            self._scores[product.sku] = [score, touched]
 
     def top(
         self, n: int, now_ms: int, *, category: str | None = None, exclude: frozenset[str] = frozenset()
@@ -70,13 +96,6 @@ class Popularity:
             reverse=True,
         )
         return [self._products[sku] for _, sku in ranked[:n]]
-
-    def _bump(self, sku: str, weight: float, ts: int) -> None:
-        score, touched = self._scores.get(sku, (0.0, ts))
-        reference = max(int(touched), ts)
-        self._scores[sku] = [decayed(score, int(touched), reference, self._half_life_days) + weight, reference]
-        if len(self._scores) > self._capacity:
-            self._evict(reference)
 
     def _score(self, sku: str, now_ms: int) -> float:
         score, touched = self._scores[sku]
