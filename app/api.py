@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import statistics
 import uuid
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -13,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models import interests
+from models.reco import owned_skus, recommend
 from streams import metrics
 from streams.errors import RenderError
 from streams.state import UserState, decode_state
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from app.faust_app import TidemailApp
 
 TIDEMAIL = web.AppKey("tidemail", object)
+MAX_RECOMMENDATIONS = 100
 
 
 def add_routes(web_app: web.Application, app: TidemailApp) -> None:
@@ -31,6 +34,8 @@ def add_routes(web_app: web.Application, app: TidemailApp) -> None:
     web_app.router.add_get("/stats", stats)
     web_app.router.add_post("/stats/reset", reset_stats)
     web_app.router.add_get("/users/{user_id}", user_profile)
+    web_app.router.add_get("/users/{user_id}/recommendations", user_recommendations)
+    web_app.router.add_get("/models", models)
     web_app.router.add_get("/segments", list_segments)
     web_app.router.add_get("/segments/{name}", show_segment)
     web_app.router.add_get("/templates", list_templates)
@@ -117,6 +122,51 @@ async def user_profile(request: web.Request) -> web.Response:
         "applied_offset": state.applied_offset,
     }
     return _json(summary)
+
+
+async def user_recommendations(request: web.Request) -> web.Response:
+    """Top-k products for a user, each with its score and why (model, rule or popular);
+    cached in Redis until the user's next event. A user never seen gets popular products."""
+    app = _app(request)
+    user_id = request.match_info["user_id"]
+    try:
+        k = int(request.query.get("k", "10"))
+    except ValueError:
+        k = 0
+    if not 1 <= k <= MAX_RECOMMENDATIONS:
+        return _json({"error": f"k must be a whole number from 1 to {MAX_RECOMMENDATIONS}"}, 400)
+    field = f"recommendations:{k}"
+    cached = await app.prediction_cache.get(user_id, field)
+    if cached is not None:
+        return web.Response(body=cached, content_type="application/json")
+    state = _stored_user(app, user_id)
+    if isinstance(state, web.Response):
+        if state.status != 404:
+            return state
+        state = UserState(user_id)
+    model = app.processor.item_model
+    bought = [sku for purchase in state.recent_purchases for sku in purchase["skus"]]
+    picks = recommend(state.recent_interactions, model, k, owned_skus(state), bought)
+    items = [{**asdict(model.products[pick.sku]), "score": pick.score, "reason": pick.reason} for pick in picks]
+    body = orjson.dumps({"user_id": user_id, "items": items, "model_offset": model.offset})
+    await app.prediction_cache.put(user_id, field, body)
+    return web.Response(body=body, content_type="application/json")
+
+
+async def models(request: web.Request) -> web.Response:
+    """The recommender's state on this worker and its prequential quality since start."""
+    app = _app(request)
+    quality = app.hot_path.reco_quality
+    predictions = quality["predictions"]
+    rates = {name: round(quality[name] / predictions, 4) if predictions else None for name in ("model", "popular")}
+    body = {
+        "recommendations": {
+            **app.item_models.status(),
+            "weights": app.settings.reco_weights,
+            "quality": {"predictions": predictions, "hit_rate_at_10": rates},
+        }
+    }
+    return _json(body)
 
 
 async def list_segments(request: web.Request) -> web.Response:

@@ -80,6 +80,8 @@ async def run_bench(events: int, latency_rate: int, latency_seconds: int, partit
             "TIDEMAIL_APP_ID": f"bench-{run_id}-{contender.slug}",
             "TIDEMAIL_SEGMENTS_FILE": str(contender.segments_file),
             "TIDEMAIL_SEGMENT_CHANGES_TOPIC": f"bench-{run_id}-{contender.slug}.segment-changes",
+            "TIDEMAIL_INTERACTIONS_TOPIC": f"bench-{run_id}-{contender.slug}.interactions",
+            "TIDEMAIL_ITEM_MODEL_TOPIC": f"bench-{run_id}-{contender.slug}.item-model",
             "TIDEMAIL_EVENTS_TOPIC": topic,
             "TIDEMAIL_JOBS_TOPIC": f"bench-{run_id}.email-jobs",
             "TIDEMAIL_DEAD_LETTER_TOPIC": f"bench-{run_id}.dead-letter",

@@ -22,15 +22,10 @@ def main() -> None:
 @click.pass_context
 def worker(ctx: click.Context) -> None:
     """Run a worker (Faust worker options pass through, e.g. `--web-port 6067`)."""
-    from app.faust_app import create_app
-    from streams.topics import ensure_topics
+    from app.faust_app import create_app, ensure_deployment_topics
 
     settings = Settings.from_env()
-    asyncio.run(
-        ensure_topics(
-            settings.kafka_bootstrap, settings.partitions, settings.replication_factor, settings.hot_path_topics
-        )
-    )
+    asyncio.run(ensure_deployment_topics(settings))
     app = create_app(settings)
     sys.argv = ["tidemail", "worker", "--loglevel", settings.log_level, *ctx.args]
     _tune_garbage_collection()

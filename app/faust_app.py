@@ -10,15 +10,19 @@ from faust.web import Web
 
 from app.api import add_routes
 from app.settings import Settings
+from models.reco import ItemModel
 from streams.cache import StateCache
 from streams.clock import Clock
 from streams.content import EmailRenderer
 from streams.hotpath import HotPath
+from streams.item_model import MAX_SNAPSHOT_BYTES, ItemModelService
 from streams.jobs import JobContext
 from streams.pipeline import BatchProcessor
+from streams.prediction_cache import PredictionCache
 from streams.segments import SegmentBook
 from streams.state import StatePolicy
 from streams.store import UserStore
+from streams.topics import ensure_topics
 
 MIB = 1024 * 1024
 
@@ -32,9 +36,11 @@ class TidemailApp(faust.App):
     clock: Clock
     segments: SegmentBook
     processor: BatchProcessor
+    item_models: ItemModelService
+    prediction_cache: PredictionCache
 
     def on_init_dependencies(self) -> Any:
-        return [*super().on_init_dependencies(), self.hot_path]
+        return [*super().on_init_dependencies(), self.hot_path, self.item_models]
 
     def on_webserver_init(self, web: Web) -> None:
         add_routes(web.web_app, self)  # type: ignore[attr-defined]
@@ -61,7 +67,19 @@ def build_processor(settings: Settings, clock: Clock) -> BatchProcessor:
         segments=SegmentBook.load(settings.segments_file),
         max_event_bytes=settings.max_event_bytes,
         clock_ms=clock.now_ms,
+        reco_weights=settings.reco_weights,
+        item_model=ItemModel.empty(settings.reco_factors),
     )
+
+
+async def ensure_deployment_topics(settings: Settings) -> None:
+    """Every topic a worker reads or writes, created if missing and checked if present."""
+    bootstrap, replication = settings.kafka_bootstrap, settings.replication_factor
+    await ensure_topics(bootstrap, settings.partitions, replication, settings.hot_path_topics)
+    # One partition each: interactions elect one trainer and keep their order; snapshots are one log.
+    await ensure_topics(bootstrap, 1, replication, [settings.interactions_topic])
+    snapshot_configs = {"cleanup.policy": "compact", "max.message.bytes": str(MAX_SNAPSHOT_BYTES)}
+    await ensure_topics(bootstrap, 1, replication, [settings.item_model_topic], snapshot_configs)
 
 
 def create_app(settings: Settings) -> TidemailApp:
@@ -105,6 +123,7 @@ def create_app(settings: Settings) -> TidemailApp:
         jobs_topic=settings.jobs_topic,
         dead_letter_topic=settings.dead_letter_topic,
         segment_changes_topic=settings.segment_changes_topic,
+        interactions_topic=settings.interactions_topic,
         store=app.store,
         processor=processor,
         cache=StateCache(settings.state_cache_users),
@@ -114,6 +133,20 @@ def create_app(settings: Settings) -> TidemailApp:
         timer_interval_ms=settings.timer_interval_ms,
         timer_batch_users=settings.timer_batch_users,
     )
+
+    app.item_models = ItemModelService(
+        bootstrap=settings.kafka_bootstrap,
+        group_id=f"{settings.app_id}-trainer",
+        interactions_topic=settings.interactions_topic,
+        item_model_topic=settings.item_model_topic,
+        processor=processor,
+        n_factors=settings.reco_factors,
+        half_life_days=settings.interest_half_life_days,
+        catalog_capacity=settings.reco_catalog_capacity,
+        snapshot_interval_s=settings.reco_snapshot_interval_s,
+    )
+    app.prediction_cache = PredictionCache(settings.redis_url, settings.prediction_cache_ttl_s, settings.app_id)
+    app.hot_path.on_users_changed.append(app.prediction_cache.forget)
 
     # mode types signal receivers so that no coroutine function matches; the ignores are for that.
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import mrml
 
 from app.settings import Settings
-from models.popularity import Popularity
+from models.reco import DEFAULT_WEIGHTS, ItemModel, ItemTrainer, interactions_of, remember
 from streams.content import EmailRenderer
 from streams.events import validate_event
 from streams.flows import JobRequest
@@ -34,8 +34,8 @@ def measure_render_cost(rounds: int = 2_000) -> list[RenderCost]:
     settings = Settings.from_env()
     renderer = EmailRenderer(settings.templates_dir, defaults={"brand": settings.brand})
     ctx = JobContext(settings.brand, settings.shop_url, "1 Harbour Street", settings.unsubscribe_base_url, b"k", 14.0)
-    popularity, state = _typical_user()
-    context = email_context(state, ctx, popularity, "https://shop/unsubscribe?token=t", NOW_MS)
+    item_model, state = _typical_user()
+    context = email_context(state, ctx, item_model, "https://shop/unsubscribe?token=t", NOW_MS)
     assert len(context["recommendations"]) == 6, "the typical job shows six recommendations"
     request = JobRequest("winback", 1, TEMPLATE, trigger_key="bench", trigger_event_id="e")
     render_mjml = renderer.render_mjml(TEMPLATE, context)
@@ -48,7 +48,7 @@ def measure_render_cost(rounds: int = 2_000) -> list[RenderCost]:
         RenderCost("render (compiled templates)", _micros(lambda: renderer.render(TEMPLATE, context), rounds)),
         RenderCost(
             "whole job (context, token, render)",
-            _micros(lambda: build_job(request, state, renderer, ctx, popularity, NOW_MS), rounds),
+            _micros(lambda: build_job(request, state, renderer, ctx, item_model, NOW_MS), rounds),
         ),
         # Only the HTML part, so the ratio below understates the gain.
         RenderCost("baseline: HTML part alone, MJML per job", _micros(per_job_mjml, rounds // 4)),
@@ -65,8 +65,8 @@ def report_render_cost(costs: list[RenderCost]) -> str:
     return "\n".join(lines)
 
 
-def _typical_user() -> tuple[Popularity, UserState]:
-    popularity = Popularity(half_life_days=14)
+def _typical_user() -> tuple[ItemModel, UserState]:
+    trainer = ItemTrainer(n_factors=16, half_life_days=14, capacity=1_000)
     state = UserState("u1", traits={"first_name": "Ann", "email": "ann@example.com", "country": "GB"})
     docs = [
         {"type": "cart_add", "properties": {"cart_id": f"c{n}", "item": _item(category, n)}}
@@ -77,10 +77,12 @@ def _typical_user() -> tuple[Popularity, UserState]:
     docs.append({"type": "purchase", "properties": _purchase()})
     for n, doc in enumerate(docs):
         event = validate_event({"event_id": f"e{n}", "user_id": "u1", "timestamp": NOW_MS - 1000 + n, **doc}, b"u1")
-        popularity.observe(event)
         state = apply(state, event, StatePolicy())
+        for interaction, product in interactions_of(event, DEFAULT_WEIGHTS):
+            trainer.learn(interaction, product, n)
+            state.recent_interactions = remember(state.recent_interactions, interaction)
     state.segments = {"big_spenders": NOW_MS, "highly_engaged": NOW_MS}
-    return popularity, state
+    return trainer.snapshot(), state
 
 
 def _item(category: str, n: int) -> dict[str, object]:

@@ -64,6 +64,19 @@ class Settings:
     company_postal_address: str = "Tidemail, 1 Harbour Street, Portsmouth"
     unsubscribe_base_url: str = "http://127.0.0.1:6066/unsubscribe"
     log_level: str = "info"
+    # Recommendations: every interaction goes to a one-partition topic that the elected
+    # trainer reads; its item-model snapshots go to a compacted topic every worker reads.
+    interactions_topic: str = "tidemail.interactions"
+    item_model_topic: str = "tidemail.item-model"
+    reco_factors: int = 16
+    reco_snapshot_interval_s: float = 5.0
+    reco_catalog_capacity: int = 5_000
+    reco_weight_page_view: float = 1.0
+    reco_weight_click: float = 2.0
+    reco_weight_cart_add: float = 4.0
+    reco_weight_purchase: float = 8.0
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    prediction_cache_ttl_s: int = 600
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +104,16 @@ class Settings:
     def hot_path_topics(self) -> list[str]:
         """The topics partitioned like the `users` table: input and every output."""
         return [self.events_topic, self.jobs_topic, self.dead_letter_topic, self.segment_changes_topic]
+
+    @property
+    def reco_weights(self) -> dict[str, float]:
+        """Implicit feedback per event type: a view counts least, a purchase most."""
+        return {
+            "page_view": self.reco_weight_page_view,
+            "click": self.reco_weight_click,
+            "cart_add": self.reco_weight_cart_add,
+            "purchase": self.reco_weight_purchase,
+        }
 
     @property
     def kafka_url(self) -> str:

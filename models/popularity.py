@@ -1,20 +1,16 @@
 """Time-decayed product popularity, and what the event stream tells about each product.
 
-Emails need products to show before a recommender has learned anything about a
-user: the popular list is that fallback. Products are learned from the items in
-`cart_add` and `purchase` events (sku, name, category, price); views and clicks add
-to the score of products already known, so an unnamed product is never shown.
+Emails need products to show before a recommender knows a user: the popular list is
+that fallback. Products are learned from the items in `cart_add` and `purchase` events
+(sku, name, category, price); views and clicks add to the score of products already
+known, so a product nobody described is never shown.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from models.interests import decayed
-from streams.events import Event
-
-SCORE_WEIGHTS = {"page_view": 1.0, "click": 2.0, "cart_add": 4.0, "purchase": 8.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,23 +33,6 @@ class Popularity:
 
     def __len__(self) -> int:
         return len(self._products)
-
-    def observe(self, event: Event) -> None:
-        weight = SCORE_WEIGHTS.get(event.type)
-        if weight is None:
-            return
-        props = event.properties
-        items: list[dict[str, Any]] = []
-        if event.type == "cart_add":
-            items = [props["item"]]
-        elif event.type == "purchase":
-            items = props["items"]
-        for item in items:
-            product = Product(item["sku"], item["name"], item["category"], float(item["price"]))
-            self.observe_product(product, weight, event.timestamp_ms)
-        sku = props.get("sku")
-        if not items and isinstance(sku, str):
-            self.bump(sku, weight, event.timestamp_ms)
 
     def observe_product(self, product: Product, weight: float, ts: int) -> None:
         """Activity on a product whose details are known (from a cart or an order)."""

@@ -31,6 +31,7 @@ from river import optim, reco
 from models.interests import decayed
 from models.popularity import Popularity, Product
 from streams.events import Event
+from streams.state import UserState
 
 LEARNING_RATE = 0.05
 L2 = 0.01
@@ -50,13 +51,18 @@ class Interaction:
     timestamp_ms: int
     order_id: str | None = None
 
-    def encode(self) -> bytes:
-        return orjson.dumps([self.user_id, self.sku, self.weight, self.timestamp_ms, self.order_id])
 
-    @classmethod
-    def decode(cls, raw: bytes) -> Interaction:
-        user_id, sku, weight, ts, order_id = orjson.loads(raw)
-        return cls(user_id, sku, float(weight), int(ts), order_id)
+def encode_interaction(interaction: Interaction, product: Product | None) -> bytes:
+    """The record on the interactions topic; the product's details ride along when known."""
+    details = [product.name, product.category, product.price] if product else None
+    i = interaction
+    return orjson.dumps([i.user_id, i.sku, i.weight, i.timestamp_ms, i.order_id, details])
+
+
+def decode_interaction(raw: bytes) -> tuple[Interaction, Product | None]:
+    user_id, sku, weight, ts, order_id, details = orjson.loads(raw)
+    product = Product(sku, details[0], details[1], float(details[2])) if details else None
+    return Interaction(user_id, sku, float(weight), int(ts), order_id), product
 
 
 DEFAULT_WEIGHTS = {"page_view": 1.0, "click": 2.0, "cart_add": 4.0, "purchase": 8.0}
@@ -247,6 +253,13 @@ class ItemTrainer:
         basket.append(sku)
         if len(self._orders) > 10_000:  # baskets arrive together; old ones are complete
             del self._orders[next(iter(self._orders))]
+
+
+def owned_skus(state: UserState) -> frozenset[str]:
+    """What a user should not be offered: recent purchases and what is in their cart."""
+    bought = (sku for purchase in state.recent_purchases for sku in purchase["skus"])
+    in_cart = state.cart["items"] if state.cart else ()
+    return frozenset(bought) | frozenset(in_cart)
 
 
 def remember(history: list[list[Any]], interaction: Interaction, keep: int = HISTORY_KEPT) -> list[list[Any]]:

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -30,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from mode import Service
 
+from models.reco import encode_interaction
 from streams import metrics
 from streams.batching import Outgoing, send_grouped
 from streams.cache import StateCache
@@ -59,6 +61,7 @@ class HotPath(Service):
         jobs_topic: str,
         dead_letter_topic: str,
         segment_changes_topic: str,
+        interactions_topic: str,
         store: UserStore,
         processor: BatchProcessor,
         cache: StateCache,
@@ -74,6 +77,10 @@ class HotPath(Service):
         self._jobs_topic = jobs_topic
         self._dead_letter_topic = dead_letter_topic
         self._segment_changes_topic = segment_changes_topic
+        self._interactions_topic = interactions_topic
+        self.reco_quality: Counter[str] = Counter()
+        # Called with the user ids of each durable batch (the prediction cache drops them).
+        self.on_users_changed: list[Callable[[list[str]], Awaitable[None]]] = []
         self._timer_interval_s = timer_interval_ms / 1000
         self._timer_batch_users = timer_batch_users
         self.segment_sizes: dict[int, Counter[str]] = {}
@@ -265,10 +272,13 @@ class HotPath(Service):
         await self._make_durable(result)
         await self._consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
         self._record_outputs(result, time.perf_counter() - started)
+        changed_users = [user for states in result.states.values() for user in states]
+        for listener in self.on_users_changed:
+            await listener(changed_users)
         self._record_consumption(fetched)
 
     async def _make_durable(self, result: BatchResult) -> None:
-        output_ends = await self._publisher.publish(result)
+        output_ends, _ = await asyncio.gather(self._publisher.publish(result), self._publish_interactions(result))
         checkpoints = {
             partition: self._checkpoints.get(partition, Checkpoint(None, {})).advanced(
                 result.last_offsets.get(partition), output_ends.get(partition, {})
@@ -289,6 +299,17 @@ class HotPath(Service):
         for partition, states in result.states.items():
             for user_id, state in states.items():
                 self._cache.put(partition, user_id, state)
+
+    async def _publish_interactions(self, result: BatchResult) -> None:
+        # At least once, in input order: a replayed batch may teach the trainer an
+        # interaction twice, which moves a model about as much as one more view.
+        records = (
+            Outgoing(
+                self._interactions_topic, 0, interaction.user_id.encode(), encode_interaction(interaction, product)
+            )
+            for interaction, product in result.interactions
+        )
+        await send_grouped(self._producer, records)
 
     def _load(self, partition: int, user_id: str) -> UserState | None:
         state = self._cache.get(partition, user_id)
@@ -369,6 +390,11 @@ class HotPath(Service):
             metrics.SEGMENT_CHANGES.labels(segment, change).inc(n)
         metrics.BATCH_SECONDS.observe(seconds)
         metrics.CACHED_USERS.set(len(self._cache))
+        if result.reco_quality:
+            self.reco_quality.update(result.reco_quality)
+            metrics.RECO_PREDICTIONS.inc(result.reco_quality["predictions"])
+            for recommender in ("model", "popular"):
+                metrics.RECO_HITS.labels(recommender).inc(result.reco_quality[recommender])
 
     def _record_consumption(self, fetched: dict[TopicPartition, Any]) -> None:
         count = sum(len(records) for records in fetched.values())

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from models import interests
-from models.popularity import Popularity, Product
+from models.popularity import Product
+from models.reco import ItemModel, owned_skus, recommend
 from streams.content import EmailRenderer
 from streams.errors import UndeliverableJob
 from streams.flows import JobRequest, job_id
@@ -49,7 +50,7 @@ def build_job(
     state: UserState,
     renderer: EmailRenderer,
     ctx: JobContext,
-    popularity: Popularity,
+    item_model: ItemModel,
     now_ms: int,
 ) -> dict[str, Any]:
     """Render and assemble one job; raise `UndeliverableJob` or `RenderError` when it cannot be."""
@@ -59,7 +60,7 @@ def build_job(
             f"cannot send {request.flow!r} step {request.step}: user {state.user_id!r} has no email address"
         )
     unsubscribe_url = signed_unsubscribe_url(state.user_id, request.list_name, ctx, now_ms)
-    context = email_context(state, ctx, popularity, unsubscribe_url, now_ms)
+    context = email_context(state, ctx, item_model, unsubscribe_url, now_ms)
     context.update(flow=request.flow, step=request.step)
     rendered = renderer.render(request.template, context)
     now = format_time(now_ms)
@@ -89,15 +90,16 @@ def signed_unsubscribe_url(user_id: str, list_name: str, ctx: JobContext, now_ms
 
 
 def email_context(
-    state: UserState, ctx: JobContext, popularity: Popularity, unsubscribe_url: str, now_ms: int
+    state: UserState, ctx: JobContext, item_model: ItemModel, unsubscribe_url: str, now_ms: int
 ) -> dict[str, Any]:
     """The variables a template sees for this user (documented in `streams.content.CONTEXT`)."""
     strongest = [name for name, _ in interests.top(state.interests, now_ms, ctx.interest_half_life_days, n=3)]
     cart = state.cart
     # Nothing they already bought or have in the cart: the cart has its own block.
-    owned = frozenset(sku for purchase in state.recent_purchases for sku in purchase["skus"]) | frozenset(
-        cart["items"] if cart else ()
-    )
+    owned = owned_skus(state)
+    bought = [sku for purchase in state.recent_purchases for sku in purchase["skus"]]
+    picks = recommend(state.recent_interactions, item_model, RECOMMENDED, owned, bought)
+    popular = [sku for sku in item_model.popular[: RECOMMENDED + len(owned)] if sku not in owned]
     return {
         "user_id": state.user_id,
         "first_name": state.first_name,
@@ -114,8 +116,8 @@ def email_context(
         if cart
         else None,
         "recent_purchases": state.recent_purchases,
-        "recommendations": _picks_for(strongest, owned, popularity, ctx, now_ms),
-        "popular": [ctx.product_view(p, "popular") for p in popularity.top(RECOMMENDED, now_ms, exclude=owned)],
+        "recommendations": [ctx.product_view(item_model.products[p.sku], p.reason) for p in picks],
+        "popular": [ctx.product_view(item_model.products[sku], "popular") for sku in popular[:RECOMMENDED]],
         "brand": ctx.brand,
         "shop_url": ctx.shop_url,
         "postal_address": ctx.postal_address,
@@ -129,20 +131,6 @@ def engagement_level(segments: dict[str, int]) -> str:
         if segment in segments:
             return level
     return "new"
-
-
-def _picks_for(
-    categories: list[str], owned: frozenset[str], popularity: Popularity, ctx: JobContext, now_ms: int
-) -> list[dict[str, Any]]:
-    # Until the recommender decides, the best picks are what is popular in the user's
-    # strongest interests, spread across them.
-    per_category = [popularity.top(RECOMMENDED, now_ms, category=c, exclude=owned) for c in categories]
-    picks: list[dict[str, Any]] = []
-    for rank in range(RECOMMENDED):
-        for category, products in zip(categories, per_category, strict=True):
-            if rank < len(products) and len(picks) < RECOMMENDED:
-                picks.append(ctx.product_view(products[rank], f"popular in {category}"))
-    return picks
 
 
 def format_time(millis: int) -> str:

@@ -47,3 +47,19 @@ TIMER_LATENESS = Histogram(
 UNSUBSCRIBE_REQUESTS = Counter(
     "tidemail_unsubscribe_requests_total", "Unsubscribe link visits, by outcome (accepted or refused)", ["outcome"]
 )
+RECO_PREDICTIONS = Counter(
+    "tidemail_reco_predictions_total", "Clicks and purchases predicted before learning (prequential)."
+)
+RECO_HITS = Counter(
+    "tidemail_reco_hits_total",
+    "Predicted clicks and purchases whose product was in the top 10, by recommender (model or popular).",
+    ["recommender"],
+)
+TRAINER_INTERACTIONS = Counter("tidemail_trainer_interactions_total", "Interactions learned by this worker's trainer.")
+SNAPSHOTS_PUBLISHED = Counter("tidemail_item_model_snapshots_total", "Item-model snapshots this worker published.")
+ITEM_MODEL_ITEMS = Gauge("tidemail_item_model_items", "Items in the item-model snapshot this worker ranks with.")
+PREDICTION_CACHE = Counter(
+    "tidemail_prediction_cache_total",
+    "Prediction API cache lookups by outcome: hit, miss, or unavailable (Redis down; answered from the tables).",
+    ["outcome"],
+)

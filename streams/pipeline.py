@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.popularity import Popularity
+from models.popularity import Product
+from models.reco import Interaction, ItemModel, interactions_of, owned_skus, recommend, remember
 from streams.content import EmailRenderer, RenderedEmail
 from streams.errors import InvalidEvent, RenderError, UndeliverableJob
 from streams.events import Event, parse_event
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 
 StateLoader = Callable[[int, str], UserState | None]
 MAX_CLOCK_HOPS = 16
+# Recommender quality is measured on these, as hit-rate at 10 of the product acted on.
+PREDICTED_EVENTS = frozenset({"click", "purchase"})
+QUALITY_K = 10
 
 
 # Not frozen, like Event: one is built per consumed record.
@@ -62,6 +66,9 @@ class BatchResult:
     timer_additions: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
     timer_removals: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
     segment_deltas: dict[int, Counter[str]] = field(default_factory=dict)
+    interactions: list[tuple[Interaction, Product | None]] = field(default_factory=list)
+    # Prequential recommender quality: predictions made, and hits of each recommender.
+    reco_quality: Counter[str] = field(default_factory=Counter)
     timer_lateness_ms: int = 0
     applied_by_type: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
@@ -79,6 +86,8 @@ class BatchProcessor:
         segments: SegmentBook,
         max_event_bytes: int,
         clock_ms: Callable[[], int],
+        reco_weights: dict[str, float],
+        item_model: ItemModel,
     ) -> None:
         self._policy = policy
         self._renderer = renderer
@@ -86,8 +95,9 @@ class BatchProcessor:
         self._job_context = job_context
         self._max_event_bytes = max_event_bytes
         self._clock_ms = clock_ms
-        # Learned from this worker's partitions: a random sample of all users, as keys are user ids.
-        self.popularity = Popularity(policy.interest_half_life_days)
+        self._reco_weights = reco_weights
+        # The trainer's latest snapshot; the hot path swaps in each new one between batches.
+        self.item_model = item_model
 
     @property
     def template_versions(self) -> dict[str, str]:
@@ -97,7 +107,7 @@ class BatchProcessor:
         """Render `template` for `state` as a job would be rendered now, without emitting anything."""
         now_ms = self._clock_ms()
         unsubscribe_url = signed_unsubscribe_url(state.user_id, DEFAULT_LIST, self._job_context, now_ms)
-        context = email_context(state, self._job_context, self.popularity, unsubscribe_url, now_ms)
+        context = email_context(state, self._job_context, self.item_model, unsubscribe_url, now_ms)
         return self._renderer.render(template, context)
 
     def process(self, batch: Mapping[int, Sequence[InputRecord]], load: StateLoader) -> BatchResult:
@@ -173,6 +183,29 @@ class BatchProcessor:
                 deltas[change.segment] += 1 if change.change == "entered" else -1
         return state
 
+    def _learn_interactions(
+        self,
+        before: UserState,
+        event_type: str,
+        interactions: list[tuple[Interaction, Product | None]],
+        result: BatchResult,
+    ) -> list[list[Any]]:
+        """The user's new interaction history; clicks and purchases are predicted first."""
+        if event_type in PREDICTED_EVENTS:
+            owned = owned_skus(before)
+            picks = {r.sku for r in recommend(before.recent_interactions, self.item_model, QUALITY_K, owned)}
+            popular = [sku for sku in self.item_model.popular[: QUALITY_K + len(owned)] if sku not in owned]
+            for interaction, _ in interactions:
+                if interaction.sku not in owned:
+                    result.reco_quality["predictions"] += 1
+                    result.reco_quality["model"] += interaction.sku in picks
+                    result.reco_quality["popular"] += interaction.sku in popular[:QUALITY_K]
+        history = before.recent_interactions
+        for interaction, product in interactions:
+            history = remember(history, interaction)
+            result.interactions.append((interaction, product))
+        return history
+
     def _process_record(
         self, record: InputRecord, changed: dict[str, UserState], load: StateLoader, result: BatchResult
     ) -> None:
@@ -201,7 +234,9 @@ class BatchProcessor:
             result.skipped["duplicate"] += 1
             return state.copy()
         result.applied_by_type[event.type] += 1
-        self.popularity.observe(event)
+        interactions = interactions_of(event, self._reco_weights)
+        if interactions:
+            applied.recent_interactions = self._learn_interactions(state, event.type, interactions, result)
         applied.windows, touched = self.segments.accumulate(applied.windows, event)
         # Segments are evaluated in event time (the user's latest event), so a replay
         # reaches the same memberships; the clock catches up with anything due since.
@@ -217,7 +252,7 @@ class BatchProcessor:
                 continue
             try:
                 job = build_job(
-                    request, new_state, self._renderer, self._job_context, self.popularity, self._clock_ms()
+                    request, new_state, self._renderer, self._job_context, self.item_model, self._clock_ms()
                 )
             except UndeliverableJob as e:
                 result.dead_letters.append(DeadLetter(record, "undeliverable", str(e)))

@@ -58,6 +58,8 @@ class UserState:
     segments: dict[str, int] = field(default_factory=dict)
     next_check_ms: int | None = None
     indexed_due_ms: int | None = None
+    # The recommender's per-user part: the last interactions as [sku, weight].
+    recent_interactions: list[list[Any]] = field(default_factory=list)
 
     @property
     def email(self) -> str | None:
@@ -95,6 +97,7 @@ class UserState:
             self.segments,
             self.next_check_ms,
             self.indexed_due_ms,
+            self.recent_interactions,
         )
 
     def is_unsubscribed(self, list_name: str = DEFAULT_LIST) -> bool:

@@ -9,7 +9,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from streams.errors import ConfigError
 
 
-async def ensure_topics(bootstrap: str, partitions: int, replication: int, names: list[str]) -> None:
+async def ensure_topics(
+    bootstrap: str, partitions: int, replication: int, names: list[str], configs: dict[str, str] | None = None
+) -> None:
     """Create missing topics; refuse to run when one has another partition count.
 
     Every topic the hot path reads or writes is partitioned like the `users` table: a
@@ -19,7 +21,9 @@ async def ensure_topics(bootstrap: str, partitions: int, replication: int, names
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(name, partitions, replication) for name in names if name not in existing]
+        topic_configs = configs or {}
+        missing = [NewTopic(name, partitions, replication, topic_configs=topic_configs) for name in names]
+        missing = [topic for topic in missing if topic.name not in existing]
         if missing:
             await admin.create_topics(missing)
         for name in names:

@@ -21,13 +21,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
-from app.faust_app import build_processor
+from app.faust_app import build_processor, ensure_deployment_topics
 from app.settings import Settings
 from streams.clock import Clock
 from streams.pipeline import BatchResult, InputRecord
 from streams.state import UserState, decode_state, encode_state
 from streams.store import is_user_key
-from streams.topics import ensure_topics
 from tests.factories import encoded, event_doc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +57,9 @@ class WorkerHarness:
             "TIDEMAIL_JOBS_TOPIC": f"test-{run}.email-jobs",
             "TIDEMAIL_DEAD_LETTER_TOPIC": f"test-{run}.dead-letter",
             "TIDEMAIL_SEGMENT_CHANGES_TOPIC": f"test-{run}.segment-changes",
+            "TIDEMAIL_INTERACTIONS_TOPIC": f"test-{run}.interactions",
+            "TIDEMAIL_ITEM_MODEL_TOPIC": f"test-{run}.item-model",
+            "TIDEMAIL_RECO_SNAPSHOT_INTERVAL_S": "1",
             "TIDEMAIL_ALLOW_CLOCK_CONTROL": "true",
             "TIDEMAIL_PARTITIONS": str(PARTITIONS),
             "TIDEMAIL_DATA_DIR": str(self.tmp / "worker"),
@@ -227,7 +229,7 @@ async def assert_durable_state_is_single_pass(settings: Settings) -> BatchResult
 
 async def ensure_all_topics(settings: Settings) -> None:
     """Create the deployment's topics up front, for tests that produce before a worker starts."""
-    await ensure_topics(settings.kafka_bootstrap, PARTITIONS, 1, settings.hot_path_topics)
+    await ensure_deployment_topics(settings)
 
 
 async def delete_deployment_topics(settings: Settings) -> None:

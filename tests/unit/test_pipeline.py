@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from app.settings import Settings
+from models.reco import DEFAULT_WEIGHTS, ItemModel
 from streams.content import EmailRenderer
 from streams.flows import job_id
 from streams.jobs import JobContext
@@ -21,7 +22,16 @@ CONTEXT = JobContext("Shop", "https://shop", "1 Street", "https://unsub", b"secr
 def processor(templates: Path | None = None) -> BatchProcessor:
     renderer = EmailRenderer(templates or Settings().templates_dir, defaults={"brand": "Shop"})
     segments = SegmentBook.load(Settings().segments_file)
-    return BatchProcessor(StatePolicy(), renderer, CONTEXT, segments, max_event_bytes=4_096, clock_ms=lambda: BASE_TS)
+    return BatchProcessor(
+        StatePolicy(),
+        renderer,
+        CONTEXT,
+        segments,
+        max_event_bytes=4_096,
+        clock_ms=lambda: BASE_TS,
+        reco_weights=DEFAULT_WEIGHTS,
+        item_model=ItemModel.empty(4),
+    )
 
 
 def record(offset: int, doc: dict[str, Any] | bytes, key: bytes | None = None, partition: int = 0) -> InputRecord:

@@ -14,6 +14,8 @@ from models.reco import (
     Interaction,
     ItemModel,
     ItemTrainer,
+    decode_interaction,
+    encode_interaction,
     interactions_of,
     recommend,
     remember,
@@ -117,7 +119,8 @@ def test_interactions_carry_weights_products_and_orders() -> None:
     view = interactions_of(make_event("page_view", sku="S3"), DEFAULT_WEIGHTS)
     assert [(i.sku, i.weight, p) for i, p in view] == [("S3", 1.0, None)]
     assert interactions_of(make_event("email_open"), DEFAULT_WEIGHTS) == []
-    assert Interaction.decode(found[0][0].encode()) == found[0][0]
+    assert decode_interaction(encode_interaction(*found[0])) == found[0]
+    assert decode_interaction(encode_interaction(*view[0])) == view[0]
 
 
 def test_fleet_design_matches_one_model_and_beats_popularity_on_planted_data() -> None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from app.bench import mixed_segments_yaml
 from app.settings import Settings
+from models.reco import DEFAULT_WEIGHTS, ItemModel
 from streams.content import EmailRenderer
 from streams.jobs import JobContext
 from streams.pipeline import BatchProcessor, BatchResult, InputRecord
@@ -62,7 +63,14 @@ def test_incremental_membership_equals_from_scratch(book: str, history: list[tup
     docs = sorted((history_event(n, *entry) for n, entry in enumerate(history)), key=lambda d: d["timestamp"])
     now = {"ms": BASE_TS}
     processor = BatchProcessor(
-        StatePolicy(), RENDERER, CONTEXT, segments, max_event_bytes=65_536, clock_ms=lambda: now["ms"]
+        StatePolicy(),
+        RENDERER,
+        CONTEXT,
+        segments,
+        max_event_bytes=65_536,
+        clock_ms=lambda: now["ms"],
+        reco_weights=DEFAULT_WEIGHTS,
+        item_model=ItemModel.empty(4),
     )
     stored: dict[str, UserState] = {}
     index: set[tuple[int, str]] = set()  # the partition's timer index, as the hot path keeps it

@@ -1,0 +1,97 @@
+"""Recommendations through the real broker and Redis: the elected trainer's snapshots,
+per-user ranking on the worker, the cache and its invalidation, and a trainer's restart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis.asyncio as redis
+
+from tests.factories import event_doc, item
+from tests.integration.harness import WorkerHarness, ensure_all_topics, keyed, produce
+
+pytestmark = pytest.mark.integration
+
+
+def shopping(user: str, side: str, rounds: int, start: int = 0) -> list[tuple[bytes, bytes]]:
+    """Users of one side add that side's products to carts and view them."""
+    events = []
+    for r in range(start, start + rounds):
+        sku = f"{side}-{r % 8}"
+        events.append(
+            keyed(event_doc("cart_add", user, event_id=f"{user}-c{r}", cart_id=f"{user}-cart", item=item(sku=sku)))
+        )
+        events.append(keyed(event_doc("page_view", user, event_id=f"{user}-v{r}", sku=sku, category=side)))
+    return events
+
+
+async def cached_keys(worker: WorkerHarness) -> list[bytes]:
+    client = redis.from_url(worker.settings.redis_url)
+    try:
+        return sorted(await client.keys(f"tidemail:{worker.settings.app_id}:predictions:*"))
+    finally:
+        await client.aclose()
+
+
+async def wait_for_snapshot(worker: WorkerHarness, items: int) -> dict[str, Any]:
+    body = await worker.wait_for(lambda b: b["recommendations"]["items"] >= items, "/models", timeout=60)
+    return body["recommendations"]  # type: ignore[no-any-return]
+
+
+async def test_trained_snapshots_shape_recommendations_cached_until_the_next_event(worker: WorkerHarness) -> None:
+    await ensure_all_topics(worker.settings)
+    await worker.start()
+    s = worker.settings
+    events = [e for n in range(12) for e in shopping(f"a{n}", "AAA", 8)]
+    events += [e for n in range(12) for e in shopping(f"b{n}", "BBB", 8)]
+    await produce(s.kafka_bootstrap, s.events_topic, events)
+    await worker.wait_until_caught_up()
+    status = await wait_for_snapshot(worker, 16)
+    assert status["trainer_here"] is True and status["products"] == 16
+
+    code, body = await worker.get("/users/a0/recommendations?k=4")
+    assert code == 200, body
+    # a0 has every AAA product in the cart: nothing owned is offered, the model picks BBB.
+    assert [i["reason"] for i in body["items"]] == ["model"] * 4
+    assert all(i["sku"].startswith("BBB") for i in body["items"]) and body["items"][0]["name"]
+    assert (await worker.get("/users/newcomer/recommendations?k=3"))[1]["items"][0]["reason"] == "popular"
+    assert (await worker.get("/users/a0/recommendations?k=0"))[0] == 400
+
+    again = await worker.get("/users/a0/recommendations?k=4")
+    assert again == (code, body)
+    _, metrics = await worker.text("/metrics")
+    assert 'tidemail_prediction_cache_total{outcome="hit"} 1.0' in metrics
+    assert any(key.endswith(b":a0") for key in await cached_keys(worker))
+
+    # The user's next event drops their cached answers.
+    await produce(
+        s.kafka_bootstrap, s.events_topic, [keyed(event_doc("page_view", "a0", event_id="late", sku="BBB-1"))]
+    )
+    await worker.wait_until_caught_up()
+    assert not any(key.endswith(b":a0") for key in await cached_keys(worker))
+
+    models = (await worker.get("/models"))[1]["recommendations"]
+    assert models["weights"]["purchase"] == 8.0 and models["snapshot_offset"] > 0
+
+
+async def test_a_new_trainer_resumes_from_the_last_snapshot(worker: WorkerHarness) -> None:
+    await ensure_all_topics(worker.settings)
+    await worker.start()
+    s = worker.settings
+    await produce(s.kafka_bootstrap, s.events_topic, [e for n in range(6) for e in shopping(f"a{n}", "AAA", 8)])
+    await worker.wait_until_caught_up()
+    first = await wait_for_snapshot(worker, 8)
+
+    worker.kill_hard()
+    await worker.start()
+    # The restarted worker reads the last snapshot before any new interaction arrives.
+    resumed = await wait_for_snapshot(worker, 8)
+    assert resumed["snapshot_offset"] >= first["snapshot_offset"]
+    await produce(s.kafka_bootstrap, s.events_topic, [e for n in range(6) for e in shopping(f"b{n}", "BBB", 8)])
+    await worker.wait_until_caught_up()
+    grown = await wait_for_snapshot(worker, 16)
+    # Trained on from where the snapshot left off: every AAA item is still known.
+    assert grown["products"] == 16 and grown["trainer_here"] is True
+    code, body = await worker.get("/users/b0/recommendations?k=8")
+    assert code == 200 and {i["sku"] for i in body["items"]} >= {f"AAA-{n}" for n in range(4)}
