@@ -15,8 +15,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models import interests
 from models.reco import owned_skus, recommend
+from models.send_time import best_send_time, next_occurrence
 from streams import metrics
 from streams.errors import RenderError
+from streams.jobs import format_time
 from streams.state import UserState, decode_state
 from streams.unsubscribe import verify_token
 
@@ -35,6 +37,7 @@ def add_routes(web_app: web.Application, app: TidemailApp) -> None:
     web_app.router.add_post("/stats/reset", reset_stats)
     web_app.router.add_get("/users/{user_id}", user_profile)
     web_app.router.add_get("/users/{user_id}/recommendations", user_recommendations)
+    web_app.router.add_get("/users/{user_id}/predictions", user_predictions)
     web_app.router.add_get("/models", models)
     web_app.router.add_get("/segments", list_segments)
     web_app.router.add_get("/segments/{name}", show_segment)
@@ -150,6 +153,36 @@ async def user_recommendations(request: web.Request) -> web.Response:
     items = [{**asdict(model.products[pick.sku]), "score": pick.score, "reason": pick.reason} for pick in picks]
     body = orjson.dumps({"user_id": user_id, "items": items, "model_offset": model.offset})
     await app.prediction_cache.put(user_id, field, body)
+    return web.Response(body=body, content_type="application/json")
+
+
+async def user_predictions(request: web.Request) -> web.Response:
+    """When to send to this user: their best hour of the week, from their own opens and
+    clicks smoothed by the fleet's; cached in Redis until the user's next event."""
+    app = _app(request)
+    user_id = request.match_info["user_id"]
+    cached = await app.prediction_cache.get(user_id, "predictions")
+    if cached is not None:
+        return web.Response(body=cached, content_type="application/json")
+    state = _stored_user(app, user_id)
+    if isinstance(state, web.Response):
+        if state.status != 404:
+            return state
+        state = UserState(user_id)
+    timezone = state.traits.get("timezone")
+    best = best_send_time(state.engagement_hours, app.processor.item_model.send_hours)
+    send_time = None
+    if best is not None:
+        send_time = {
+            "hour_of_week": best.hour_of_week,
+            "local": best.label,
+            "timezone": timezone or "UTC",
+            "confidence": best.confidence,
+            "own_engagements": best.engagements,
+            "next_send_at": format_time(next_occurrence(best.hour_of_week, app.clock.now_ms(), timezone)),
+        }
+    body = orjson.dumps({"user_id": user_id, "send_time": send_time})
+    await app.prediction_cache.put(user_id, "predictions", body)
     return web.Response(body=body, content_type="application/json")
 
 

@@ -42,6 +42,33 @@ def _tune_garbage_collection() -> None:
 
 
 @main.command()
+def trainer() -> None:
+    """Train the fleet's item model (run one or two; Kafka elects the one that trains)."""
+    import signal
+
+    from app.faust_app import create_trainer, ensure_deployment_topics
+
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] [trainer] %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+    if settings.trainer_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.trainer_metrics_port, addr=settings.web_host)
+
+    async def run() -> None:
+        await ensure_deployment_topics(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await create_trainer(settings).run(stop)
+
+    asyncio.run(run())
+
+
+@main.command()
 @click.option("--users", default=5_000, show_default=True, help="Distinct users in the stream.")
 @click.option("--events", default=0, show_default=True, help="Stop after this many events (0: run until Ctrl-C).")
 @click.option("--rate", default=500.0, show_default=True, help="Events per second (0: as fast as possible).")

@@ -15,7 +15,7 @@ from streams.cache import StateCache
 from streams.clock import Clock
 from streams.content import EmailRenderer
 from streams.hotpath import HotPath
-from streams.item_model import MAX_SNAPSHOT_BYTES, ItemModelService
+from streams.item_model import MAX_SNAPSHOT_BYTES, SnapshotFeed, Trainer
 from streams.jobs import JobContext
 from streams.pipeline import BatchProcessor
 from streams.prediction_cache import PredictionCache
@@ -36,7 +36,7 @@ class TidemailApp(faust.App):
     clock: Clock
     segments: SegmentBook
     processor: BatchProcessor
-    item_models: ItemModelService
+    item_models: SnapshotFeed
     prediction_cache: PredictionCache
 
     def on_init_dependencies(self) -> Any:
@@ -80,6 +80,19 @@ async def ensure_deployment_topics(settings: Settings) -> None:
     await ensure_topics(bootstrap, 1, replication, [settings.interactions_topic])
     snapshot_configs = {"cleanup.policy": "compact", "max.message.bytes": str(MAX_SNAPSHOT_BYTES)}
     await ensure_topics(bootstrap, 1, replication, [settings.item_model_topic], snapshot_configs)
+
+
+def create_trainer(settings: Settings) -> Trainer:
+    return Trainer(
+        bootstrap=settings.kafka_bootstrap,
+        group_id=f"{settings.app_id}-trainer",
+        interactions_topic=settings.interactions_topic,
+        item_model_topic=settings.item_model_topic,
+        n_factors=settings.reco_factors,
+        half_life_days=settings.interest_half_life_days,
+        catalog_capacity=settings.reco_catalog_capacity,
+        snapshot_interval_s=settings.reco_snapshot_interval_s,
+    )
 
 
 def create_app(settings: Settings) -> TidemailApp:
@@ -134,16 +147,8 @@ def create_app(settings: Settings) -> TidemailApp:
         timer_batch_users=settings.timer_batch_users,
     )
 
-    app.item_models = ItemModelService(
-        bootstrap=settings.kafka_bootstrap,
-        group_id=f"{settings.app_id}-trainer",
-        interactions_topic=settings.interactions_topic,
-        item_model_topic=settings.item_model_topic,
-        processor=processor,
-        n_factors=settings.reco_factors,
-        half_life_days=settings.interest_half_life_days,
-        catalog_capacity=settings.reco_catalog_capacity,
-        snapshot_interval_s=settings.reco_snapshot_interval_s,
+    app.item_models = SnapshotFeed(
+        bootstrap=settings.kafka_bootstrap, item_model_topic=settings.item_model_topic, processor=processor
     )
     app.prediction_cache = PredictionCache(settings.redis_url, settings.prediction_cache_ttl_s, settings.app_id)
     app.hot_path.on_users_changed.append(app.prediction_cache.forget)

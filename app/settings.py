@@ -71,6 +71,8 @@ class Settings:
     reco_factors: int = 16
     reco_snapshot_interval_s: float = 5.0
     reco_catalog_capacity: int = 5_000
+    # Where `tidemail trainer` serves its Prometheus metrics (0: nowhere).
+    trainer_metrics_port: int = 6068
     reco_weight_page_view: float = 1.0
     reco_weight_click: float = 2.0
     reco_weight_cart_add: float = 4.0

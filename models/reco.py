@@ -30,6 +30,7 @@ from river import optim, reco
 
 from models.interests import decayed
 from models.popularity import Popularity, Product
+from models.send_time import HOURS_PER_WEEK
 from streams.events import Event
 from streams.state import UserState
 
@@ -57,6 +58,14 @@ def encode_interaction(interaction: Interaction, product: Product | None) -> byt
     details = [product.name, product.category, product.price] if product else None
     i = interaction
     return orjson.dumps([i.user_id, i.sku, i.weight, i.timestamp_ms, i.order_id, details])
+
+
+ENGAGEMENT_HEADER = ("tidemail.kind", b"engagement")
+
+
+def encode_engagement(hour_of_week: int) -> bytes:
+    """An open or click for send time's prior; travels with a `tidemail.kind` header."""
+    return orjson.dumps(hour_of_week)
 
 
 def decode_interaction(raw: bytes) -> tuple[Interaction, Product | None]:
@@ -112,6 +121,8 @@ class ItemModel:
     offset: int  # the next interactions offset not reflected here
     index: dict[str, int] = field(default_factory=dict)
     popular: list[str] = field(default_factory=list)
+    # Opens and clicks per local hour of the week over all users: send time's prior.
+    send_hours: list[float] = field(default_factory=lambda: [0.0] * HOURS_PER_WEEK)
 
     def __post_init__(self) -> None:
         self.index = {sku: i for i, sku in enumerate(self.skus)}
@@ -131,6 +142,7 @@ class ItemModel:
             "together": self.together,
             "products": {sku: [p.name, p.category, p.price] for sku, p in self.products.items()},
             "offset": self.offset,
+            "send_hours": self.send_hours,
         }
         return zlib.compress(orjson.dumps(doc), 6)
 
@@ -151,6 +163,7 @@ class ItemModel:
                 for sku, (name, category, price) in doc["products"].items()
             },
             int(doc["offset"]),
+            send_hours=[float(c) for c in doc["send_hours"]],
         )
 
     @property
@@ -181,6 +194,7 @@ class ItemTrainer:
         self._known: set[str] = set()
         self.offset = 0
         self.last_ms = 0
+        self._send_hours = [0.0] * HOURS_PER_WEEK
 
     def restore(self, snapshot: ItemModel) -> None:
         """Continue from a published snapshot: item knowledge is kept, user vectors relearn."""
@@ -192,7 +206,13 @@ class ItemTrainer:
         self._popularity.load([(snapshot.products[sku], score, touched) for sku, score, touched in snapshot.popularity])
         for sku, others in snapshot.together.items():
             self._bought_with[sku] = {other: float(len(others) - rank) for rank, other in enumerate(others)}
+        self._send_hours = list(snapshot.send_hours)
         self.offset = snapshot.offset
+
+    def learn_engagement(self, hour_of_week: int, offset: int) -> None:
+        """An open or click at this local hour of the week, from any user."""
+        self._send_hours[hour_of_week] += 1.0
+        self.offset = offset + 1
 
     def learn(self, interaction: Interaction, product: Product | None, offset: int) -> None:
         sku = interaction.sku
@@ -232,6 +252,7 @@ class ItemTrainer:
             together,
             self._popularity.products(),
             self.offset,
+            send_hours=list(self._send_hours),
         )
 
     def _add_sku(self, sku: str) -> None:

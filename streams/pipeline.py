@@ -14,6 +14,7 @@ from typing import Any
 
 from models.popularity import Product
 from models.reco import Interaction, ItemModel, interactions_of, owned_skus, recommend, remember
+from models.send_time import add_engagement, hour_of_week
 from streams.content import EmailRenderer, RenderedEmail
 from streams.errors import InvalidEvent, RenderError, UndeliverableJob
 from streams.events import Event, parse_event
@@ -28,6 +29,7 @@ StateLoader = Callable[[int, str], UserState | None]
 MAX_CLOCK_HOPS = 16
 # Recommender quality is measured on these, as hit-rate at 10 of the product acted on.
 PREDICTED_EVENTS = frozenset({"click", "purchase"})
+ENGAGEMENT_EVENTS = frozenset({"email_open", "email_click"})
 QUALITY_K = 10
 
 
@@ -67,6 +69,8 @@ class BatchResult:
     timer_removals: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
     segment_deltas: dict[int, Counter[str]] = field(default_factory=dict)
     interactions: list[tuple[Interaction, Product | None]] = field(default_factory=list)
+    # Local hours of the week of the opens and clicks applied (for the fleet's send-time prior).
+    engagement_hours: list[int] = field(default_factory=list)
     # Prequential recommender quality: predictions made, and hits of each recommender.
     reco_quality: Counter[str] = field(default_factory=Counter)
     timer_lateness_ms: int = 0
@@ -237,6 +241,10 @@ class BatchProcessor:
         interactions = interactions_of(event, self._reco_weights)
         if interactions:
             applied.recent_interactions = self._learn_interactions(state, event.type, interactions, result)
+        if event.type in ENGAGEMENT_EVENTS:
+            hour = hour_of_week(event.timestamp_ms, applied.traits.get("timezone"))
+            applied.engagement_hours = add_engagement(applied.engagement_hours, hour)
+            result.engagement_hours.append(hour)
         applied.windows, touched = self.segments.accumulate(applied.windows, event)
         # Segments are evaluated in event time (the user's latest event), so a replay
         # reaches the same memberships; the clock catches up with anything due since.

@@ -60,6 +60,8 @@ class UserState:
     indexed_due_ms: int | None = None
     # The recommender's per-user part: the last interactions as [sku, weight].
     recent_interactions: list[list[Any]] = field(default_factory=list)
+    # Send-time optimisation's per-user part: opens and clicks per local hour of the week.
+    engagement_hours: dict[str, float] = field(default_factory=dict)
 
     @property
     def email(self) -> str | None:
@@ -98,6 +100,7 @@ class UserState:
             self.next_check_ms,
             self.indexed_due_ms,
             self.recent_interactions,
+            self.engagement_hours,
         )
 
     def is_unsubscribed(self, list_name: str = DEFAULT_LIST) -> bool:

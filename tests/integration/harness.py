@@ -60,6 +60,7 @@ class WorkerHarness:
             "TIDEMAIL_INTERACTIONS_TOPIC": f"test-{run}.interactions",
             "TIDEMAIL_ITEM_MODEL_TOPIC": f"test-{run}.item-model",
             "TIDEMAIL_RECO_SNAPSHOT_INTERVAL_S": "1",
+            "TIDEMAIL_TRAINER_METRICS_PORT": "0",
             "TIDEMAIL_ALLOW_CLOCK_CONTROL": "true",
             "TIDEMAIL_PARTITIONS": str(PARTITIONS),
             "TIDEMAIL_DATA_DIR": str(self.tmp / "worker"),
@@ -70,6 +71,7 @@ class WorkerHarness:
         }
         self.settings = Settings.from_env({k: v for k, v in self.env.items() if k.startswith("TIDEMAIL_")})
         self.process: subprocess.Popen[bytes] | None = None
+        self.trainer: subprocess.Popen[bytes] | None = None
         self.log_path = self.tmp / "worker.log"
 
     @property
@@ -88,6 +90,23 @@ class WorkerHarness:
             )
         await self.wait_for(lambda health: bool(health["owned_partitions"]), "/health", timeout=90)
 
+    def start_trainer(self) -> None:
+        with (self.tmp / "trainer.log").open("ab") as log:
+            self.trainer = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "trainer"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+
+    def kill_trainer_hard(self) -> None:
+        assert self.trainer is not None
+        os.killpg(self.trainer.pid, signal.SIGKILL)
+        self.trainer.wait(10)
+        self.trainer = None
+
     def kill_hard(self) -> None:
         assert self.process is not None
         os.killpg(self.process.pid, signal.SIGKILL)
@@ -95,6 +114,10 @@ class WorkerHarness:
         self.process = None
 
     def stop(self) -> None:
+        if self.trainer is not None:
+            os.killpg(self.trainer.pid, signal.SIGTERM)
+            self.trainer.wait(30)
+            self.trainer = None
         if self.process is None:
             return
         if self.process.poll() is not None:

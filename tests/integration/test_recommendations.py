@@ -1,4 +1,4 @@
-"""Recommendations through the real broker and Redis: the elected trainer's snapshots,
+"""Recommendations through the real broker and Redis: the trainer process's snapshots,
 per-user ranking on the worker, the cache and its invalidation, and a trainer's restart."""
 
 from __future__ import annotations
@@ -42,13 +42,14 @@ async def wait_for_snapshot(worker: WorkerHarness, items: int) -> dict[str, Any]
 async def test_trained_snapshots_shape_recommendations_cached_until_the_next_event(worker: WorkerHarness) -> None:
     await ensure_all_topics(worker.settings)
     await worker.start()
+    worker.start_trainer()
     s = worker.settings
     events = [e for n in range(12) for e in shopping(f"a{n}", "AAA", 8)]
     events += [e for n in range(12) for e in shopping(f"b{n}", "BBB", 8)]
     await produce(s.kafka_bootstrap, s.events_topic, events)
     await worker.wait_until_caught_up()
     status = await wait_for_snapshot(worker, 16)
-    assert status["trainer_here"] is True and status["products"] == 16
+    assert status["products"] == 16 and status["snapshot_age_s"] is not None
 
     code, body = await worker.get("/users/a0/recommendations?k=4")
     assert code == 200, body
@@ -78,20 +79,23 @@ async def test_trained_snapshots_shape_recommendations_cached_until_the_next_eve
 async def test_a_new_trainer_resumes_from_the_last_snapshot(worker: WorkerHarness) -> None:
     await ensure_all_topics(worker.settings)
     await worker.start()
+    worker.start_trainer()
     s = worker.settings
     await produce(s.kafka_bootstrap, s.events_topic, [e for n in range(6) for e in shopping(f"a{n}", "AAA", 8)])
     await worker.wait_until_caught_up()
     first = await wait_for_snapshot(worker, 8)
 
+    worker.kill_trainer_hard()
     worker.kill_hard()
     await worker.start()
-    # The restarted worker reads the last snapshot before any new interaction arrives.
+    # The restarted worker ranks with the last snapshot before any trainer is back.
     resumed = await wait_for_snapshot(worker, 8)
     assert resumed["snapshot_offset"] >= first["snapshot_offset"]
+    worker.start_trainer()
     await produce(s.kafka_bootstrap, s.events_topic, [e for n in range(6) for e in shopping(f"b{n}", "BBB", 8)])
     await worker.wait_until_caught_up()
     grown = await wait_for_snapshot(worker, 16)
-    # Trained on from where the snapshot left off: every AAA item is still known.
-    assert grown["products"] == 16 and grown["trainer_here"] is True
+    # The new trainer went on from where the snapshot left off: every AAA item is still known.
+    assert grown["products"] == 16
     code, body = await worker.get("/users/b0/recommendations?k=8")
     assert code == 200 and {i["sku"] for i in body["items"]} >= {f"AAA-{n}" for n in range(4)}
