@@ -35,7 +35,7 @@ class Quality:
 def prequential_quality(users: int, events: int, seed: int, snapshot_every: int = 2_000) -> Quality:
     trainer = ItemTrainer(n_factors=16, half_life_days=14, capacity=5_000, seed=seed)
     snapshot = ItemModel.empty(16)
-    histories: dict[str, list[list[object]]] = {}
+    histories: dict[str, list[object]] = {}
     bought: dict[str, list[str]] = {}
     counts = {"predictions": 0, "fleet": 0, "single": 0, "popular": 0}
     offset = 0

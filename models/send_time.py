@@ -14,8 +14,9 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 HOURS_PER_WEEK = 168
-# How many of a user's own engagements the fleet prior counts as.
-PRIOR_STRENGTH = 4.0
+# The fleet's favourite hour counts as this many of a user's own engagements: one
+# open at 3 a.m. does not move a user's send time, a habit does.
+PRIOR_PEAK_WEIGHT = 2.0
 # Counts are halved past this total, so a habit that changes wins within weeks.
 MAX_USER_TOTAL = 64.0
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -54,11 +55,11 @@ def add_engagement(counts: dict[str, float], hour: int) -> dict[str, float]:
 
 def best_send_time(counts: dict[str, float], prior: list[float]) -> SendTime | None:
     """The hour with the most smoothed engagement; None when nothing is known at all."""
-    prior_total = sum(prior)
+    prior_peak = max(prior, default=0.0)
     own_total = sum(counts.values())
-    if prior_total <= 0 and own_total <= 0:
+    if prior_peak <= 0 and own_total <= 0:
         return None
-    scale = PRIOR_STRENGTH / prior_total if prior_total > 0 else 0.0
+    scale = PRIOR_PEAK_WEIGHT / prior_peak if prior_peak > 0 else 0.0
     smoothed = [prior[h] * scale + counts.get(str(h), 0.0) for h in range(HOURS_PER_WEEK)]
     best = max(range(HOURS_PER_WEEK), key=lambda h: smoothed[h])
     return SendTime(best, round(smoothed[best] / sum(smoothed), 4), own_total)

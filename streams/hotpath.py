@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from mode import Service
 
-from models.reco import encode_interaction
+from models.reco import ENGAGEMENT_HEADER, encode_engagement, encode_interaction
 from streams import metrics
 from streams.batching import Outgoing, send_grouped
 from streams.cache import StateCache
@@ -303,11 +303,13 @@ class HotPath(Service):
     async def _publish_interactions(self, result: BatchResult) -> None:
         # At least once, in input order: a replayed batch may teach the trainer an
         # interaction twice, which moves a model about as much as one more view.
-        records = (
-            Outgoing(
-                self._interactions_topic, 0, interaction.user_id.encode(), encode_interaction(interaction, product)
-            )
+        topic = self._interactions_topic
+        records = [
+            Outgoing(topic, 0, interaction.user_id.encode(), encode_interaction(interaction, product))
             for interaction, product in result.interactions
+        ]
+        records.extend(
+            Outgoing(topic, 0, None, encode_engagement(hour), (ENGAGEMENT_HEADER,)) for hour in result.engagement_hours
         )
         await send_grouped(self._producer, records)
 

@@ -193,7 +193,7 @@ class BatchProcessor:
         event_type: str,
         interactions: list[tuple[Interaction, Product | None]],
         result: BatchResult,
-    ) -> list[list[Any]]:
+    ) -> list[Any]:
         """The user's new interaction history; clicks and purchases are predicted first."""
         if event_type in PREDICTED_EVENTS:
             owned = owned_skus(before)

@@ -58,8 +58,8 @@ class UserState:
     segments: dict[str, int] = field(default_factory=dict)
     next_check_ms: int | None = None
     indexed_due_ms: int | None = None
-    # The recommender's per-user part: the last interactions as [sku, weight].
-    recent_interactions: list[list[Any]] = field(default_factory=list)
+    # The recommender's per-user part: the last interactions, flat [sku, weight, sku, ...].
+    recent_interactions: list[Any] = field(default_factory=list)
     # Send-time optimisation's per-user part: opens and clicks per local hour of the week.
     engagement_hours: dict[str, float] = field(default_factory=dict)
 

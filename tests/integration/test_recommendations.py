@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as redis
 
 from tests.factories import event_doc, item
-from tests.integration.harness import WorkerHarness, ensure_all_topics, keyed, produce
+from tests.integration.harness import WorkerHarness, ensure_all_topics, keyed, produce, signup
 
 pytestmark = pytest.mark.integration
 
@@ -99,3 +99,28 @@ async def test_a_new_trainer_resumes_from_the_last_snapshot(worker: WorkerHarnes
     assert grown["products"] == 16
     code, body = await worker.get("/users/b0/recommendations?k=8")
     assert code == 200 and {i["sku"] for i in body["items"]} >= {f"AAA-{n}" for n in range(4)}
+
+
+async def test_best_send_hour_follows_the_users_opens_and_new_users_get_the_fleets(worker: WorkerHarness) -> None:
+    await ensure_all_topics(worker.settings)
+    await worker.start()
+    worker.start_trainer()
+    s = worker.settings
+    tuesday_9_tokyo = 1_796_688_000_000  # 2026-12-08T00:00:00Z = Tuesday 09:00 in Tokyo
+    week = 7 * 86_400_000
+    events = [signup("kei", "Kei", timezone="Asia/Tokyo")]
+    events += [
+        keyed(event_doc("email_open", "kei", event_id=f"open{n}", ts=tuesday_9_tokyo - n * week)) for n in range(5)
+    ]
+    await produce(s.kafka_bootstrap, s.events_topic, events)
+    await worker.wait_until_caught_up()
+    await worker.wait_for(lambda b: b["recommendations"]["snapshot_offset"] >= 5, "/models", timeout=60)
+
+    code, body = await worker.get("/users/kei/predictions")
+    assert code == 200, body
+    send = body["send_time"]
+    assert (send["hour_of_week"], send["local"], send["timezone"]) == (33, "Tue 09:00", "Asia/Tokyo")
+    assert send["own_engagements"] == 5.0 and send["next_send_at"].endswith(":00:00.000Z")
+    # Someone who never opened anything gets the fleet's best hour (Tuesday 09:00 local too).
+    code, body = await worker.get("/users/newcomer/predictions")
+    assert code == 200 and body["send_time"]["hour_of_week"] == 33 and body["send_time"]["own_engagements"] == 0

@@ -17,6 +17,7 @@ from models.reco import (
     decode_interaction,
     encode_interaction,
     interactions_of,
+    pairs,
     recommend,
     remember,
     user_vector,
@@ -63,33 +64,34 @@ def test_models_pickle_and_restore(snapshot: ItemModel) -> None:
 
 
 def test_planted_tastes_are_recommended(snapshot: ItemModel) -> None:
-    history = [[f"A{n}", 2.0] for n in range(5)]
-    picks = recommend(history, snapshot, 5, exclude=frozenset(sku for sku, _ in history))
+    history = [value for n in range(5) for value in (f"A{n}", 2.0)]
+    picks = recommend(history, snapshot, 5, exclude=frozenset(f"A{n}" for n in range(5)))
     assert [p.reason for p in picks] == ["model"] * 5
     assert all(p.sku.startswith("A") for p in picks)
 
 
 def test_unknown_users_and_items_are_handled_without_side_effects(snapshot: ItemModel) -> None:
     before = copy.deepcopy(snapshot)
-    assert user_vector([["NOPE", 8.0]] * 5, snapshot) is None
-    picks = recommend([["NOPE", 8.0]], snapshot, 3)
+    assert user_vector(["NOPE", 8.0] * 5, snapshot) is None
+    picks = recommend(["NOPE", 8.0], snapshot, 3)
     assert [p.reason for p in picks] == ["popular"] * 3
     assert snapshot.skus == before.skus and np.array_equal(snapshot.factors, before.factors)
     assert recommend([], ItemModel.empty(8), 3) == []
 
 
 def test_learning_and_ranking_do_not_mutate_their_inputs(snapshot: ItemModel) -> None:
-    history = [["A1", 2.0], ["A2", 1.0]]
+    history = ["A1", 2.0, "A2", 1.0]
     kept = copy.deepcopy(history)
     grown = remember(history, Interaction("u1", "A3", 4.0, BASE_TS))
     recommend(grown, snapshot, 3, exclude=frozenset({"A1"}))
-    assert history == kept and grown == [["A1", 2.0], ["A2", 1.0], ["A3", 4.0]]
-    long = [[f"A{n % 10}", 1.0] for n in range(HISTORY_KEPT)]
-    assert len(remember(long, Interaction("u1", "B1", 1.0, BASE_TS))) == HISTORY_KEPT
+    assert history == kept and pairs(grown) == [("A1", 2.0), ("A2", 1.0), ("A3", 4.0)]
+    full = [value for n in range(HISTORY_KEPT) for value in (f"A{n % 10}", float(n))]
+    kept_pairs = pairs(remember(full, Interaction("u1", "B1", 1.0, BASE_TS)))
+    assert len(kept_pairs) == HISTORY_KEPT and kept_pairs[0] == ("A1", 1.0) and kept_pairs[-1] == ("B1", 1.0)
 
 
 def test_top_n_excludes_what_the_user_owns_and_products_never_seen_in_an_item(snapshot: ItemModel) -> None:
-    history = [[f"A{n}", 2.0] for n in range(9)]
+    history = [value for n in range(9) for value in (f"A{n}", 2.0)]
     owned = frozenset(f"A{n}" for n in range(9))
     picks = recommend(history, snapshot, 20, exclude=owned)
     assert not owned & {p.sku for p in picks} and len({p.sku for p in picks}) == len(picks)
