@@ -1,4 +1,4 @@
-"""`tidemail demo`: a worker, a realistic event stream, and a live line of what comes out."""
+"""`tidemail demo`: a worker, a trainer, a realistic event stream, and a live line of what comes out."""
 
 from __future__ import annotations
 
@@ -15,22 +15,18 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from app.faust_app import ensure_deployment_topics
 from app.generator import publish
 from app.settings import Settings
-from streams.topics import ensure_topics
+
+LOGS = Path(".cache/logs")
 
 
 async def run_demo(settings: Settings, users: int, rate: float) -> None:
-    await ensure_topics(
-        settings.kafka_bootstrap, settings.partitions, settings.replication_factor, settings.hot_path_topics
-    )
-    log_path = Path(".cache/logs/worker.log")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker"], stdout=log, stderr=log, start_new_session=True
-        )
-    print(f"worker started (pid {worker.pid}, log {log_path}); waiting for it to own partitions ...", flush=True)
+    await ensure_deployment_topics(settings)
+    worker = _start("worker")
+    trainer = _start("trainer")
+    print(f"worker and trainer started (logs in {LOGS}); waiting for the worker to own partitions ...", flush=True)
     base = f"http://{settings.web_host}:{settings.web_port}"
     generator: asyncio.Task[int] | None = None
     try:
@@ -46,12 +42,22 @@ async def run_demo(settings: Settings, users: int, rate: float) -> None:
             generator.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await generator
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-        print("\nworker stopped", flush=True)
+        for process in (trainer, worker):
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in (trainer, worker):
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        print("\nworker and trainer stopped", flush=True)
+
+
+def _start(command: str) -> subprocess.Popen[bytes]:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with (LOGS / f"{command}.log").open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "app.cli", command], stdout=log, stderr=log, start_new_session=True
+        )
 
 
 async def _wait_ready(http: aiohttp.ClientSession, base: str, worker: subprocess.Popen[bytes]) -> None:
@@ -92,6 +98,8 @@ async def _watch(http: aiohttp.ClientSession, base: str, settings: Settings, wor
                     dead += len(records)
             async with http.get(f"{base}/stats") as response:
                 processed = (await response.json())["processed"]
+            async with http.get(f"{base}/models") as response:
+                quality = (await response.json())["recommendations"]["quality"]["hit_rate_at_10"]
             now = time.monotonic()
             rate = (processed - previous) / (now - previous_at)
             previous, previous_at = processed, now
@@ -99,7 +107,8 @@ async def _watch(http: aiohttp.ClientSession, base: str, settings: Settings, wor
                 f"events {processed:>9,} ({rate:>6,.0f}/s) | dead letters {dead:>5,} | "
                 f"segment changes {changes:>7,} | jobs {jobs:>6,}"
             )
-            line = f"{counts} | last: {last_job}"
-            print("\r" + line[:200].ljust(200), end="", flush=True)
+            hits = f"hit@10 model {quality['model'] or 0:.1%} vs popular {quality['popular'] or 0:.1%}"
+            line = f"{counts} | {hits} | last: {last_job}"
+            print("\r" + line[:240].ljust(240), end="", flush=True)
     finally:
         await consumer.stop()
