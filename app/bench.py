@@ -19,9 +19,14 @@ from typing import Any
 
 import aiohttp
 
+from app.api_bench import LoadResult, run_api_bench
 from app.generator import EventGenerator
 from app.settings import Settings
 from streams.topics import ensure_topics
+
+API_RATE = 500
+API_SECONDS = 10
+API_PORT = 6174
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +58,30 @@ class Measurement:
         return self.events / self.seconds
 
 
-async def run_bench(events: int, latency_rate: int, latency_seconds: int, partitions: int) -> list[Measurement]:
+def _deployment_env(run_id: str, slug: str, partitions: int, web_port: int) -> dict[str, str]:
+    """A worker's environment with topics, group and data of its own."""
+    name = f"bench-{run_id}-{slug}"
+    return {
+        **os.environ,
+        "TIDEMAIL_APP_ID": name,
+        "TIDEMAIL_EVENTS_TOPIC": f"{name}.events",
+        "TIDEMAIL_SEGMENT_CHANGES_TOPIC": f"{name}.segment-changes",
+        "TIDEMAIL_INTERACTIONS_TOPIC": f"{name}.interactions",
+        "TIDEMAIL_ITEM_MODEL_TOPIC": f"{name}.item-model",
+        "TIDEMAIL_JOBS_TOPIC": f"bench-{run_id}.email-jobs",
+        "TIDEMAIL_DEAD_LETTER_TOPIC": f"bench-{run_id}.dead-letter",
+        "TIDEMAIL_PARTITIONS": str(partitions),
+        "TIDEMAIL_DATA_DIR": str(Path(".cache/bench") / run_id / slug),
+        "TIDEMAIL_WEB_PORT": str(web_port),
+        "TIDEMAIL_TRAINER_METRICS_PORT": "0",
+        "TIDEMAIL_KAFKA_BOOTSTRAP": Settings.from_env().kafka_bootstrap,
+        "TIDEMAIL_LOG_LEVEL": "warn",
+    }
+
+
+async def run_bench(
+    events: int, latency_rate: int, latency_seconds: int, partitions: int
+) -> tuple[list[Measurement], list[LoadResult]]:
     run_id = time.strftime("%Y%m%d%H%M%S")
     base = Settings.from_env()
     python = sys.executable
@@ -74,31 +102,19 @@ async def run_bench(events: int, latency_rate: int, latency_seconds: int, partit
         started = time.perf_counter()
         await _produce(base.kafka_bootstrap, topic, generator, events, rate=None)
         print(f"  produced in {time.perf_counter() - started:.1f}s", flush=True)
-        workdir = Path(".cache/bench") / run_id / contender.slug
-        env = {
-            **os.environ,
-            "TIDEMAIL_APP_ID": f"bench-{run_id}-{contender.slug}",
-            "TIDEMAIL_SEGMENTS_FILE": str(contender.segments_file),
-            "TIDEMAIL_SEGMENT_CHANGES_TOPIC": f"bench-{run_id}-{contender.slug}.segment-changes",
-            "TIDEMAIL_INTERACTIONS_TOPIC": f"bench-{run_id}-{contender.slug}.interactions",
-            "TIDEMAIL_ITEM_MODEL_TOPIC": f"bench-{run_id}-{contender.slug}.item-model",
-            "TIDEMAIL_EVENTS_TOPIC": topic,
-            "TIDEMAIL_JOBS_TOPIC": f"bench-{run_id}.email-jobs",
-            "TIDEMAIL_DEAD_LETTER_TOPIC": f"bench-{run_id}.dead-letter",
-            "TIDEMAIL_PARTITIONS": str(partitions),
-            "TIDEMAIL_DATA_DIR": str(workdir),
-            "TIDEMAIL_WEB_PORT": str(contender.web_port),
-            "TIDEMAIL_LOG_LEVEL": "warn",
-        }
+        env = _deployment_env(run_id, contender.slug, partitions, contender.web_port)
+        env.update(TIDEMAIL_SEGMENTS_FILE=str(contender.segments_file), TIDEMAIL_EVENTS_TOPIC=topic)
         results.append(
             await _measure(
                 contender, env, base.kafka_bootstrap, topic, generator, events, latency_rate, latency_seconds
             )
         )
-    for contender in contenders:
-        shutil.rmtree(Path(".cache/bench") / run_id / contender.slug, ignore_errors=True)
+    print(f"\n== prediction API at {API_RATE} requests/s", flush=True)
+    api_env = _deployment_env(run_id, "api", partitions, API_PORT)
+    api_results = await run_api_bench(api_env, f"http://127.0.0.1:{API_PORT}", API_RATE, API_SECONDS)
+    shutil.rmtree(Path(".cache/bench") / run_id, ignore_errors=True)
     await _delete_topics(base.kafka_bootstrap, f"bench-{run_id}")
-    return results
+    return results, api_results
 
 
 async def _delete_topics(bootstrap: str, prefix: str) -> None:

@@ -129,13 +129,15 @@ def preview(template: str, user_id: str | None, output: str, worker_url: str | N
 @click.option("--render-only", is_flag=True, help="Measure only the render cost of a typical email.")
 def bench(events: int, latency_rate: int, latency_seconds: int, partitions: int, render_only: bool) -> None:
     """Measure the hot path against a naive Faust agent, and rendering against per-job MJML."""
-    from app.bench import report, run_bench
+    from app.api_bench import report_api
+    from app.bench import API_RATE, report, run_bench
     from app.render_bench import measure_render_cost, report_render_cost
 
     click.echo(report_render_cost(measure_render_cost()))
     if not render_only:
-        results = asyncio.run(run_bench(events, latency_rate, latency_seconds, partitions))
+        results, api_results = asyncio.run(run_bench(events, latency_rate, latency_seconds, partitions))
         click.echo(report(results))
+        click.echo(report_api(api_results, API_RATE))
 
 
 if __name__ == "__main__":

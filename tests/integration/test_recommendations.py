@@ -3,13 +3,22 @@ per-user ranking on the worker, the cache and its invalidation, and a trainer's 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as redis
 
 from tests.factories import event_doc, item
-from tests.integration.harness import WorkerHarness, ensure_all_topics, keyed, produce, signup
+from tests.integration.harness import (
+    WorkerHarness,
+    delete_deployment_topics,
+    ensure_all_topics,
+    free_port,
+    keyed,
+    produce,
+    signup,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -124,3 +133,23 @@ async def test_best_send_hour_follows_the_users_opens_and_new_users_get_the_flee
     # Someone who never opened anything gets the fleet's best hour (Tuesday 09:00 local too).
     code, body = await worker.get("/users/newcomer/predictions")
     assert code == 200 and body["send_time"]["hour_of_week"] == 33 and body["send_time"]["own_engagements"] == 0
+
+
+async def test_without_redis_the_api_answers_from_the_tables(tmp_path: Path) -> None:
+    worker = WorkerHarness(tmp_path, {"TIDEMAIL_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    try:
+        await ensure_all_topics(worker.settings)
+        await worker.start()
+        s = worker.settings
+        await produce(s.kafka_bootstrap, s.events_topic, shopping("a0", "AAA", 4))
+        await worker.wait_until_caught_up()
+        for _ in range(2):
+            code, body = await worker.get("/users/a0/recommendations?k=3")
+            assert code == 200 and body["user_id"] == "a0"
+        assert (await worker.get("/users/a0/predictions"))[0] == 200
+        _, metrics = await worker.text("/metrics")
+        assert 'tidemail_prediction_cache_total{outcome="unavailable"} 3.0' in metrics
+        assert 'outcome="hit"' not in metrics
+    finally:
+        worker.stop()
+        await delete_deployment_topics(worker.settings)
