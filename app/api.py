@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models import interests
+from models.propensity import features as propensity_features
 from models.reco import owned_skus, recommend
 from models.send_time import best_send_time, next_occurrence
 from streams import metrics
@@ -157,8 +158,9 @@ async def user_recommendations(request: web.Request) -> web.Response:
 
 
 async def user_predictions(request: web.Request) -> web.Response:
-    """When to send to this user: their best hour of the week, from their own opens and
-    clicks smoothed by the fleet's; cached in Redis until the user's next event."""
+    """The chance this user opens, clicks and buys in the next 7 days, and when to send to
+    them: their best hour of the week, from their own opens and clicks smoothed by the
+    fleet's. Cached in Redis until the user's next event."""
     app = _app(request)
     user_id = request.match_info["user_id"]
     cached = await app.prediction_cache.get(user_id, "predictions")
@@ -181,13 +183,16 @@ async def user_predictions(request: web.Request) -> web.Response:
             "own_engagements": best.engagements,
             "next_send_at": format_time(next_occurrence(best.hour_of_week, app.clock.now_ms(), timezone)),
         }
-    body = orjson.dumps({"user_id": user_id, "send_time": send_time})
+    scorers = app.processor.item_model.propensity
+    x = propensity_features(state, app.clock.now_ms())
+    chances = {f"{target}_7d": round(scorer.probability(x), 4) for target, scorer in scorers.items()} or None
+    body = orjson.dumps({"user_id": user_id, "propensity": chances, "send_time": send_time})
     await app.prediction_cache.put(user_id, "predictions", body)
     return web.Response(body=body, content_type="application/json")
 
 
 async def models(request: web.Request) -> web.Response:
-    """The recommender's state on this worker and its prequential quality since start."""
+    """The models this worker predicts with, and their prequential quality."""
     app = _app(request)
     quality = app.hot_path.reco_quality
     predictions = quality["predictions"]
@@ -197,7 +202,9 @@ async def models(request: web.Request) -> web.Response:
             **app.item_models.status(),
             "weights": app.settings.reco_weights,
             "quality": {"predictions": predictions, "hit_rate_at_10": rates},
-        }
+        },
+        # Measured by the trainer, before it learns each example; shipped in the snapshot.
+        "propensity": app.processor.item_model.propensity_quality,
     }
     return _json(body)
 

@@ -30,6 +30,7 @@ from river import optim, reco
 
 from models.interests import decayed
 from models.popularity import Popularity, Product
+from models.propensity import PropensityTrainer, Scorer
 from models.send_time import HOURS_PER_WEEK
 from streams.events import Event
 from streams.state import UserState
@@ -66,6 +67,7 @@ def encode_interaction(interaction: Interaction, product: Product | None) -> byt
 
 
 ENGAGEMENT_HEADER = ("tidemail.kind", b"engagement")
+PROPENSITY_HEADER = ("tidemail.kind", b"propensity")
 
 
 def encode_engagement(hour_of_week: int) -> bytes:
@@ -128,6 +130,9 @@ class ItemModel:
     popular: list[str] = field(default_factory=list)
     # Opens and clicks per local hour of the week over all users: send time's prior.
     send_hours: list[float] = field(default_factory=lambda: [0.0] * HOURS_PER_WEEK)
+    # Engagement propensity per outcome, and its prequential quality at the trainer.
+    propensity: dict[str, Scorer] = field(default_factory=dict)
+    propensity_quality: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.index = {sku: i for i, sku in enumerate(self.skus)}
@@ -148,6 +153,8 @@ class ItemModel:
             "products": {sku: [p.name, p.category, p.price] for sku, p in self.products.items()},
             "offset": self.offset,
             "send_hours": self.send_hours,
+            "propensity": {target: scorer.to_doc() for target, scorer in self.propensity.items()},
+            "propensity_quality": self.propensity_quality,
         }
         return zlib.compress(orjson.dumps(doc), 6)
 
@@ -169,6 +176,8 @@ class ItemModel:
             },
             int(doc["offset"]),
             send_hours=[float(c) for c in doc["send_hours"]],
+            propensity={target: Scorer.from_doc(d) for target, d in doc["propensity"].items()},
+            propensity_quality=doc["propensity_quality"],
         )
 
     @property
@@ -200,6 +209,7 @@ class ItemTrainer:
         self.offset = 0
         self.last_ms = 0
         self._send_hours = [0.0] * HOURS_PER_WEEK
+        self._propensity = PropensityTrainer()
 
     def restore(self, snapshot: ItemModel) -> None:
         """Continue from a published snapshot: item knowledge is kept, user vectors relearn."""
@@ -212,7 +222,13 @@ class ItemTrainer:
         for sku, others in snapshot.together.items():
             self._bought_with[sku] = {other: float(len(others) - rank) for rank, other in enumerate(others)}
         self._send_hours = list(snapshot.send_hours)
+        self._propensity.restore(snapshot.propensity, int(snapshot.propensity_quality.get("examples", 0)))
         self.offset = snapshot.offset
+
+    def learn_propensity(self, x: dict[str, float], outcomes: list[str], offset: int) -> None:
+        """A labelled example: a user's features and what they did in the 7 days after."""
+        self._propensity.learn(x, outcomes)
+        self.offset = offset + 1
 
     def learn_engagement(self, hour_of_week: int, offset: int) -> None:
         """An open or click at this local hour of the week, from any user."""
@@ -258,6 +274,8 @@ class ItemTrainer:
             self._popularity.products(),
             self.offset,
             send_hours=list(self._send_hours),
+            propensity=self._propensity.scorers() if self._propensity.examples else {},
+            propensity_quality=self._propensity.quality(),
         )
 
     def _add_sku(self, sku: str) -> None:

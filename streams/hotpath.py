@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from mode import Service
 
-from models.reco import ENGAGEMENT_HEADER, encode_engagement, encode_interaction
+from models.reco import ENGAGEMENT_HEADER, PROPENSITY_HEADER, encode_engagement, encode_interaction
 from streams import metrics
 from streams.batching import Outgoing, send_grouped
 from streams.cache import StateCache
@@ -310,6 +310,10 @@ class HotPath(Service):
         ]
         records.extend(
             Outgoing(topic, 0, None, encode_engagement(hour), (ENGAGEMENT_HEADER,)) for hour in result.engagement_hours
+        )
+        records.extend(
+            Outgoing(topic, 0, None, orjson.dumps({"x": x, "y": outcomes}), (PROPENSITY_HEADER,))
+            for x, outcomes in result.propensity_examples
         )
         await send_grouped(self._producer, records)
 

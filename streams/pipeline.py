@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from models import propensity
 from models.popularity import Product
 from models.reco import Interaction, ItemModel, interactions_of, owned_skus, recommend, remember
 from models.send_time import add_engagement, hour_of_week
@@ -71,6 +72,8 @@ class BatchResult:
     interactions: list[tuple[Interaction, Product | None]] = field(default_factory=list)
     # Local hours of the week of the opens and clicks applied (for the fleet's send-time prior).
     engagement_hours: list[int] = field(default_factory=list)
+    # Labelled propensity examples: features at a probe's instant, outcomes in the 7 days after.
+    propensity_examples: list[tuple[dict[str, float], list[str]]] = field(default_factory=list)
     # Prequential recommender quality: predictions made, and hits of each recommender.
     reco_quality: Counter[str] = field(default_factory=Counter)
     timer_lateness_ms: int = 0
@@ -149,9 +152,19 @@ class BatchProcessor:
             if state.next_check_ms is not None and state.next_check_ms <= now_ms:
                 result.timer_lateness_ms = max(result.timer_lateness_ms, now_ms - state.next_check_ms)
                 state = self._catch_up(state, now_ms, partition, result)
+            self._close_due_probe(state, now_ms, result)
             changed[user_id] = state
             self._index_next_check(partition, user_id, state, result)
         return result
+
+    @staticmethod
+    def _close_due_probe(state: UserState, now_ms: int, result: BatchResult) -> None:
+        # The 7 days are over: the probe's outcomes are final, and it becomes an example.
+        probe = state.propensity_probe
+        if propensity.is_due(probe, now_ms):
+            assert probe is not None
+            result.propensity_examples.append((probe["x"], probe["y"]))
+            state.propensity_probe = None
 
     @staticmethod
     def _index_next_check(partition: int, user_id: str, state: UserState, result: BatchResult) -> None:
@@ -159,7 +172,10 @@ class BatchProcessor:
         # the user's earliest entry. A later next check is left to the existing entry, which
         # fires, finds nothing due and re-indexes. Most events push the next check later
         # (recency windows restart), so most batches write no index entries at all.
-        due = state.next_check_ms
+        due = min(
+            (t for t in (state.next_check_ms, propensity.due_ms(state.propensity_probe)) if t is not None),
+            default=None,
+        )
         if due is not None and (state.indexed_due_ms is None or due < state.indexed_due_ms):
             state.indexed_due_ms = due
             result.timer_additions.setdefault(partition, []).append((due, user_id))
@@ -245,6 +261,10 @@ class BatchProcessor:
             hour = hour_of_week(event.timestamp_ms, applied.traits.get("timezone"))
             applied.engagement_hours = add_engagement(applied.engagement_hours, hour)
             result.engagement_hours.append(hour)
+        applied.propensity_probe = propensity.observe(state.propensity_probe, event.type, event.timestamp_ms)
+        self._close_due_probe(applied, event.timestamp_ms, result)
+        if applied.propensity_probe is None:
+            applied.propensity_probe = propensity.open_probe(applied, event.timestamp_ms)
         applied.windows, touched = self.segments.accumulate(applied.windows, event)
         # Segments are evaluated in event time (the user's latest event), so a replay
         # reaches the same memberships; the clock catches up with anything due since.

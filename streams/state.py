@@ -62,6 +62,8 @@ class UserState:
     recent_interactions: list[Any] = field(default_factory=list)
     # Send-time optimisation's per-user part: opens and clicks per local hour of the week.
     engagement_hours: dict[str, float] = field(default_factory=dict)
+    # Propensity's open probe: features at an instant and the outcomes seen since.
+    propensity_probe: dict[str, Any] | None = None
 
     @property
     def email(self) -> str | None:
@@ -101,6 +103,7 @@ class UserState:
             self.indexed_due_ms,
             self.recent_interactions,
             self.engagement_hours,
+            self.propensity_probe,
         )
 
     def is_unsubscribed(self, list_name: str = DEFAULT_LIST) -> bool:

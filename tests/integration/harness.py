@@ -135,6 +135,14 @@ class WorkerHarness:
         async with aiohttp.ClientSession() as http, http.get(self.url + path) as response:
             return response.status, await response.json()
 
+    async def advance_clock(self, millis: int) -> None:
+        """Move the worker's clock forward (it runs with TIDEMAIL_ALLOW_CLOCK_CONTROL)."""
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(self.url + "/admin/clock", json={"advance_ms": millis}) as response,
+        ):
+            assert response.status == 200
+
     async def text(self, path: str, method: str = "GET") -> tuple[int, str]:
         async with aiohttp.ClientSession() as http, http.request(method, self.url + path) as response:
             return response.status, await response.text()

@@ -3,6 +3,7 @@ per-user ranking on the worker, the cache and its invalidation, and a trainer's 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,25 @@ async def test_without_redis_the_api_answers_from_the_tables(tmp_path: Path) -> 
     finally:
         worker.stop()
         await delete_deployment_topics(worker.settings)
+
+
+async def test_propensity_learns_from_probes_the_clock_closes(worker: WorkerHarness) -> None:
+    await ensure_all_topics(worker.settings)
+    await worker.start()
+    worker.start_trainer()
+    s = worker.settings
+    now = int(time.time() * 1000)
+    events = []
+    for n in range(40):
+        user = f"p{n}"
+        events.append(keyed(event_doc("page_view", user, event_id=f"{user}-v", ts=now)))
+        if n % 2 == 0:  # half of them open an email the next day
+            events.append(keyed(event_doc("email_open", user, event_id=f"{user}-o", ts=now + 86_400_000)))
+    await produce(s.kafka_bootstrap, s.events_topic, events)
+    await worker.wait_until_caught_up()
+    await worker.advance_clock(8 * 86_400_000)
+    models = await worker.wait_for(lambda b: b["propensity"].get("examples") == 40, "/models", timeout=60)
+    assert set(models["propensity"]) == {"examples", "open", "click", "purchase"}
+    code, body = await worker.get("/users/p0/predictions")
+    assert code == 200 and set(body["propensity"]) == {"open_7d", "click_7d", "purchase_7d"}
+    assert 0.0 < body["propensity"]["open_7d"] < 1.0

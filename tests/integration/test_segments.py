@@ -18,14 +18,6 @@ HOUR = 3_600_000
 DAY = 24 * HOUR
 
 
-async def advance_clock(worker: WorkerHarness, millis: int) -> None:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(worker.url + "/admin/clock", json={"advance_ms": millis}) as r,
-    ):
-        assert r.status == 200
-
-
 async def changes_for(worker: WorkerHarness, user: str) -> list[dict[str, Any]]:
     s = worker.settings
     records = await read_topic(s.kafka_bootstrap, s.segment_changes_topic)
@@ -47,7 +39,7 @@ async def test_cart_abandoner_enters_on_the_clock_and_exits_on_purchase(worker: 
     assert "cart_abandoners" not in profile["segments"]
     assert profile["next_check_ms"] == now + HOUR
 
-    await advance_clock(worker, HOUR + 1_000)
+    await worker.advance_clock(HOUR + 1_000)
     await worker.wait_for(lambda p: "cart_abandoners" in p["segments"], "/users/carol", timeout=15)
     entered = [c for c in await changes_for(worker, "carol") if c["segment"] == "cart_abandoners"]
     assert [(c["change"], c["cause"]) for c in entered] == [("entered", "clock")]
@@ -73,7 +65,7 @@ async def test_user_becomes_lapsed_on_the_clock(worker: WorkerHarness) -> None:
     now = int(time.time() * 1000)
     await send(worker, event_doc("page_view", "larry", event_id="view", ts=now))
     await worker.wait_until_caught_up()
-    await advance_clock(worker, 30 * DAY + 1_000)
+    await worker.advance_clock(30 * DAY + 1_000)
     await worker.wait_for(lambda p: "lapsed" in p["segments"], "/users/larry", timeout=15)
     changes = [(c["segment"], c["change"], c["cause"]) for c in await changes_for(worker, "larry")]
     assert ("new_visitors", "entered", "view") in changes

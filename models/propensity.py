@@ -1,0 +1,166 @@
+"""Engagement propensity: the chance a user opens, clicks, or buys within 7 days.
+
+Labels arrive late, so examples are made the way River's `progressive_val_score` with a
+`delay` makes them: a user's state holds one open *probe*, the user's features at some
+instant; opens, clicks and purchases in the next 7 days mark its outcomes; when the 7
+days are over (seen at the user's next event or by the worker's timer) the probe
+becomes a labelled example and a new one opens at the user's next event.
+
+Examples go to the trainer (`ItemTrainer` owns every shared model), which keeps one
+River pipeline per outcome (standard scaling, then logistic regression), scores each
+example before learning it (log loss and ROC AUC, the prequential way), and ships the
+learned weights in its snapshot. Workers score users with those weights: a dot product,
+no River object per user or per worker.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from river import linear_model, metrics, optim, preprocessing
+
+from streams.state import MILLIS_PER_DAY, UserState
+
+HORIZON_MS = 7 * MILLIS_PER_DAY
+TARGETS = ("open", "click", "purchase")
+OUTCOME_OF = {"email_open": "open", "email_click": "click", "purchase": "purchase"}
+RECENCY_CAP_DAYS = 90.0
+
+
+def features(state: UserState, now_ms: int) -> dict[str, float]:
+    """What the models see of a user: activity over the last 7 and 30 days, recency, habits."""
+    today = now_ms // MILLIS_PER_DAY
+    week: dict[str, int] = {}
+    month: dict[str, int] = {}
+    for day, counts in state.daily_counts.items():
+        age = today - int(day)
+        if 0 <= age < 30:
+            for event_type, n in counts.items():
+                month[event_type] = month.get(event_type, 0) + n
+                if age < 7:
+                    week[event_type] = week.get(event_type, 0) + n
+    x = {
+        f"{event_type}_{span}": math.log1p(counts.get(event_type, 0))
+        for span, counts in (("7d", week), ("30d", month))
+        for event_type in ("page_view", "click", "cart_add", "purchase", "email_open", "email_click")
+    }
+    for name, last in (
+        ("days_since_open", state.last_email_open_ms),
+        ("days_since_click", state.last_email_click_ms),
+        ("days_since_purchase", state.last_seen_by_type.get("purchase")),
+        ("days_since_seen", state.last_seen_ms or None),
+    ):
+        days = (now_ms - last) / MILLIS_PER_DAY if last else RECENCY_CAP_DAYS
+        x[name] = min(max(days, 0.0), RECENCY_CAP_DAYS)
+    x["cart_items"] = float(len(state.cart["items"])) if state.cart else 0.0
+    x["mobile"] = 1.0 if state.traits.get("device") == "mobile" else 0.0
+    return x
+
+
+def open_probe(state: UserState, now_ms: int) -> dict[str, Any]:
+    return {"at": now_ms, "x": features(state, now_ms), "y": []}
+
+
+def observe(probe: dict[str, Any] | None, event_type: str, ts: int) -> dict[str, Any] | None:
+    """The probe with this event's outcome marked, if it falls in the probe's window."""
+    outcome = OUTCOME_OF.get(event_type)
+    if probe is None or outcome is None or outcome in probe["y"] or not probe["at"] < ts <= probe["at"] + HORIZON_MS:
+        return probe
+    return {**probe, "y": [*probe["y"], outcome]}
+
+
+def is_due(probe: dict[str, Any] | None, now_ms: int) -> bool:
+    return probe is not None and now_ms >= probe["at"] + HORIZON_MS
+
+
+def due_ms(probe: dict[str, Any] | None) -> int | None:
+    return int(probe["at"]) + HORIZON_MS if probe is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Scorer:
+    """A learned logistic regression over standardised features, as plain numbers."""
+
+    means: dict[str, float]
+    variances: dict[str, float]
+    weights: dict[str, float]
+    intercept: float
+
+    def probability(self, x: dict[str, float]) -> float:
+        z = self.intercept
+        for name, value in x.items():
+            weight = self.weights.get(name)
+            if weight is not None:
+                spread = math.sqrt(self.variances.get(name, 0.0))
+                z += weight * ((value - self.means.get(name, 0.0)) / spread if spread > 0 else 0.0)
+        return 1.0 / (1.0 + math.exp(-max(min(z, 30.0), -30.0)))
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"means": self.means, "variances": self.variances, "weights": self.weights, "intercept": self.intercept}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Scorer:
+        return cls(doc["means"], doc["variances"], doc["weights"], float(doc["intercept"]))
+
+
+class PropensityTrainer:
+    """One River pipeline per outcome, scored before it learns each example."""
+
+    def __init__(self) -> None:
+        self._models = {
+            target: preprocessing.StandardScaler()
+            | linear_model.LogisticRegression(optimizer=optim.SGD(0.02), l2=0.001)
+            for target in TARGETS
+        }
+        # River's metrics are untyped; Any keeps mypy from flagging every call.
+        self._log_loss: dict[str, Any] = {target: metrics.LogLoss() for target in TARGETS}  # type: ignore[no-untyped-call]
+        self._auc: dict[str, Any] = {target: metrics.ROCAUC() for target in TARGETS}  # type: ignore[no-untyped-call]
+        self.examples = 0
+
+    def learn(self, x: dict[str, float], outcomes: list[str]) -> None:
+        for target, model in self._models.items():
+            label = target in outcomes
+            predicted = model.predict_proba_one(x).get(True, 0.5)
+            self._log_loss[target].update(label, predicted)
+            self._auc[target].update(label, predicted)
+            model.learn_one(x, label)
+        self.examples += 1
+
+    def restore(self, scorers: dict[str, Scorer], examples: int) -> None:
+        """Continue from published weights (a snapshot), as if it had learned them itself."""
+        for target, scorer in scorers.items():
+            scaler, regression = self._models[target]["StandardScaler"], self._models[target]["LogisticRegression"]
+            scaler.counts.update(dict.fromkeys(scorer.means, max(examples, 1)))
+            scaler.means.update(scorer.means)
+            scaler.vars.update(scorer.variances)
+            for name, weight in scorer.weights.items():
+                regression._weights[name] = weight
+            regression.intercept = scorer.intercept
+        self.examples = examples
+
+    def scorers(self) -> dict[str, Scorer]:
+        return {target: _scorer(model) for target, model in self._models.items()}
+
+    def quality(self) -> dict[str, Any]:
+        return {
+            "examples": self.examples,
+            **{
+                target: {
+                    "log_loss": round(float(self._log_loss[target].get()), 4),
+                    "auc": round(float(self._auc[target].get()), 4),
+                }
+                for target in TARGETS
+            },
+        }
+
+
+def _scorer(model: Any) -> Scorer:
+    scaler, regression = model["StandardScaler"], model["LogisticRegression"]
+    return Scorer(
+        {k: float(v) for k, v in scaler.means.items()},
+        {k: float(v) for k, v in scaler.vars.items()},
+        {k: float(v) for k, v in regression.weights.items()},
+        float(regression.intercept),
+    )
