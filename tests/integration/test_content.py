@@ -90,6 +90,7 @@ async def test_unsubscribe_link_from_a_job_unsubscribes_through_the_stream(worke
 async def test_preview_renders_a_real_users_state_and_loads_in_chromium(worker: WorkerHarness, tmp_path: Path) -> None:
     await ensure_all_topics(worker.settings)
     await worker.start()
+    worker.start_trainer()
     s = worker.settings
     await produce(
         s.kafka_bootstrap,
@@ -105,6 +106,8 @@ async def test_preview_renders_a_real_users_state_and_loads_in_chromium(worker: 
         ],
     )
     await worker.wait_until_caught_up()
+    # Product blocks take their products from the trainer's item model.
+    await worker.wait_for(lambda b: b["recommendations"]["products"] >= 4, "/models", timeout=60)
 
     status, listing = await worker.get("/templates")
     assert status == 200 and {t["name"] for t in listing["templates"]} == {"welcome", "cart_reminder", "winback"}
