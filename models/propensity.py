@@ -27,6 +27,16 @@ HORIZON_MS = 7 * MILLIS_PER_DAY
 TARGETS = ("open", "click", "purchase")
 OUTCOME_OF = {"email_open": "open", "email_click": "click", "purchase": "purchase"}
 RECENCY_CAP_DAYS = 90.0
+ACTIVITY = ("page_view", "click", "cart_add", "purchase", "email_open", "email_click")
+FEATURES = (
+    *(f"{event_type}_{span}" for span in ("7d", "30d") for event_type in ACTIVITY),
+    "days_since_open",
+    "days_since_click",
+    "days_since_purchase",
+    "days_since_seen",
+    "cart_items",
+    "mobile",
+)
 
 
 def features(state: UserState, now_ms: int) -> dict[str, float]:
@@ -44,7 +54,7 @@ def features(state: UserState, now_ms: int) -> dict[str, float]:
     x = {
         f"{event_type}_{span}": math.log1p(counts.get(event_type, 0))
         for span, counts in (("7d", week), ("30d", month))
-        for event_type in ("page_view", "click", "cart_add", "purchase", "email_open", "email_click")
+        for event_type in ACTIVITY
     }
     for name, last in (
         ("days_since_open", state.last_email_open_ms),
@@ -60,7 +70,13 @@ def features(state: UserState, now_ms: int) -> dict[str, float]:
 
 
 def open_probe(state: UserState, now_ms: int) -> dict[str, Any]:
-    return {"at": now_ms, "x": features(state, now_ms), "y": []}
+    # Kept in the user's state, so kept small: values only, in FEATURES order, rounded.
+    x = features(state, now_ms)
+    return {"at": now_ms, "x": [round(x[name], 3) for name in FEATURES], "y": []}
+
+
+def probe_features(probe: dict[str, Any]) -> dict[str, float]:
+    return dict(zip(FEATURES, probe["x"], strict=True))
 
 
 def observe(probe: dict[str, Any] | None, event_type: str, ts: int) -> dict[str, Any] | None:

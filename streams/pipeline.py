@@ -163,7 +163,7 @@ class BatchProcessor:
         probe = state.propensity_probe
         if propensity.is_due(probe, now_ms):
             assert probe is not None
-            result.propensity_examples.append((probe["x"], probe["y"]))
+            result.propensity_examples.append((propensity.probe_features(probe), probe["y"]))
             state.propensity_probe = None
 
     @staticmethod
