@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models import interests
+from models.bandits import STATS, Experiment
 from models.propensity import features as propensity_features
 from models.reco import owned_skus, recommend
 from models.send_time import best_send_time, next_occurrence
@@ -40,6 +41,8 @@ def add_routes(web_app: web.Application, app: TidemailApp) -> None:
     web_app.router.add_get("/users/{user_id}/recommendations", user_recommendations)
     web_app.router.add_get("/users/{user_id}/predictions", user_predictions)
     web_app.router.add_get("/models", models)
+    web_app.router.add_get("/experiments", list_experiments)
+    web_app.router.add_get("/experiments/{name}", show_experiment)
     web_app.router.add_get("/segments", list_segments)
     web_app.router.add_get("/segments/{name}", show_segment)
     web_app.router.add_get("/templates", list_templates)
@@ -207,6 +210,33 @@ async def models(request: web.Request) -> web.Response:
         "propensity": app.processor.item_model.propensity_quality,
     }
     return _json(body)
+
+
+async def list_experiments(request: web.Request) -> web.Response:
+    app = _app(request)
+    experiments = [_experiment_view(app, e) for e in app.processor.experiments.values()]
+    return _json({"experiments": experiments})
+
+
+async def show_experiment(request: web.Request) -> web.Response:
+    """An experiment's variants: posterior, sends, opens, clicks, purchases, rewarded jobs."""
+    app = _app(request)
+    name = request.match_info["name"]
+    for experiment in app.processor.experiments.values():
+        if experiment.name == name:
+            return _json(_experiment_view(app, experiment))
+    return _json({"error": f"no experiment {name!r}"}, 404)
+
+
+def _experiment_view(app: TidemailApp, experiment: Experiment) -> dict[str, Any]:
+    # Counted by the trainer over the whole fleet; as of the snapshot this worker holds.
+    arms = app.processor.item_model.bandits.get(experiment.name, {})
+    variants = {}
+    for variant in experiment.variants:
+        stats = arms.get(variant, {"alpha": 1.0, "beta": 1.0, **dict.fromkeys(STATS, 0)})
+        alpha, beta = stats["alpha"], stats["beta"]
+        variants[variant] = {**stats, "expected_reward": round(alpha / (alpha + beta), 4)}
+    return {"name": experiment.name, "template": experiment.template, "policy": "thompson", "variants": variants}
 
 
 async def list_segments(request: web.Request) -> web.Response:

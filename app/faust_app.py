@@ -10,6 +10,7 @@ from faust.web import Web
 
 from app.api import add_routes
 from app.settings import Settings
+from models.bandits import load_experiments
 from models.reco import ItemModel
 from streams.cache import StateCache
 from streams.clock import Clock
@@ -48,6 +49,7 @@ class TidemailApp(faust.App):
 
 def build_processor(settings: Settings, clock: Clock) -> BatchProcessor:
     """The pure batch logic, configured from settings (also used by tests to compute expectations)."""
+    renderer = EmailRenderer(settings.templates_dir, defaults={"brand": settings.brand})
     return BatchProcessor(
         policy=StatePolicy(
             dedupe_window=settings.dedupe_window,
@@ -55,7 +57,7 @@ def build_processor(settings: Settings, clock: Clock) -> BatchProcessor:
             daily_history_days=settings.daily_history_days,
             recent_purchases_kept=settings.recent_purchases_kept,
         ),
-        renderer=EmailRenderer(settings.templates_dir, defaults={"brand": settings.brand}),
+        renderer=renderer,
         job_context=JobContext(
             brand=settings.brand,
             shop_url=settings.shop_url,
@@ -69,6 +71,7 @@ def build_processor(settings: Settings, clock: Clock) -> BatchProcessor:
         clock_ms=clock.now_ms,
         reco_weights=settings.reco_weights,
         item_model=ItemModel.empty(settings.reco_factors),
+        experiments=load_experiments(settings.experiments_file, set(renderer.versions)),
     )
 
 

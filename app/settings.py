@@ -54,6 +54,7 @@ class Settings:
     templates_dir: Path = Path(__file__).resolve().parent.parent / "templates"
     segments_file: Path = Path(__file__).resolve().parent.parent / "streams" / "segments.yaml"
     segment_changes_topic: str = "tidemail.segment-changes"
+    experiments_file: Path = Path(__file__).resolve().parent.parent / "streams" / "experiments.yaml"
     timer_interval_ms: int = 500
     timer_batch_users: int = 20_000
     # Lets POST /admin/clock move the worker's clock forward: for tests and demos only.

@@ -28,6 +28,7 @@ import numpy as np
 import orjson
 from river import optim, reco
 
+from models.bandits import BanditTrainer
 from models.interests import decayed
 from models.popularity import Popularity, Product
 from models.propensity import PropensityTrainer, Scorer
@@ -68,6 +69,7 @@ def encode_interaction(interaction: Interaction, product: Product | None) -> byt
 
 ENGAGEMENT_HEADER = ("tidemail.kind", b"engagement")
 PROPENSITY_HEADER = ("tidemail.kind", b"propensity")
+BANDIT_HEADER = ("tidemail.kind", b"bandit")
 
 
 def encode_engagement(hour_of_week: int) -> bytes:
@@ -133,6 +135,8 @@ class ItemModel:
     # Engagement propensity per outcome, and its prequential quality at the trainer.
     propensity: dict[str, Scorer] = field(default_factory=dict)
     propensity_quality: dict[str, Any] = field(default_factory=dict)
+    # Per experiment and variant: the Beta posterior (alpha, beta) and send and reward counts.
+    bandits: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.index = {sku: i for i, sku in enumerate(self.skus)}
@@ -155,6 +159,7 @@ class ItemModel:
             "send_hours": self.send_hours,
             "propensity": {target: scorer.to_doc() for target, scorer in self.propensity.items()},
             "propensity_quality": self.propensity_quality,
+            "bandits": self.bandits,
         }
         return zlib.compress(orjson.dumps(doc), 6)
 
@@ -178,6 +183,7 @@ class ItemModel:
             send_hours=[float(c) for c in doc["send_hours"]],
             propensity={target: Scorer.from_doc(d) for target, d in doc["propensity"].items()},
             propensity_quality=doc["propensity_quality"],
+            bandits=doc["bandits"],
         )
 
     @property
@@ -210,6 +216,7 @@ class ItemTrainer:
         self.last_ms = 0
         self._send_hours = [0.0] * HOURS_PER_WEEK
         self._propensity = PropensityTrainer()
+        self._bandits = BanditTrainer()
 
     def restore(self, snapshot: ItemModel) -> None:
         """Continue from a published snapshot: item knowledge is kept, user vectors relearn."""
@@ -223,7 +230,17 @@ class ItemTrainer:
             self._bought_with[sku] = {other: float(len(others) - rank) for rank, other in enumerate(others)}
         self._send_hours = list(snapshot.send_hours)
         self._propensity.restore(snapshot.propensity, int(snapshot.propensity_quality.get("examples", 0)))
+        self._bandits.restore(snapshot.bandits)
         self.offset = snapshot.offset
+
+    def learn_bandit(self, record: list[Any], offset: int) -> None:
+        """A send of, or a reward for, an experiment's variant (see `bandit_record`)."""
+        kind, experiment, variant, event_type, first = record
+        if kind == "sent":
+            self._bandits.sent(experiment, variant)
+        else:
+            self._bandits.rewarded(experiment, variant, event_type, first)
+        self.offset = offset + 1
 
     def learn_propensity(self, x: dict[str, float], outcomes: list[str], offset: int) -> None:
         """A labelled example: a user's features and what they did in the 7 days after."""
@@ -276,6 +293,7 @@ class ItemTrainer:
             send_hours=list(self._send_hours),
             propensity=self._propensity.scorers() if self._propensity.examples else {},
             propensity_quality=self._propensity.quality(),
+            bandits=self._bandits.export(),
         )
 
     def _add_sku(self, sku: str) -> None:

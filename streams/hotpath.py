@@ -31,7 +31,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from mode import Service
 
-from models.reco import ENGAGEMENT_HEADER, PROPENSITY_HEADER, encode_engagement, encode_interaction
+from models.reco import (
+    BANDIT_HEADER,
+    ENGAGEMENT_HEADER,
+    PROPENSITY_HEADER,
+    encode_engagement,
+    encode_interaction,
+)
 from streams import metrics
 from streams.batching import Outgoing, send_grouped
 from streams.cache import StateCache
@@ -314,6 +320,9 @@ class HotPath(Service):
         records.extend(
             Outgoing(topic, 0, None, orjson.dumps({"x": x, "y": outcomes}), (PROPENSITY_HEADER,))
             for x, outcomes in result.propensity_examples
+        )
+        records.extend(
+            Outgoing(topic, 0, None, orjson.dumps(record), (BANDIT_HEADER,)) for record in result.bandit_records
         )
         await send_grouped(self._producer, records)
 

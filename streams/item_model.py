@@ -25,7 +25,14 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from mode import Service
 
-from models.reco import ENGAGEMENT_HEADER, PROPENSITY_HEADER, ItemModel, ItemTrainer, decode_interaction
+from models.reco import (
+    BANDIT_HEADER,
+    ENGAGEMENT_HEADER,
+    PROPENSITY_HEADER,
+    ItemModel,
+    ItemTrainer,
+    decode_interaction,
+)
 from streams import metrics
 from streams.pipeline import BatchProcessor
 
@@ -136,6 +143,9 @@ class Trainer:
             for record in records:
                 if ENGAGEMENT_HEADER in record.headers:
                     trainer.learn_engagement(orjson.loads(record.value or b"0"), record.offset)
+                    continue
+                if BANDIT_HEADER in record.headers:
+                    trainer.learn_bandit(orjson.loads(record.value or b"[]"), record.offset)
                     continue
                 if PROPENSITY_HEADER in record.headers:
                     example = orjson.loads(record.value or b"{}")

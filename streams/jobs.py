@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from models import interests
+from models.bandits import Experiment, choose_variant, posteriors_of
 from models.popularity import Product
 from models.reco import ItemModel, owned_skus, recommend
 from streams.content import EmailRenderer
@@ -52,8 +53,11 @@ def build_job(
     ctx: JobContext,
     item_model: ItemModel,
     now_ms: int,
+    experiment: Experiment | None = None,
 ) -> dict[str, Any]:
-    """Render and assemble one job; raise `UndeliverableJob` or `RenderError` when it cannot be."""
+    """Render and assemble one job; raise `UndeliverableJob` or `RenderError` when it cannot be.
+
+    When an experiment varies the template, its bandit chooses the variant."""
     address = state.email
     if address is None:
         raise UndeliverableJob(
@@ -61,11 +65,17 @@ def build_job(
         )
     unsubscribe_url = signed_unsubscribe_url(state.user_id, request.list_name, ctx, now_ms)
     context = email_context(state, ctx, item_model, unsubscribe_url, now_ms)
-    context.update(flow=request.flow, step=request.step)
+    the_job_id = job_id(request.flow, request.step, state.user_id, request.trigger_key)
+    variant = (
+        choose_variant(experiment, posteriors_of(item_model.bandits, experiment.name), the_job_id)
+        if experiment
+        else None
+    )
+    context.update(flow=request.flow, step=request.step, variant=variant)
     rendered = renderer.render(request.template, context)
     now = format_time(now_ms)
     return {
-        "job_id": job_id(request.flow, request.step, state.user_id, request.trigger_key),
+        "job_id": the_job_id,
         "user_id": state.user_id,
         "to": address,
         "flow": request.flow,
@@ -81,6 +91,8 @@ def build_job(
         "send_at": now,
         "created_at": now,
         "trigger_event_id": request.trigger_event_id,
+        "experiment": experiment.name if experiment else None,
+        "variant": variant,
     }
 
 

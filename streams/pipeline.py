@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models import propensity
+from models.bandits import REWARD_EVENTS, Experiment
 from models.popularity import Product
 from models.reco import Interaction, ItemModel, interactions_of, owned_skus, recommend, remember
 from models.send_time import add_engagement, hour_of_week
@@ -31,6 +32,9 @@ MAX_CLOCK_HOPS = 16
 # Recommender quality is measured on these, as hit-rate at 10 of the product acted on.
 PREDICTED_EVENTS = frozenset({"click", "purchase"})
 ENGAGEMENT_EVENTS = frozenset({"email_open", "email_click"})
+EXPERIMENT_JOBS_KEPT = 5
+# A purchase rewards the user's latest experiment email if it came at most this long before.
+PURCHASE_ATTRIBUTION_MS = 7 * 86_400_000
 QUALITY_K = 10
 
 
@@ -74,6 +78,8 @@ class BatchResult:
     engagement_hours: list[int] = field(default_factory=list)
     # Labelled propensity examples: features at a probe's instant, outcomes in the 7 days after.
     propensity_examples: list[tuple[dict[str, float], list[str]]] = field(default_factory=list)
+    # Sends of and rewards for experiment variants: [kind, experiment, variant, event type, first].
+    bandit_records: list[list[Any]] = field(default_factory=list)
     # Prequential recommender quality: predictions made, and hits of each recommender.
     reco_quality: Counter[str] = field(default_factory=Counter)
     timer_lateness_ms: int = 0
@@ -95,6 +101,7 @@ class BatchProcessor:
         clock_ms: Callable[[], int],
         reco_weights: dict[str, float],
         item_model: ItemModel,
+        experiments: dict[str, Experiment],
     ) -> None:
         self._policy = policy
         self._renderer = renderer
@@ -103,6 +110,7 @@ class BatchProcessor:
         self._max_event_bytes = max_event_bytes
         self._clock_ms = clock_ms
         self._reco_weights = reco_weights
+        self.experiments = experiments
         # The trainer's latest snapshot; the hot path swaps in each new one between batches.
         self.item_model = item_model
 
@@ -261,6 +269,8 @@ class BatchProcessor:
             hour = hour_of_week(event.timestamp_ms, applied.traits.get("timezone"))
             applied.engagement_hours = add_engagement(applied.engagement_hours, hour)
             result.engagement_hours.append(hour)
+        if event.type in REWARD_EVENTS and applied.experiment_jobs:
+            applied.experiment_jobs = _attribute_reward(applied.experiment_jobs, event, result)
         applied.propensity_probe = propensity.observe(state.propensity_probe, event.type, event.timestamp_ms)
         self._close_due_probe(applied, event.timestamp_ms, result)
         if applied.propensity_probe is None:
@@ -278,9 +288,16 @@ class BatchProcessor:
             if new_state.is_unsubscribed(request.list_name):
                 result.suppressed["unsubscribed"] += 1
                 continue
+            experiment = self.experiments.get(request.template)
             try:
                 job = build_job(
-                    request, new_state, self._renderer, self._job_context, self.item_model, self._clock_ms()
+                    request,
+                    new_state,
+                    self._renderer,
+                    self._job_context,
+                    self.item_model,
+                    self._clock_ms(),
+                    experiment,
                 )
             except UndeliverableJob as e:
                 result.dead_letters.append(DeadLetter(record, "undeliverable", str(e)))
@@ -289,4 +306,25 @@ class BatchProcessor:
             else:
                 result.jobs.append(job)
                 result.job_triggers[job["job_id"]] = record
+                if experiment is not None:
+                    sent = [job["job_id"], experiment.name, job["variant"], event.timestamp_ms, False]
+                    new_state.experiment_jobs = [*new_state.experiment_jobs[-(EXPERIMENT_JOBS_KEPT - 1) :], sent]
+                    result.bandit_records.append(["sent", experiment.name, job["variant"], None, False])
         return new_state
+
+
+def _attribute_reward(jobs: list[list[Any]], event: Event, result: BatchResult) -> list[list[Any]]:
+    """Credit an open or click to the job it names, a purchase to the latest recent job."""
+    if event.type == "purchase":
+        recent = [j for j in jobs if 0 <= event.timestamp_ms - j[3] <= PURCHASE_ATTRIBUTION_MS]
+        target = recent[-1][0] if recent else None
+    else:
+        target = event.properties.get("job_id")
+    updated = []
+    for job in jobs:
+        job_id, experiment, variant, sent_ms, rewarded = job
+        if job_id == target:
+            result.bandit_records.append(["reward", experiment, variant, event.type, not rewarded])
+            job = [job_id, experiment, variant, sent_ms, True]
+        updated.append(job)
+    return updated

@@ -64,6 +64,8 @@ class UserState:
     engagement_hours: dict[str, float] = field(default_factory=dict)
     # Propensity's open probe: features at an instant and the outcomes seen since.
     propensity_probe: dict[str, Any] | None = None
+    # Recent experiment emails, for attributing rewards: [job_id, experiment, variant, sent_ms, rewarded].
+    experiment_jobs: list[list[Any]] = field(default_factory=list)
 
     @property
     def email(self) -> str | None:
@@ -104,6 +106,7 @@ class UserState:
             self.recent_interactions,
             self.engagement_hours,
             self.propensity_probe,
+            self.experiment_jobs,
         )
 
     def is_unsubscribed(self, list_name: str = DEFAULT_LIST) -> bool:

@@ -31,6 +31,7 @@ def processor(templates: Path | None = None) -> BatchProcessor:
         clock_ms=lambda: BASE_TS,
         reco_weights=DEFAULT_WEIGHTS,
         item_model=ItemModel.empty(4),
+        experiments={},
     )
 
 

@@ -71,6 +71,7 @@ def test_incremental_membership_equals_from_scratch(book: str, history: list[tup
         clock_ms=lambda: now["ms"],
         reco_weights=DEFAULT_WEIGHTS,
         item_model=ItemModel.empty(4),
+        experiments={},
     )
     stored: dict[str, UserState] = {}
     index: set[tuple[int, str]] = set()  # the partition's timer index, as the hot path keeps it

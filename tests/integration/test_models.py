@@ -1,5 +1,6 @@
-"""Recommendations through the real broker and Redis: the trainer process's snapshots,
-per-user ranking on the worker, the cache and its invalidation, and a trainer's restart."""
+"""The models through the real broker and Redis: the trainer process's snapshots,
+recommendations ranked on the worker, send time, propensity, bandits, the cache and its
+invalidation, and a trainer's restart."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as redis
 
@@ -18,6 +20,7 @@ from tests.integration.harness import (
     free_port,
     keyed,
     produce,
+    read_topic,
     signup,
 )
 
@@ -176,3 +179,31 @@ async def test_propensity_learns_from_probes_the_clock_closes(worker: WorkerHarn
     code, body = await worker.get("/users/p0/predictions")
     assert code == 200 and set(body["propensity"]) == {"open_7d", "click_7d", "purchase_7d"}
     assert 0.0 < body["propensity"]["open_7d"] < 1.0
+
+
+async def test_bandit_rewards_from_opens_reach_the_experiment(worker: WorkerHarness) -> None:
+    await ensure_all_topics(worker.settings)
+    await worker.start()
+    worker.start_trainer()
+    s = worker.settings
+    await produce(s.kafka_bootstrap, s.events_topic, [signup(f"s{n}", f"S{n}") for n in range(20)])
+    await worker.wait_until_caught_up()
+    jobs = [orjson.loads(r.value) for r in await read_topic(s.kafka_bootstrap, s.jobs_topic)]
+    assert len(jobs) == 20 and {j["experiment"] for j in jobs} == {"welcome_preheader"}
+    opened = [j for j in jobs if j["variant"] == "picks"]
+    opens = [
+        keyed(event_doc("email_open", j["user_id"], event_id=f"open-{j['user_id']}", job_id=j["job_id"]))
+        for j in opened
+    ]
+    await produce(s.kafka_bootstrap, s.events_topic, opens)
+    await worker.wait_until_caught_up()
+
+    def settled(body: dict[str, Any]) -> bool:
+        variants = body["variants"]
+        return sum(v["sends"] for v in variants.values()) == 20 and variants["picks"]["opens"] == len(opened)
+
+    body = await worker.wait_for(settled, "/experiments/welcome_preheader", timeout=60)
+    picks, promise = body["variants"]["picks"], body["variants"]["promise"]
+    assert picks["rewarded"] == len(opened) and promise["rewarded"] == 0
+    assert picks["alpha"] == 1 + len(opened) and promise["alpha"] == 1
+    assert (await worker.get("/experiments/nope"))[0] == 404

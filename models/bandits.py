@@ -1,0 +1,129 @@
+"""Bandits for content variants: Thompson sampling per experiment, state per experiment.
+
+An experiment names a template and its variants (`streams/experiments.yaml`). Each
+variant's chance of engaging is a Beta posterior, held as River `proba.Beta` objects by
+the trainer, which sees every send and every reward of the fleet: a send counts as a
+failure until a reward for that job arrives, which then turns it into a success (River's
+`revert`), so late opens are neither lost nor counted twice. The trainer ships alpha and
+beta per variant in its snapshot; a worker draws from each posterior with a generator
+seeded by the job id, so a replayed job chooses the same variant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from river import proba
+
+from streams.errors import ConfigError
+
+REWARD_EVENTS = {"email_open": "opens", "email_click": "clicks", "purchase": "purchases"}
+STATS = ("sends", "opens", "clicks", "purchases", "rewarded")
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment:
+    name: str
+    template: str
+    variants: tuple[str, ...]
+
+
+def load_experiments(path: Path, templates: set[str]) -> dict[str, Experiment]:
+    """Experiments by the template they vary; start-up stops on anything invalid."""
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read experiments from {path}: {e}") from e
+    entries = doc.get("experiments", []) if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path} must have a top-level `experiments:` list")
+    by_template: dict[str, Experiment] = {}
+    names: set[str] = set()
+    for i, entry in enumerate(entries):
+        where = f"{path}: experiments[{i}]"
+        if not isinstance(entry, dict) or set(entry) != {"name", "template", "variants"}:
+            raise ConfigError(f"{where} must have exactly name, template and variants; got {entry!r}")
+        name, template, variants = entry["name"], entry["template"], entry["variants"]
+        if not isinstance(name, str) or not name or name in names:
+            raise ConfigError(f"{where}.name must be a unique, non-empty name; got {name!r}")
+        if template not in templates:
+            raise ConfigError(f"{where}.template must be one of {', '.join(sorted(templates))}; got {template!r}")
+        if template in by_template:
+            raise ConfigError(f"{where}: template `{template}` already has experiment `{by_template[template].name}`")
+        if (
+            not isinstance(variants, list)
+            or len(variants) < 2
+            or len(set(variants)) != len(variants)
+            or not all(isinstance(v, str) and v for v in variants)
+        ):
+            raise ConfigError(f"{where}.variants must be two or more distinct names; got {variants!r}")
+        names.add(name)
+        by_template[template] = Experiment(name, template, tuple(variants))
+    return by_template
+
+
+def choose_variant(experiment: Experiment, posteriors: dict[str, list[float]], job_id: str) -> str:
+    """Thompson sampling: the variant whose posterior draw is highest, drawn reproducibly."""
+    seed = int.from_bytes(hashlib.blake2b(job_id.encode(), digest_size=8).digest(), "big")
+    rng = np.random.default_rng(seed)
+    draws = [rng.beta(*posteriors.get(variant, (1.0, 1.0))) for variant in experiment.variants]
+    return experiment.variants[int(np.argmax(draws))]
+
+
+class BanditTrainer:
+    """Every experiment's posteriors and per-variant counts, from the fleet's sends and rewards."""
+
+    def __init__(self) -> None:
+        self._posteriors: dict[str, dict[str, Any]] = {}
+        self._stats: dict[str, dict[str, dict[str, int]]] = {}
+
+    def sent(self, experiment: str, variant: str) -> None:
+        self._posterior(experiment, variant).update(False)  # a failure until a reward says otherwise
+        self._count(experiment, variant, "sends")
+
+    def rewarded(self, experiment: str, variant: str, event_type: str, first: bool) -> None:
+        """An open, click or purchase attributed to a job; `first` for the job's first one."""
+        self._count(experiment, variant, REWARD_EVENTS[event_type])
+        if first:
+            posterior = self._posterior(experiment, variant)
+            posterior.revert(False)
+            posterior.update(True)
+            self._count(experiment, variant, "rewarded")
+
+    def export(self) -> dict[str, dict[str, dict[str, float]]]:
+        return {
+            experiment: {
+                variant: {
+                    "alpha": float(posterior.alpha),
+                    "beta": float(posterior.beta),
+                    **self._stats[experiment][variant],
+                }
+                for variant, posterior in arms.items()
+            }
+            for experiment, arms in self._posteriors.items()
+        }
+
+    def restore(self, exported: dict[str, dict[str, dict[str, float]]]) -> None:
+        for experiment, arms in exported.items():
+            for variant, doc in arms.items():
+                self._posteriors.setdefault(experiment, {})[variant] = proba.Beta(int(doc["alpha"]), int(doc["beta"]))
+                self._stats.setdefault(experiment, {})[variant] = {stat: int(doc[stat]) for stat in STATS}
+
+    def _posterior(self, experiment: str, variant: str) -> Any:
+        arms = self._posteriors.setdefault(experiment, {})
+        if variant not in arms:
+            arms[variant] = proba.Beta()
+        return arms[variant]
+
+    def _count(self, experiment: str, variant: str, stat: str) -> None:
+        counts = self._stats.setdefault(experiment, {}).setdefault(variant, dict.fromkeys(STATS, 0))
+        counts[stat] += 1
+
+
+def posteriors_of(exported: dict[str, dict[str, dict[str, float]]], experiment: str) -> dict[str, list[float]]:
+    return {variant: [doc["alpha"], doc["beta"]] for variant, doc in exported.get(experiment, {}).items()}
