@@ -144,8 +144,12 @@ class PropensityTrainer:
             model.learn_one(x, label)
         self.examples += 1
 
-    def restore(self, scorers: dict[str, Scorer], examples: int) -> None:
-        """Continue from published weights (a snapshot), as if it had learned them itself."""
+    def restore(self, scorers: dict[str, Scorer], quality: dict[str, Any]) -> None:
+        """Continue from published weights (a snapshot), as if it had learned them itself.
+
+        Log loss continues from the published value; ROC AUC cannot be rebuilt from one
+        number, so it counts again from the next example."""
+        examples = int(quality.get("examples", 0))
         for target, scorer in scorers.items():
             scaler, regression = self._models[target]["StandardScaler"], self._models[target]["LogisticRegression"]
             scaler.counts.update(dict.fromkeys(scorer.means, max(examples, 1)))
@@ -154,6 +158,8 @@ class PropensityTrainer:
             for name, weight in scorer.weights.items():
                 regression._weights[name] = weight
             regression.intercept = scorer.intercept
+            if examples:
+                self._log_loss[target]._mean.update(quality[target]["log_loss"], w=examples)
         self.examples = examples
 
     def scorers(self) -> dict[str, Scorer]:

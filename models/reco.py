@@ -229,7 +229,7 @@ class ItemTrainer:
         for sku, others in snapshot.together.items():
             self._bought_with[sku] = {other: float(len(others) - rank) for rank, other in enumerate(others)}
         self._send_hours = list(snapshot.send_hours)
-        self._propensity.restore(snapshot.propensity, int(snapshot.propensity_quality.get("examples", 0)))
+        self._propensity.restore(snapshot.propensity, snapshot.propensity_quality)
         self._bandits.restore(snapshot.bandits)
         self.offset = snapshot.offset
 

@@ -67,7 +67,7 @@ CONTEXT: Final[dict[str, str]] = {
     "popular": "the most popular products right now (same fields); may be empty",
     "flow": "the flow sending this email, or None in a preview",
     "step": "the step of that flow, or None",
-    "variant": "the experiment variant, or None",
+    "variant": "the variant an experiment's bandit chose for this email, or None",
     "brand": "the shop's name",
     "shop_url": "the shop's home page",
     "postal_address": "the sender's postal address (required in marketing email)",

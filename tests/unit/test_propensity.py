@@ -53,8 +53,9 @@ def test_trainer_learns_a_planted_habit_and_its_exported_weights_score_alike() -
     assert scorer.probability(x) == pytest.approx(model.predict_proba_one(x)[True], abs=1e-6)
 
     restored = PropensityTrainer()
-    restored.restore(trainer.scorers(), quality["examples"])
+    restored.restore(trainer.scorers(), quality)
     assert restored.scorers()["open"].probability(x) == pytest.approx(scorer.probability(x), abs=1e-6)
+    assert restored.quality()["open"]["log_loss"] == quality["open"]["log_loss"]
 
 
 def test_the_worker_turns_probes_into_examples_on_the_next_event_or_on_the_clock() -> None:
