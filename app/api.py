@@ -142,7 +142,9 @@ async def user_recommendations(request: web.Request) -> web.Response:
         k = 0
     if not 1 <= k <= MAX_RECOMMENDATIONS:
         return _json({"error": f"k must be a whole number from 1 to {MAX_RECOMMENDATIONS}"}, 400)
-    field = f"recommendations:{k}"
+    # Answers depend on the user's state (a change drops the user's hash) and on the model
+    # snapshot (each one gets its own fields; the old ones expire with the hash).
+    field = f"recommendations:{k}:{app.processor.item_model.offset}"
     cached = await app.prediction_cache.get(user_id, field)
     if cached is not None:
         return web.Response(body=cached, content_type="application/json")
@@ -166,7 +168,8 @@ async def user_predictions(request: web.Request) -> web.Response:
     fleet's. Cached in Redis until the user's next event."""
     app = _app(request)
     user_id = request.match_info["user_id"]
-    cached = await app.prediction_cache.get(user_id, "predictions")
+    field = f"predictions:{app.processor.item_model.offset}"
+    cached = await app.prediction_cache.get(user_id, field)
     if cached is not None:
         return web.Response(body=cached, content_type="application/json")
     state = _stored_user(app, user_id)
@@ -190,7 +193,7 @@ async def user_predictions(request: web.Request) -> web.Response:
     x = propensity_features(state, app.clock.now_ms())
     chances = {f"{target}_7d": round(scorer.probability(x), 4) for target, scorer in scorers.items()} or None
     body = orjson.dumps({"user_id": user_id, "propensity": chances, "send_time": send_time})
-    await app.prediction_cache.put(user_id, "predictions", body)
+    await app.prediction_cache.put(user_id, field, body)
     return web.Response(body=body, content_type="application/json")
 
 

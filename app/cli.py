@@ -126,14 +126,17 @@ def preview(template: str, user_id: str | None, output: str, worker_url: str | N
 @click.option("--latency-rate", default=1_000, show_default=True, help="Events/s during the latency run.")
 @click.option("--latency-seconds", default=10, show_default=True)
 @click.option("--partitions", default=8, show_default=True)
-@click.option("--render-only", is_flag=True, help="Measure only the render cost of a typical email.")
+@click.option("--render-only", is_flag=True, help="Measure only rendering and the models on planted data.")
 def bench(events: int, latency_rate: int, latency_seconds: int, partitions: int, render_only: bool) -> None:
     """Measure the hot path against a naive Faust agent, and rendering against per-job MJML."""
     from app.api_bench import report_api
     from app.bench import API_RATE, report, run_bench
+    from app.model_quality import model_state_sizes, prequential_quality, report_models
     from app.render_bench import measure_render_cost, report_render_cost
 
     click.echo(report_render_cost(measure_render_cost()))
+    quality = prequential_quality(users=2_000, events=100_000, seed=3)
+    click.echo(report_models(quality, model_state_sizes(users=20_000, events=200_000, seed=11)))
     if not render_only:
         results, api_results = asyncio.run(run_bench(events, latency_rate, latency_seconds, partitions))
         click.echo(report(results))

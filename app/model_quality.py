@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 
 from app.generator import EventGenerator
 from models.reco import DEFAULT_WEIGHTS, ItemModel, ItemTrainer, interactions_of, recommend, remember
@@ -57,7 +58,7 @@ def prequential_quality(users: int, events: int, seed: int, snapshot_every: int 
                 counts["fleet"] += interaction.sku in {r.sku for r in fleet}
                 counts["single"] += interaction.sku in _single_model_top(trainer, user, owned)
                 counts["popular"] += interaction.sku in [s for s in snapshot.popular if s not in owned][:K]
-            trainer.learn(interaction, product, offset)
+            trainer.learn(interaction, product)
             offset += 1
             histories[user] = remember(histories.get(user, []), interaction)
             if event.type == "purchase":
@@ -78,3 +79,59 @@ def _single_model_top(trainer: ItemTrainer, user: str, owned: frozenset[str]) ->
         [model.i_biases.get(s, 0.0) for s in skus]
     )
     return {skus[i] for i in np.argsort(-scores)[:K]}
+
+
+@dataclass(frozen=True, slots=True)
+class StateSizes:
+    users: int
+    mean_bytes: float
+    p99_bytes: int
+    max_bytes: int
+
+
+def model_state_sizes(users: int, events: int, seed: int) -> StateSizes:
+    """JSON bytes of every model's per-user part after `events` generated events."""
+    import statistics
+
+    from app.faust_app import build_processor
+    from app.settings import Settings
+    from streams.clock import Clock
+    from streams.pipeline import InputRecord
+    from streams.state import UserState
+
+    processor = build_processor(Settings.from_env(), Clock())
+    trainer = ItemTrainer(n_factors=16, half_life_days=14, capacity=5_000, seed=seed)
+    states: dict[str, UserState] = {}
+    clock = iter(range(START_MS, START_MS + events * 1_000, 1_000))
+    stream = EventGenerator(users, seed, broken_share=0.0).messages(clock_ms=lambda: next(clock))
+    batch = []
+    for offset, (key, value) in enumerate(stream):
+        if offset >= events:
+            break
+        batch.append(InputRecord(0, offset, key, value, 0))
+        if len(batch) == 2_000:
+            result = processor.process({0: batch}, lambda _, user: states.get(user))
+            states.update(result.states.get(0, {}))
+            trainer.learn_batch(result.training, 0)
+            processor.item_model = trainer.snapshot()
+            batch = []
+    sizes = sorted(
+        len(orjson.dumps([s.recent_interactions, s.engagement_hours, s.propensity_probe, s.experiment_jobs]))
+        for s in states.values()
+    )
+    return StateSizes(len(sizes), statistics.mean(sizes), sizes[int(len(sizes) * 0.99)], sizes[-1])
+
+
+def report_models(quality: Quality, sizes: StateSizes) -> str:
+    fleet, single, popular = (quality.rate(h) for h in (quality.fleet_hits, quality.single_hits, quality.popular_hits))
+    return "\n".join(
+        [
+            f"recommendations, prequential hit-rate@10 over {quality.predictions:,} clicks and purchases "
+            "on planted taste groups:",
+            f"  fleet design {fleet:.1%}, one model over all traffic {single:.1%}, popularity {popular:.1%}",
+            f"  fleet / one model {fleet / single:.2f} (target >= 0.95), fleet / popularity {fleet / popular:.1f}x "
+            "(target >= 2)",
+            f"model state per user ({sizes.users:,} users): mean {sizes.mean_bytes:.0f} B, "
+            f"p99 {sizes.p99_bytes} B, max {sizes.max_bytes} B (target < 1 KB)",
+        ]
+    )

@@ -79,7 +79,7 @@ def _typical_user() -> tuple[ItemModel, UserState]:
         event = validate_event({"event_id": f"e{n}", "user_id": "u1", "timestamp": NOW_MS - 1000 + n, **doc}, b"u1")
         state = apply(state, event, StatePolicy())
         for interaction, product in interactions_of(event, DEFAULT_WEIGHTS):
-            trainer.learn(interaction, product, n)
+            trainer.learn(interaction, product)
             state.recent_interactions = remember(state.recent_interactions, interaction)
     state.segments = {"big_spenders": NOW_MS, "highly_engaged": NOW_MS}
     return trainer.snapshot(), state

@@ -60,27 +60,63 @@ class Interaction:
     order_id: str | None = None
 
 
-def encode_interaction(interaction: Interaction, product: Product | None) -> bytes:
-    """The record on the interactions topic; the product's details ride along when known."""
-    details = [product.name, product.category, product.price] if product else None
-    i = interaction
-    return orjson.dumps([i.user_id, i.sku, i.weight, i.timestamp_ms, i.order_id, details])
+# About 450 KB at most: a propensity example is the largest item, ~450 bytes.
+TRAINING_CHUNK_ITEMS = 1_000
 
 
-ENGAGEMENT_HEADER = ("tidemail.kind", b"engagement")
-PROPENSITY_HEADER = ("tidemail.kind", b"propensity")
-BANDIT_HEADER = ("tidemail.kind", b"bandit")
+@dataclass(slots=True)
+class TrainingBatch:
+    """Everything one worker batch teaches the trainer, as one record on the interactions
+    topic: one record per batch rather than per interaction keeps the hot path's cost of
+    feeding the trainer to a few microseconds per event."""
 
+    interactions: list[tuple[Interaction, Product | None]] = field(default_factory=list)
+    engagement_hours: list[int] = field(default_factory=list)
+    propensity_examples: list[tuple[dict[str, float], list[str]]] = field(default_factory=list)
+    bandit_records: list[list[Any]] = field(default_factory=list)
 
-def encode_engagement(hour_of_week: int) -> bytes:
-    """An open or click for send time's prior; travels with a `tidemail.kind` header."""
-    return orjson.dumps(hour_of_week)
+    def __bool__(self) -> bool:
+        return bool(self.interactions or self.engagement_hours or self.propensity_examples or self.bandit_records)
 
+    def split(self, max_items: int = TRAINING_CHUNK_ITEMS) -> list[TrainingBatch]:
+        """Pieces of at most `max_items` of each kind, so no record nears Kafka's 1 MB limit
+        (a clock batch can close thousands of propensity probes at once)."""
+        longest = max(
+            len(self.interactions), len(self.engagement_hours), len(self.propensity_examples), len(self.bandit_records)
+        )
+        return [
+            TrainingBatch(
+                self.interactions[start : start + max_items],
+                self.engagement_hours[start : start + max_items],
+                self.propensity_examples[start : start + max_items],
+                self.bandit_records[start : start + max_items],
+            )
+            for start in range(0, longest, max_items)
+        ]
 
-def decode_interaction(raw: bytes) -> tuple[Interaction, Product | None]:
-    user_id, sku, weight, ts, order_id, details = orjson.loads(raw)
-    product = Product(sku, details[0], details[1], float(details[2])) if details else None
-    return Interaction(user_id, sku, float(weight), int(ts), order_id), product
+    def encode(self) -> bytes:
+        interactions = [
+            [i.user_id, i.sku, i.weight, i.timestamp_ms, i.order_id, [p.name, p.category, p.price] if p else None]
+            for i, p in self.interactions
+        ]
+        examples = [[x, outcomes] for x, outcomes in self.propensity_examples]
+        return orjson.dumps([interactions, self.engagement_hours, examples, self.bandit_records])
+
+    @classmethod
+    def decode(cls, raw: bytes) -> TrainingBatch:
+        interactions, hours, examples, bandit_records = orjson.loads(raw)
+        return cls(
+            [
+                (
+                    Interaction(user_id, sku, float(weight), int(ts), order_id),
+                    Product(sku, details[0], details[1], float(details[2])) if details else None,
+                )
+                for user_id, sku, weight, ts, order_id, details in interactions
+            ],
+            hours,
+            [(x, outcomes) for x, outcomes in examples],
+            bandit_records,
+        )
 
 
 DEFAULT_WEIGHTS = {"page_view": 1.0, "click": 2.0, "cart_add": 4.0, "purchase": 8.0}
@@ -233,26 +269,23 @@ class ItemTrainer:
         self._bandits.restore(snapshot.bandits)
         self.offset = snapshot.offset
 
-    def learn_bandit(self, record: list[Any], offset: int) -> None:
-        """A send of, or a reward for, an experiment's variant (see `bandit_record`)."""
-        kind, experiment, variant, event_type, first = record
-        if kind == "sent":
-            self._bandits.sent(experiment, variant)
-        else:
-            self._bandits.rewarded(experiment, variant, event_type, first)
+    def learn_batch(self, batch: TrainingBatch, offset: int) -> None:
+        """What one worker batch saw: interactions, opens and clicks by local hour,
+        propensity examples, and experiment sends and rewards."""
+        for interaction, product in batch.interactions:
+            self.learn(interaction, product)
+        for hour in batch.engagement_hours:
+            self._send_hours[hour] += 1.0
+        for x, outcomes in batch.propensity_examples:
+            self._propensity.learn(x, outcomes)
+        for kind, experiment, variant, event_type, first in batch.bandit_records:
+            if kind == "sent":
+                self._bandits.sent(experiment, variant)
+            else:
+                self._bandits.rewarded(experiment, variant, event_type, first)
         self.offset = offset + 1
 
-    def learn_propensity(self, x: dict[str, float], outcomes: list[str], offset: int) -> None:
-        """A labelled example: a user's features and what they did in the 7 days after."""
-        self._propensity.learn(x, outcomes)
-        self.offset = offset + 1
-
-    def learn_engagement(self, hour_of_week: int, offset: int) -> None:
-        """An open or click at this local hour of the week, from any user."""
-        self._send_hours[hour_of_week] += 1.0
-        self.offset = offset + 1
-
-    def learn(self, interaction: Interaction, product: Product | None, offset: int) -> None:
+    def learn(self, interaction: Interaction, product: Product | None) -> None:
         sku = interaction.sku
         if product is not None:
             self._popularity.observe_product(product, interaction.weight, interaction.timestamp_ms)
@@ -266,7 +299,6 @@ class ItemTrainer:
             self._model.learn_one(interaction.user_id, negative, 0.0)  # type: ignore[no-untyped-call]
         if interaction.order_id is not None:
             self._learn_basket(interaction.order_id, sku)
-        self.offset = offset + 1
         self.last_ms = max(self.last_ms, interaction.timestamp_ms)
 
     def snapshot(self) -> ItemModel:

@@ -31,13 +31,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from mode import Service
 
-from models.reco import (
-    BANDIT_HEADER,
-    ENGAGEMENT_HEADER,
-    PROPENSITY_HEADER,
-    encode_engagement,
-    encode_interaction,
-)
 from streams import metrics
 from streams.batching import Outgoing, send_grouped
 from streams.cache import StateCache
@@ -284,7 +277,7 @@ class HotPath(Service):
         self._record_consumption(fetched)
 
     async def _make_durable(self, result: BatchResult) -> None:
-        output_ends, _ = await asyncio.gather(self._publisher.publish(result), self._publish_interactions(result))
+        output_ends, _ = await asyncio.gather(self._publisher.publish(result), self._publish_training(result))
         checkpoints = {
             partition: self._checkpoints.get(partition, Checkpoint(None, {})).advanced(
                 result.last_offsets.get(partition), output_ends.get(partition, {})
@@ -306,25 +299,13 @@ class HotPath(Service):
             for user_id, state in states.items():
                 self._cache.put(partition, user_id, state)
 
-    async def _publish_interactions(self, result: BatchResult) -> None:
+    async def _publish_training(self, result: BatchResult) -> None:
         # At least once, in input order: a replayed batch may teach the trainer an
         # interaction twice, which moves a model about as much as one more view.
-        topic = self._interactions_topic
-        records = [
-            Outgoing(topic, 0, interaction.user_id.encode(), encode_interaction(interaction, product))
-            for interaction, product in result.interactions
-        ]
-        records.extend(
-            Outgoing(topic, 0, None, encode_engagement(hour), (ENGAGEMENT_HEADER,)) for hour in result.engagement_hours
-        )
-        records.extend(
-            Outgoing(topic, 0, None, orjson.dumps({"x": x, "y": outcomes}), (PROPENSITY_HEADER,))
-            for x, outcomes in result.propensity_examples
-        )
-        records.extend(
-            Outgoing(topic, 0, None, orjson.dumps(record), (BANDIT_HEADER,)) for record in result.bandit_records
-        )
-        await send_grouped(self._producer, records)
+        if result.training:
+            topic = self._interactions_topic
+            chunks = [Outgoing(topic, 0, None, chunk.encode()) for chunk in result.training.split()]
+            await send_grouped(self._producer, chunks)
 
     def _load(self, partition: int, user_id: str) -> UserState | None:
         state = self._cache.get(partition, user_id)

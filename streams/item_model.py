@@ -21,18 +21,10 @@ import logging
 import time
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from mode import Service
 
-from models.reco import (
-    BANDIT_HEADER,
-    ENGAGEMENT_HEADER,
-    PROPENSITY_HEADER,
-    ItemModel,
-    ItemTrainer,
-    decode_interaction,
-)
+from models.reco import ItemModel, ItemTrainer, TrainingBatch
 from streams import metrics
 from streams.pipeline import BatchProcessor
 
@@ -141,19 +133,8 @@ class Trainer:
                 return
             records = fetched.get(self._interactions, [])
             for record in records:
-                if ENGAGEMENT_HEADER in record.headers:
-                    trainer.learn_engagement(orjson.loads(record.value or b"0"), record.offset)
-                    continue
-                if BANDIT_HEADER in record.headers:
-                    trainer.learn_bandit(orjson.loads(record.value or b"[]"), record.offset)
-                    continue
-                if PROPENSITY_HEADER in record.headers:
-                    example = orjson.loads(record.value or b"{}")
-                    trainer.learn_propensity(example["x"], example["y"], record.offset)
-                    continue
-                interaction, product = decode_interaction(record.value or b"")
-                trainer.learn(interaction, product, record.offset)
-            metrics.TRAINER_INTERACTIONS.inc(len(records))
+                trainer.learn_batch(TrainingBatch.decode(record.value or b""), record.offset)
+            metrics.TRAINER_BATCHES.inc(len(records))
             if time.monotonic() - self._last_snapshot_at >= self._snapshot_interval_s:
                 await self._publish(trainer)
 

@@ -55,7 +55,10 @@ RECO_HITS = Counter(
     "Predicted clicks and purchases whose product was in the top 10, by recommender (model or popular).",
     ["recommender"],
 )
-TRAINER_INTERACTIONS = Counter("tidemail_trainer_interactions_total", "Interactions learned by this worker's trainer.")
+TRAINER_BATCHES = Counter(
+    "tidemail_trainer_batches_total",
+    "Worker batches (interactions, engagement, examples, rewards) the trainer learned.",
+)
 SNAPSHOTS_PUBLISHED = Counter("tidemail_item_model_snapshots_total", "Item-model snapshots this worker published.")
 ITEM_MODEL_ITEMS = Gauge("tidemail_item_model_items", "Items in the item-model snapshot this worker ranks with.")
 PREDICTION_CACHE = Counter(

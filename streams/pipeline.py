@@ -15,7 +15,7 @@ from typing import Any
 from models import propensity
 from models.bandits import REWARD_EVENTS, Experiment
 from models.popularity import Product
-from models.reco import Interaction, ItemModel, interactions_of, owned_skus, recommend, remember
+from models.reco import Interaction, ItemModel, TrainingBatch, interactions_of, owned_skus, recommend, remember
 from models.send_time import add_engagement, hour_of_week
 from streams.content import EmailRenderer, RenderedEmail
 from streams.errors import InvalidEvent, RenderError, UndeliverableJob
@@ -73,13 +73,9 @@ class BatchResult:
     timer_additions: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
     timer_removals: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
     segment_deltas: dict[int, Counter[str]] = field(default_factory=dict)
-    interactions: list[tuple[Interaction, Product | None]] = field(default_factory=list)
-    # Local hours of the week of the opens and clicks applied (for the fleet's send-time prior).
-    engagement_hours: list[int] = field(default_factory=list)
-    # Labelled propensity examples: features at a probe's instant, outcomes in the 7 days after.
-    propensity_examples: list[tuple[dict[str, float], list[str]]] = field(default_factory=list)
-    # Sends of and rewards for experiment variants: [kind, experiment, variant, event type, first].
-    bandit_records: list[list[Any]] = field(default_factory=list)
+    # What the trainer learns from this batch: interactions, opens and clicks by local hour,
+    # propensity examples, experiment sends and rewards ([kind, experiment, variant, event, first]).
+    training: TrainingBatch = field(default_factory=TrainingBatch)
     # Prequential recommender quality: predictions made, and hits of each recommender.
     reco_quality: Counter[str] = field(default_factory=Counter)
     timer_lateness_ms: int = 0
@@ -171,7 +167,7 @@ class BatchProcessor:
         probe = state.propensity_probe
         if propensity.is_due(probe, now_ms):
             assert probe is not None
-            result.propensity_examples.append((propensity.probe_features(probe), probe["y"]))
+            result.training.propensity_examples.append((propensity.probe_features(probe), probe["y"]))
             state.propensity_probe = None
 
     @staticmethod
@@ -231,7 +227,7 @@ class BatchProcessor:
         history = before.recent_interactions
         for interaction, product in interactions:
             history = remember(history, interaction)
-            result.interactions.append((interaction, product))
+            result.training.interactions.append((interaction, product))
         return history
 
     def _process_record(
@@ -268,7 +264,7 @@ class BatchProcessor:
         if event.type in ENGAGEMENT_EVENTS:
             hour = hour_of_week(event.timestamp_ms, applied.traits.get("timezone"))
             applied.engagement_hours = add_engagement(applied.engagement_hours, hour)
-            result.engagement_hours.append(hour)
+            result.training.engagement_hours.append(hour)
         if event.type in REWARD_EVENTS and applied.experiment_jobs:
             applied.experiment_jobs = _attribute_reward(applied.experiment_jobs, event, result)
         applied.propensity_probe = propensity.observe(state.propensity_probe, event.type, event.timestamp_ms)
@@ -309,7 +305,7 @@ class BatchProcessor:
                 if experiment is not None:
                     sent = [job["job_id"], experiment.name, job["variant"], event.timestamp_ms, False]
                     new_state.experiment_jobs = [*new_state.experiment_jobs[-(EXPERIMENT_JOBS_KEPT - 1) :], sent]
-                    result.bandit_records.append(["sent", experiment.name, job["variant"], None, False])
+                    result.training.bandit_records.append(["sent", experiment.name, job["variant"], None, False])
         return new_state
 
 
@@ -324,7 +320,7 @@ def _attribute_reward(jobs: list[list[Any]], event: Event, result: BatchResult) 
     for job in jobs:
         job_id, experiment, variant, sent_ms, rewarded = job
         if job_id == target:
-            result.bandit_records.append(["reward", experiment, variant, event.type, not rewarded])
+            result.training.bandit_records.append(["reward", experiment, variant, event.type, not rewarded])
             job = [job_id, experiment, variant, sent_ms, True]
         updated.append(job)
     return updated

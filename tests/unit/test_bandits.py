@@ -81,7 +81,7 @@ def test_jobs_carry_their_variant_and_opens_of_them_are_rewards() -> None:
     store.save(sent)
     [job] = sent.jobs
     assert job["experiment"] == "welcome_preheader" and job["variant"] in ("promise", "picks")
-    assert sent.bandit_records == [["sent", "welcome_preheader", job["variant"], None, False]]
+    assert sent.training.bandit_records == [["sent", "welcome_preheader", job["variant"], None, False]]
 
     opens = [
         record(1, event_doc("email_open", "u1", event_id="o1", ts=BASE_TS + 1, job_id=job["job_id"])),
@@ -90,7 +90,7 @@ def test_jobs_carry_their_variant_and_opens_of_them_are_rewards() -> None:
         record(4, event_doc("purchase", "u1", event_id="p1", ts=BASE_TS + 4)),
     ]
     rewarded = worker.process({0: opens}, store.load)
-    assert rewarded.bandit_records == [
+    assert rewarded.training.bandit_records == [
         ["reward", "welcome_preheader", job["variant"], "email_open", True],
         ["reward", "welcome_preheader", job["variant"], "email_open", False],
         ["reward", "welcome_preheader", job["variant"], "purchase", False],

@@ -15,18 +15,22 @@ import pytest
 from models.bandits import BanditTrainer
 from models.popularity import Product
 from models.propensity import FEATURES, PropensityTrainer, Scorer
-from models.reco import Interaction, ItemModel, ItemTrainer
+from models.reco import Interaction, ItemModel, ItemTrainer, TrainingBatch
 from tests.factories import BASE_TS
 
 
 def item_trainer() -> ItemTrainer:
     trainer = ItemTrainer(n_factors=4, half_life_days=7, capacity=50)
-    for n in range(40):
-        sku = f"S{n % 6}"
-        trainer.learn(Interaction(f"u{n % 5}", sku, 2.0, BASE_TS + n), Product(sku, sku, "c", 1.0), n)
-    trainer.learn_engagement(33, 40)
-    trainer.learn_propensity({"page_view_7d": 1.0}, ["open"], 41)
-    trainer.learn_bandit(["sent", "e", "a", None, False], 42)
+    batch = TrainingBatch(
+        interactions=[
+            (Interaction(f"u{n % 5}", f"S{n % 6}", 2.0, BASE_TS + n), Product(f"S{n % 6}", "s", "c", 1.0))
+            for n in range(40)
+        ],
+        engagement_hours=[33],
+        propensity_examples=[({"page_view_7d": 1.0}, ["open"])],
+        bandit_records=[["sent", "e", "a", None, False]],
+    )
+    trainer.learn_batch(batch, 0)
     return trainer
 
 
@@ -86,9 +90,14 @@ def test_learning_does_not_mutate_its_input() -> None:
     kept = (copy.deepcopy(x), list(outcomes))
     propensity_trainer().learn(x, outcomes)
     assert (x, outcomes) == kept
-    record = ["reward", "e", "a", "email_open", True]
-    item_trainer().learn_bandit(record, 0)
-    assert record == ["reward", "e", "a", "email_open", True]
+    batch = TrainingBatch(
+        interactions=[(Interaction("u1", "S1", 1.0, BASE_TS), None)],
+        propensity_examples=[({"page_view_7d": 1.0}, ["open"])],
+        bandit_records=[["reward", "e", "a", "email_open", True]],
+    )
+    kept_batch = copy.deepcopy(batch)
+    item_trainer().learn_batch(batch, 7)
+    assert batch == kept_batch
 
 
 def test_unknown_users_and_items_leave_no_trace() -> None:

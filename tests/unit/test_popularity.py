@@ -53,9 +53,9 @@ def test_template_context_takes_products_from_the_item_model_without_owned_ones(
         make_event("purchase", event_id="p", items=[item(sku="OUT-0")], total=59.9),
         make_event("cart_add", event_id="c", cart_id="c9", item=item(sku="OUT-3")),
     ]
-    for offset, event in enumerate(events):
+    for event in events:
         for interaction, details in interactions_of(event, DEFAULT_WEIGHTS):
-            trainer.learn(interaction, details, offset)
+            trainer.learn(interaction, details)
             if event.user_id == "u1":
                 state.recent_interactions = remember(state.recent_interactions, interaction)
         if event.user_id == "u1":

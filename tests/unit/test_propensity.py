@@ -72,9 +72,9 @@ def test_the_worker_turns_probes_into_examples_on_the_next_event_or_on_the_clock
 
     opened = worker.process({0: [record(1, event_doc("email_open", "u1", ts=BASE_TS + DAY))]}, store.load)
     store.save(opened)
-    assert opened.propensity_examples == []
+    assert opened.training.propensity_examples == []
     now["ms"] = BASE_TS + HORIZON_MS
     clock = worker.on_clock(0, [(BASE_TS + HORIZON_MS, "u1")], store.load)
-    [(x, outcomes)] = clock.propensity_examples
+    [(x, outcomes)] = clock.training.propensity_examples
     assert outcomes == ["open"] and x["page_view_7d"] > 0
     assert clock.states[0]["u1"].propensity_probe is None

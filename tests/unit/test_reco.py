@@ -14,8 +14,7 @@ from models.reco import (
     Interaction,
     ItemModel,
     ItemTrainer,
-    decode_interaction,
-    encode_interaction,
+    TrainingBatch,
     interactions_of,
     pairs,
     recommend,
@@ -29,14 +28,16 @@ def trained(n_users: int = 60, rounds: int = 30) -> ItemTrainer:
     """Two planted tastes: even users like A-items, odd users B-items; everyone also views
     GHOST, a product no cart or order ever described."""
     trainer = ItemTrainer(n_factors=8, half_life_days=7, capacity=100, seed=1)
-    offset = 0
     for r in range(rounds):
+        batch = TrainingBatch()
         for u in range(n_users):
             side = "A" if u % 2 == 0 else "B"
             sku = f"{side}{(u + r) % 10}"
-            trainer.learn(Interaction(f"u{u}", sku, 2.0, BASE_TS + r), Product(sku, f"Item {sku}", side, 10.0), offset)
-            trainer.learn(Interaction(f"u{u}", "GHOST", 1.0, BASE_TS + r), None, offset + 1)
-            offset += 2
+            batch.interactions.append(
+                (Interaction(f"u{u}", sku, 2.0, BASE_TS + r), Product(sku, f"Item {sku}", side, 10.0))
+            )
+            batch.interactions.append((Interaction(f"u{u}", "GHOST", 1.0, BASE_TS + r), None))
+        trainer.learn_batch(TrainingBatch.decode(batch.encode()), offset=r)
     return trainer
 
 
@@ -47,7 +48,7 @@ def snapshot() -> ItemModel:
 
 def test_snapshot_round_trips_through_its_encoding(snapshot: ItemModel) -> None:
     decoded = ItemModel.decode(snapshot.encode())
-    assert decoded.skus == snapshot.skus and decoded.offset == snapshot.offset == 3600
+    assert decoded.skus == snapshot.skus and decoded.offset == snapshot.offset == 30
     assert np.allclose(decoded.factors, snapshot.factors, atol=1e-6)
     assert decoded.products == snapshot.products and decoded.popular == snapshot.popular
 
@@ -104,7 +105,7 @@ def test_bought_together_rules_follow_purchases() -> None:
     for n in range(5):
         for sku in ("TENT", "PEGS"):
             product = Product(sku, sku.title(), "outdoor", 10.0)
-            trainer.learn(Interaction(f"u{n}", sku, 8.0, BASE_TS, order_id=f"o{n}"), product, n)
+            trainer.learn(Interaction(f"u{n}", sku, 8.0, BASE_TS, order_id=f"o{n}"), product)
     model = trainer.snapshot()
     assert model.together["TENT"] == ["PEGS"]
     picks = recommend([], model, 1, exclude=frozenset({"TENT"}), bought=["TENT"])
@@ -121,8 +122,12 @@ def test_interactions_carry_weights_products_and_orders() -> None:
     view = interactions_of(make_event("page_view", sku="S3"), DEFAULT_WEIGHTS)
     assert [(i.sku, i.weight, p) for i, p in view] == [("S3", 1.0, None)]
     assert interactions_of(make_event("email_open"), DEFAULT_WEIGHTS) == []
-    assert decode_interaction(encode_interaction(*found[0])) == found[0]
-    assert decode_interaction(encode_interaction(*view[0])) == view[0]
+    batch = TrainingBatch(
+        interactions=[*found, *view], engagement_hours=[5], bandit_records=[["sent", "e", "a", None, False]]
+    )
+    assert TrainingBatch.decode(batch.encode()) == batch
+    pieces = TrainingBatch(interactions=found * 5, engagement_hours=[1, 2, 3]).split(max_items=4)
+    assert [(len(p.interactions), len(p.engagement_hours)) for p in pieces] == [(4, 3), (4, 0), (2, 0)]
 
 
 def test_fleet_design_matches_one_model_and_beats_popularity_on_planted_data() -> None:
