@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import statistics
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -142,24 +143,15 @@ async def user_recommendations(request: web.Request) -> web.Response:
         k = 0
     if not 1 <= k <= MAX_RECOMMENDATIONS:
         return _json({"error": f"k must be a whole number from 1 to {MAX_RECOMMENDATIONS}"}, 400)
-    # Answers depend on the user's state (a change drops the user's hash) and on the model
-    # snapshot (each one gets its own fields; the old ones expire with the hash).
-    field = f"recommendations:{k}:{app.processor.item_model.offset}"
-    cached = await app.prediction_cache.get(user_id, field)
-    if cached is not None:
-        return web.Response(body=cached, content_type="application/json")
-    state = _stored_user(app, user_id)
-    if isinstance(state, web.Response):
-        if state.status != 404:
-            return state
-        state = UserState(user_id)
     model = app.processor.item_model
-    bought = [sku for purchase in state.recent_purchases for sku in purchase["skus"]]
-    picks = recommend(state.recent_interactions, model, k, owned_skus(state), bought)
-    items = [{**asdict(model.products[pick.sku]), "score": pick.score, "reason": pick.reason} for pick in picks]
-    body = orjson.dumps({"user_id": user_id, "items": items, "model_offset": model.offset})
-    await app.prediction_cache.put(user_id, field, body)
-    return web.Response(body=body, content_type="application/json")
+
+    def answer(state: UserState) -> bytes:
+        bought = [sku for purchase in state.recent_purchases for sku in purchase["skus"]]
+        picks = recommend(state.recent_interactions, model, k, owned_skus(state), bought)
+        items = [{**asdict(model.products[p.sku]), "score": p.score, "reason": p.reason} for p in picks]
+        return orjson.dumps({"user_id": user_id, "items": items, "model_offset": model.offset})
+
+    return await _cached(app, user_id, f"recommendations:{k}:{model.offset}", answer)
 
 
 async def user_predictions(request: web.Request) -> web.Response:
@@ -168,32 +160,43 @@ async def user_predictions(request: web.Request) -> web.Response:
     fleet's. Cached in Redis until the user's next event."""
     app = _app(request)
     user_id = request.match_info["user_id"]
-    field = f"predictions:{app.processor.item_model.offset}"
-    cached = await app.prediction_cache.get(user_id, field)
-    if cached is not None:
-        return web.Response(body=cached, content_type="application/json")
-    state = _stored_user(app, user_id)
-    if isinstance(state, web.Response):
-        if state.status != 404:
-            return state
-        state = UserState(user_id)
-    timezone = state.traits.get("timezone")
-    best = best_send_time(state.engagement_hours, app.processor.item_model.send_hours)
-    send_time = None
-    if best is not None:
-        send_time = {
-            "hour_of_week": best.hour_of_week,
-            "local": best.label,
-            "timezone": timezone or "UTC",
-            "confidence": best.confidence,
-            "own_engagements": best.engagements,
-            "next_send_at": format_time(next_occurrence(best.hour_of_week, app.clock.now_ms(), timezone)),
-        }
-    scorers = app.processor.item_model.propensity
-    x = propensity_features(state, app.clock.now_ms())
-    chances = {f"{target}_7d": round(scorer.probability(x), 4) for target, scorer in scorers.items()} or None
-    body = orjson.dumps({"user_id": user_id, "propensity": chances, "send_time": send_time})
-    await app.prediction_cache.put(user_id, field, body)
+    model = app.processor.item_model
+
+    def answer(state: UserState) -> bytes:
+        now_ms = app.clock.now_ms()
+        timezone = state.traits.get("timezone")
+        best = best_send_time(state.engagement_hours, model.send_hours)
+        send_time = None
+        if best is not None:
+            send_time = {
+                "hour_of_week": best.hour_of_week,
+                "local": best.label,
+                "timezone": timezone or "UTC",
+                "confidence": best.confidence,
+                "own_engagements": best.engagements,
+                "next_send_at": format_time(next_occurrence(best.hour_of_week, now_ms, timezone)),
+            }
+        x = propensity_features(state, now_ms)
+        chances = {f"{target}_7d": round(scorer.probability(x), 4) for target, scorer in model.propensity.items()}
+        return orjson.dumps({"user_id": user_id, "propensity": chances or None, "send_time": send_time})
+
+    return await _cached(app, user_id, f"predictions:{model.offset}", answer)
+
+
+async def _cached(app: TidemailApp, user_id: str, name: str, answer: Callable[[UserState], bytes]) -> web.Response:
+    """The cached answer, or `answer` computed from the user's state (an empty state for a
+    user never seen) and cached. Answers depend on the user's state, whose change drops
+    the user's hash, and on the model snapshot, whose offset is part of the field."""
+    field = f"{name}:{app.processor.item_model.offset}"
+    body = await app.prediction_cache.get(user_id, field)
+    if body is None:
+        state = _stored_user(app, user_id)
+        if isinstance(state, web.Response):
+            if state.status != 404:
+                return state
+            state = UserState(user_id)
+        body = answer(state)
+        await app.prediction_cache.put(user_id, field, body)
     return web.Response(body=body, content_type="application/json")
 
 

@@ -79,21 +79,16 @@ class WorkerHarness:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "worker"],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
+        self.process = self._spawn("worker", self.log_path)
         await self.wait_for(lambda health: bool(health["owned_partitions"]), "/health", timeout=90)
 
     def start_trainer(self) -> None:
-        with (self.tmp / "trainer.log").open("ab") as log:
-            self.trainer = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "trainer"],
+        self.trainer = self._spawn("trainer", self.tmp / "trainer.log")
+
+    def _spawn(self, command: str, log_path: Path) -> subprocess.Popen[bytes]:
+        with log_path.open("ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "app.cli", command],
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
