@@ -151,7 +151,7 @@ async def user_recommendations(request: web.Request) -> web.Response:
         items = [{**asdict(model.products[p.sku]), "score": p.score, "reason": p.reason} for p in picks]
         return orjson.dumps({"user_id": user_id, "items": items, "model_offset": model.offset})
 
-    return await _cached(app, user_id, f"recommendations:{k}:{model.offset}", answer)
+    return await _cached(app, user_id, f"recommendations:{k}:{model.version}", answer)
 
 
 async def user_predictions(request: web.Request) -> web.Response:
@@ -180,7 +180,7 @@ async def user_predictions(request: web.Request) -> web.Response:
         chances = {f"{target}_7d": round(scorer.probability(x), 4) for target, scorer in model.propensity.items()}
         return orjson.dumps({"user_id": user_id, "propensity": chances or None, "send_time": send_time})
 
-    return await _cached(app, user_id, f"predictions:{model.offset}", answer)
+    return await _cached(app, user_id, f"predictions:{model.version}", answer)
 
 
 async def _cached(app: TidemailApp, user_id: str, name: str, answer: Callable[[UserState], bytes]) -> web.Response:

@@ -68,6 +68,7 @@ def _deployment_env(run_id: str, slug: str, partitions: int, web_port: int) -> d
         "TIDEMAIL_SEGMENT_CHANGES_TOPIC": f"{name}.segment-changes",
         "TIDEMAIL_INTERACTIONS_TOPIC": f"{name}.interactions",
         "TIDEMAIL_ITEM_MODEL_TOPIC": f"{name}.item-model",
+        "TIDEMAIL_CATALOG_TOPIC": f"{name}.catalog",
         "TIDEMAIL_JOBS_TOPIC": f"bench-{run_id}.email-jobs",
         "TIDEMAIL_DEAD_LETTER_TOPIC": f"bench-{run_id}.dead-letter",
         "TIDEMAIL_PARTITIONS": str(partitions),

@@ -83,6 +83,7 @@ async def ensure_deployment_topics(settings: Settings) -> None:
     await ensure_topics(bootstrap, 1, replication, [settings.interactions_topic])
     snapshot_configs = {"cleanup.policy": "compact", "max.message.bytes": str(MAX_SNAPSHOT_BYTES)}
     await ensure_topics(bootstrap, 1, replication, [settings.item_model_topic], snapshot_configs)
+    await ensure_topics(bootstrap, 1, replication, [settings.catalog_topic], {"cleanup.policy": "compact"})
 
 
 def create_trainer(settings: Settings) -> Trainer:
@@ -91,6 +92,7 @@ def create_trainer(settings: Settings) -> Trainer:
         group_id=f"{settings.app_id}-trainer",
         interactions_topic=settings.interactions_topic,
         item_model_topic=settings.item_model_topic,
+        catalog_topic=settings.catalog_topic,
         n_factors=settings.reco_factors,
         half_life_days=settings.interest_half_life_days,
         catalog_capacity=settings.reco_catalog_capacity,

@@ -69,6 +69,8 @@ class Settings:
     # trainer reads; its item-model snapshots go to a compacted topic every worker reads.
     interactions_topic: str = "tidemail.interactions"
     item_model_topic: str = "tidemail.item-model"
+    # The shop's catalogue, keyed by sku: {"name", "category", "price", "available"}.
+    catalog_topic: str = "tidemail.catalog"
     reco_factors: int = 16
     reco_snapshot_interval_s: float = 5.0
     reco_catalog_capacity: int = 5_000

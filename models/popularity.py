@@ -50,6 +50,10 @@ class Popularity:
         if len(self._scores) > self._capacity:
             self._evict(reference)
 
+    def remember(self, product: Product) -> None:
+        """Details of a product (from the catalogue), without activity to score."""
+        self._products[product.sku] = product
+
     def products(self) -> dict[str, Product]:
         return dict(self._products)
 

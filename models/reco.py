@@ -173,10 +173,14 @@ class ItemModel:
     propensity_quality: dict[str, Any] = field(default_factory=dict)
     # Per experiment and variant: the Beta posterior (alpha, beta) and send and reward counts.
     bandits: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # Products the shop's catalogue says are not for sale now; never offered.
+    unavailable: frozenset[str] = frozenset()
+    # Which snapshot this is: its offset on the item-model topic (set by the reader).
+    version: int = -1
 
     def __post_init__(self) -> None:
         self.index = {sku: i for i, sku in enumerate(self.skus)}
-        self.popular = [sku for sku, _, _ in self.popularity]
+        self.popular = [sku for sku, _, _ in self.popularity if sku not in self.unavailable]
 
     @classmethod
     def empty(cls, n_factors: int) -> ItemModel:
@@ -196,6 +200,7 @@ class ItemModel:
             "propensity": {target: scorer.to_doc() for target, scorer in self.propensity.items()},
             "propensity_quality": self.propensity_quality,
             "bandits": self.bandits,
+            "unavailable": sorted(self.unavailable),
         }
         return zlib.compress(orjson.dumps(doc), 6)
 
@@ -220,7 +225,12 @@ class ItemModel:
             propensity={target: Scorer.from_doc(d) for target, d in doc["propensity"].items()},
             propensity_quality=doc["propensity_quality"],
             bandits=doc["bandits"],
+            unavailable=frozenset(doc["unavailable"]),
         )
+
+    def offerable(self, sku: str) -> bool:
+        """Described by some event or the catalogue, and not marked unavailable."""
+        return sku in self.products and sku not in self.unavailable
 
     @property
     def n_factors(self) -> int:
@@ -253,6 +263,7 @@ class ItemTrainer:
         self._send_hours = [0.0] * HOURS_PER_WEEK
         self._propensity = PropensityTrainer()
         self._bandits = BanditTrainer()
+        self._unavailable: set[str] = set()
 
     def restore(self, snapshot: ItemModel) -> None:
         """Continue from a published snapshot: item knowledge is kept, user vectors relearn."""
@@ -267,7 +278,18 @@ class ItemTrainer:
         self._send_hours = list(snapshot.send_hours)
         self._propensity.restore(snapshot.propensity, snapshot.propensity_quality)
         self._bandits.restore(snapshot.bandits)
+        self._unavailable = set(snapshot.unavailable)
         self.offset = snapshot.offset
+
+    def update_catalog(self, sku: str, entry: dict[str, Any] | None) -> None:
+        """A catalogue record: the product's details and whether it is for sale. A
+        tombstone (None) withdraws the product."""
+        if entry is None or not entry.get("available", True):
+            self._unavailable.add(sku)
+        else:
+            self._unavailable.discard(sku)
+        if entry is not None:
+            self._popularity.remember(Product(sku, entry["name"], entry["category"], float(entry["price"])))
 
     def learn_batch(self, batch: TrainingBatch, offset: int) -> None:
         """What one worker batch saw: interactions, opens and clicks by local hour,
@@ -326,6 +348,7 @@ class ItemTrainer:
             propensity=self._propensity.scorers() if self._propensity.examples else {},
             propensity_quality=self._propensity.quality(),
             bandits=self._bandits.export(),
+            unavailable=frozenset(self._unavailable),
         )
 
     def _add_sku(self, sku: str) -> None:
@@ -393,7 +416,7 @@ def recommend(
     seen = set(exclude)
 
     def take(sku: str, score: float, reason: str) -> None:
-        if sku not in seen and sku in model.products and len(picked) < k:
+        if sku not in seen and model.offerable(sku) and len(picked) < k:
             seen.add(sku)
             picked.append(Recommendation(sku, round(score, 4), reason))
 

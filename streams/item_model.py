@@ -21,6 +21,7 @@ import logging
 import time
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from mode import Service
 
@@ -50,6 +51,7 @@ class SnapshotFeed(Service):
         age = round(time.monotonic() - self.received_at, 1) if self.received_at else None
         return {
             "snapshot_offset": model.offset,
+            "snapshot_version": model.version,
             "snapshot_age_s": age,
             "items": len(model.skus),
             "products": len(model.products),
@@ -69,9 +71,10 @@ class SnapshotFeed(Service):
     async def _follow(self) -> None:
         while not self.should_stop:
             fetched = await self._consumer.getmany(timeout_ms=500)
-            values = [r.value for batch in fetched.values() for r in batch if r.value is not None]
-            if values:
-                model = ItemModel.decode(values[-1])
+            records = [r for batch in fetched.values() for r in batch if r.value is not None]
+            if records:
+                model = ItemModel.decode(records[-1].value)
+                model.version = records[-1].offset
                 self._processor.item_model = model
                 self.received_at = time.monotonic()
                 metrics.ITEM_MODEL_ITEMS.set(len(model.skus))
@@ -87,6 +90,7 @@ class Trainer:
         group_id: str,
         interactions_topic: str,
         item_model_topic: str,
+        catalog_topic: str,
         n_factors: int,
         half_life_days: float,
         catalog_capacity: int,
@@ -96,10 +100,12 @@ class Trainer:
         self._group_id = group_id
         self._interactions = TopicPartition(interactions_topic, 0)
         self._snapshots = TopicPartition(item_model_topic, 0)
+        self._catalog = TopicPartition(catalog_topic, 0)
         self._trainer_settings = (n_factors, half_life_days, catalog_capacity)
         self._snapshot_interval_s = snapshot_interval_s
         self._trainer: ItemTrainer | None = None
         self._published_offset = -1
+        self._catalog_changed = False
         self._last_snapshot_at = 0.0
         self._training = asyncio.Lock()
 
@@ -114,14 +120,19 @@ class Trainer:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=8 * 1024 * 1024,
         )
+        # The whole compacted catalogue, from the start, whenever this process trains.
+        self._catalog_reader = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
         await self._producer.start()
         await self._consumer.start()
+        await self._catalog_reader.start()
         try:
+            self._catalog_reader.assign([self._catalog])
             self._consumer.subscribe([self._interactions.topic], listener=_TrainerElection(self))
             while not stop.is_set():
                 await self._train_once()
             await self.stop_training()
         finally:
+            await self._catalog_reader.stop()
             await self._consumer.stop()
             await self._producer.stop()
 
@@ -131,6 +142,10 @@ class Trainer:
             trainer = self._trainer
             if trainer is None:
                 return
+            catalog = await self._catalog_reader.getmany(self._catalog, timeout_ms=0)
+            for entry in catalog.get(self._catalog, []):
+                trainer.update_catalog((entry.key or b"").decode(), orjson.loads(entry.value) if entry.value else None)
+                self._catalog_changed = True
             records = fetched.get(self._interactions, [])
             for record in records:
                 trainer.learn_batch(TrainingBatch.decode(record.value or b""), record.offset)
@@ -139,12 +154,13 @@ class Trainer:
                 await self._publish(trainer)
 
     async def _publish(self, trainer: ItemTrainer) -> None:
-        if trainer.offset == self._published_offset:
+        if trainer.offset == self._published_offset and not self._catalog_changed:
             return
         snapshot = trainer.snapshot()
         await self._producer.send_and_wait(self._snapshots.topic, snapshot.encode(), key=SNAPSHOT_KEY, partition=0)
         await self._consumer.commit({self._interactions: trainer.offset})
         self._published_offset = trainer.offset
+        self._catalog_changed = False
         self._last_snapshot_at = time.monotonic()
         metrics.SNAPSHOTS_PUBLISHED.inc()
         log.info("published item model at interactions offset %d (%d items)", trainer.offset, len(snapshot.skus))
@@ -156,6 +172,7 @@ class Trainer:
             if latest is not None:
                 trainer.restore(latest)
             self._consumer.seek(self._interactions, trainer.offset)
+            await self._catalog_reader.seek_to_beginning(self._catalog)
             self._trainer = trainer
             self._published_offset = trainer.offset
             log.info("training the item model from interactions offset %d", trainer.offset)

@@ -59,6 +59,7 @@ class WorkerHarness:
             "TIDEMAIL_SEGMENT_CHANGES_TOPIC": f"test-{run}.segment-changes",
             "TIDEMAIL_INTERACTIONS_TOPIC": f"test-{run}.interactions",
             "TIDEMAIL_ITEM_MODEL_TOPIC": f"test-{run}.item-model",
+            "TIDEMAIL_CATALOG_TOPIC": f"test-{run}.catalog",
             "TIDEMAIL_RECO_SNAPSHOT_INTERVAL_S": "1",
             "TIDEMAIL_TRAINER_METRICS_PORT": "0",
             "TIDEMAIL_ALLOW_CLOCK_CONTROL": "true",

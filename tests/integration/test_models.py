@@ -208,3 +208,21 @@ async def test_bandit_rewards_from_opens_reach_the_experiment(worker: WorkerHarn
     assert picks["rewarded"] == len(opened) and promise["rewarded"] == 0
     assert picks["alpha"] == 1 + len(opened) and promise["alpha"] == 1
     assert (await worker.get("/experiments/nope"))[0] == 404
+
+
+async def test_the_catalogue_withdraws_products_from_recommendations(worker: WorkerHarness) -> None:
+    await ensure_all_topics(worker.settings)
+    await worker.start()
+    worker.start_trainer()
+    s = worker.settings
+    await produce(s.kafka_bootstrap, s.events_topic, [e for n in range(4) for e in shopping(f"a{n}", "AAA", 8)])
+    await worker.wait_until_caught_up()
+    await wait_for_snapshot(worker, 8)
+    withdrawn = {"name": "Item AAA-1", "category": "outdoor", "price": 1.0, "available": False}
+    await produce(s.kafka_bootstrap, s.catalog_topic, [(b"AAA-1", orjson.dumps(withdrawn))])
+
+    def without_it(body: dict[str, Any]) -> bool:
+        return body["items"] and "AAA-1" not in {i["sku"] for i in body["items"]}
+
+    body = await worker.wait_for(without_it, "/users/newcomer/recommendations?k=8", timeout=60)
+    assert len(body["items"]) == 7

@@ -136,3 +136,17 @@ def test_fleet_design_matches_one_model_and_beats_popularity_on_planted_data() -
     assert quality.predictions > 10_000
     assert fleet >= 0.95 * single
     assert fleet >= 2 * popular
+
+
+def test_products_the_catalogue_withdraws_are_never_offered() -> None:
+    trainer = trained()
+    trainer.update_catalog("A5", {"name": "Item A5", "category": "A", "price": 10.0, "available": False})
+    trainer.update_catalog("A6", None)
+    trainer.update_catalog("NEW", {"name": "New thing", "category": "A", "price": 5.0, "available": True})
+    model = ItemModel.decode(trainer.snapshot().encode())
+    assert model.unavailable == {"A5", "A6"} and model.products["NEW"].name == "New thing"
+    history = [value for n in range(5) for value in (f"A{n}", 2.0)]
+    picks = {p.sku for p in recommend(history, model, 20)}
+    assert not picks & {"A5", "A6"} and "A5" not in model.popular
+    trainer.update_catalog("A5", {"name": "Item A5", "category": "A", "price": 10.0, "available": True})
+    assert "A5" not in trainer.snapshot().unavailable
