@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,9 @@ LOGS = Path(".cache/logs")
 
 
 async def run_demo(settings: Settings, users: int, rate: float) -> None:
+    # The worker's RocksDB is a cache of its changelog topic: started afresh it is rebuilt
+    # from the broker, so a reset broker (or another checkout's) cannot contradict it.
+    shutil.rmtree(settings.data_dir, ignore_errors=True)
     await ensure_deployment_topics(settings)
     worker = _start("worker")
     trainer = _start("trainer")

@@ -201,7 +201,8 @@ case "${1:-}" in
     ;;
   reset)
     "$0" down
-    rm -rf "$KAFKA_HOME/data" "$CACHE/redis"
+    # Worker state mirrors the broker's changelogs: it goes with them.
+    rm -rf "$KAFKA_HOME/data" "$CACHE/redis" "$CACHE/worker"
     ;;
   *)
     echo "usage: $0 up|down|reset" >&2
