@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
 from mode import Service
 
 from models.reco import ItemModel, ItemTrainer, TrainingBatch
@@ -72,9 +74,8 @@ class SnapshotFeed(Service):
         while not self.should_stop:
             fetched = await self._consumer.getmany(timeout_ms=500)
             records = [r for batch in fetched.values() for r in batch if r.value is not None]
-            if records:
-                model = ItemModel.decode(records[-1].value)
-                model.version = records[-1].offset
+            model = _decoded(records[-1]) if records else None
+            if model is not None:
                 self._processor.item_model = model
                 self.received_at = time.monotonic()
                 metrics.ITEM_MODEL_ITEMS.set(len(model.skus))
@@ -193,11 +194,24 @@ class Trainer:
             for _ in range(15):
                 fetched = await reader.getmany(self._snapshots, timeout_ms=2_000)
                 records = fetched.get(self._snapshots, [])
-                if records and records[-1].value is not None:
-                    return ItemModel.decode(records[-1].value)
+                if records:
+                    # An unreadable snapshot (say, from an incompatible release) means training afresh.
+                    return _decoded(records[-1])
             raise RuntimeError(f"the latest item-model snapshot in {self._snapshots.topic} did not arrive in 30 s")
         finally:
             await reader.stop()
+
+
+def _decoded(record: ConsumerRecord[bytes, bytes]) -> ItemModel | None:
+    """The snapshot in `record`, or None (logged) when it cannot be read: a bad snapshot
+    must not take a worker down, which keeps ranking with the model it has."""
+    try:
+        model = ItemModel.decode(record.value or b"")
+    except (ValueError, KeyError, TypeError, zlib.error) as e:
+        log.error("cannot read the item-model snapshot at offset %d: %r", record.offset, e)
+        return None
+    model.version = record.offset
+    return model
 
 
 def snapshot_consumer(bootstrap: str) -> AIOKafkaConsumer:
