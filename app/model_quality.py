@@ -135,3 +135,18 @@ def report_models(quality: Quality, sizes: StateSizes) -> str:
             f"p99 {sizes.p99_bytes} B, max {sizes.max_bytes} B (target < 1 KB)",
         ]
     )
+
+
+def trained_item_model(users: int, events: int, seed: int) -> ItemModel:
+    """An item model trained on generated events, as a trainer would publish it."""
+    trainer = ItemTrainer(n_factors=16, half_life_days=14, capacity=5_000, seed=seed)
+    for n, (key, value) in enumerate(EventGenerator(users, seed, broken_share=0.0).messages()):
+        if n >= events:
+            break
+        try:
+            event = parse_event(value, key, 65_536)
+        except InvalidEvent:
+            continue
+        for interaction, product in interactions_of(event, DEFAULT_WEIGHTS):
+            trainer.learn(interaction, product)
+    return trainer.snapshot()

@@ -21,6 +21,7 @@ import math
 import random
 import zlib
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -412,23 +413,27 @@ def recommend(
 ) -> list[Recommendation]:
     """Top `k`: the model for users it knows, then "bought together" rules for what they
     bought, then popular products; never anything in `exclude`."""
+
+    def candidates() -> Iterator[tuple[str, float, str]]:
+        vector = user_vector(history, model)
+        if vector is not None:
+            for sku, score in model_scores(vector, model, k + len(exclude)):
+                yield sku, score, "model"
+        for sku in reversed(bought):
+            for rank, other in enumerate(model.together.get(sku, ())):
+                yield other, 1.0 / (rank + 1), "rule"
+        for rank, sku in enumerate(model.popular):
+            yield sku, 1.0 / (rank + 1), "popular"
+
     picked: list[Recommendation] = []
     seen = set(exclude)
-
-    def take(sku: str, score: float, reason: str) -> None:
-        if sku not in seen and model.offerable(sku) and len(picked) < k:
+    # Stops as soon as `k` are found: the popular list alone can hold thousands.
+    for sku, score, reason in candidates():
+        if sku not in seen and model.offerable(sku):
             seen.add(sku)
             picked.append(Recommendation(sku, round(score, 4), reason))
-
-    vector = user_vector(history, model)
-    if vector is not None:
-        for sku, score in model_scores(vector, model, k + len(seen)):
-            take(sku, score, "model")
-    for sku in reversed(bought):
-        for rank, other in enumerate(model.together.get(sku, ())):
-            take(other, 1.0 / (rank + 1), "rule")
-    for rank, sku in enumerate(model.popular):
-        take(sku, 1.0 / (rank + 1), "popular")
+            if len(picked) == k:
+                break
     return picked
 
 

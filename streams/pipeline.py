@@ -7,6 +7,7 @@ fetch and a function that loads a user's stored state, then makes the result dur
 from __future__ import annotations
 
 import logging
+import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ EXPERIMENT_JOBS_KEPT = 5
 # A purchase rewards the user's latest experiment email if it came at most this long before.
 PURCHASE_ATTRIBUTION_MS = 7 * 86_400_000
 QUALITY_K = 10
+# One in this many clicks and purchases is predicted: ranking costs ~40 us, and a fixed
+# sample (by event id, so replays agree) measures the same hit-rate at a quarter the cost.
+QUALITY_SAMPLE = 4
 
 
 # Not frozen, like Event: one is built per consumed record.
@@ -210,12 +214,12 @@ class BatchProcessor:
     def _learn_interactions(
         self,
         before: UserState,
-        event_type: str,
+        event: Event,
         interactions: list[tuple[Interaction, Product | None]],
         result: BatchResult,
     ) -> list[Any]:
-        """The user's new interaction history; clicks and purchases are predicted first."""
-        if event_type in PREDICTED_EVENTS:
+        """The user's new interaction history; a sample of clicks and purchases is predicted first."""
+        if event.type in PREDICTED_EVENTS and zlib.crc32(event.event_id.encode()) % QUALITY_SAMPLE == 0:
             owned = owned_skus(before)
             picks = {r.sku for r in recommend(before.recent_interactions, self.item_model, QUALITY_K, owned)}
             popular = [sku for sku in self.item_model.popular[: QUALITY_K + len(owned)] if sku not in owned]
@@ -260,7 +264,7 @@ class BatchProcessor:
         result.applied_by_type[event.type] += 1
         interactions = interactions_of(event, self._reco_weights)
         if interactions:
-            applied.recent_interactions = self._learn_interactions(state, event.type, interactions, result)
+            applied.recent_interactions = self._learn_interactions(state, event, interactions, result)
         if event.type in ENGAGEMENT_EVENTS:
             hour = hour_of_week(event.timestamp_ms, applied.traits.get("timezone"))
             applied.engagement_hours = add_engagement(applied.engagement_hours, hour)
