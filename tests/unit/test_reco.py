@@ -150,3 +150,20 @@ def test_products_the_catalogue_withdraws_are_never_offered() -> None:
     assert not picks & {"A5", "A6"} and "A5" not in model.popular
     trainer.update_catalog("A5", {"name": "Item A5", "category": "A", "price": 10.0, "available": True})
     assert "A5" not in trainer.snapshot().unavailable
+
+
+def test_the_worker_predicts_a_fixed_sample_of_clicks_before_learning_them(snapshot: ItemModel) -> None:
+    import zlib
+
+    from tests.factories import event_doc
+    from tests.unit.test_pipeline import Store, processor, record
+
+    worker = processor()
+    worker.item_model = snapshot
+    clicks = [event_doc("click", "u0", event_id=f"c{n}", ts=BASE_TS + n, sku=f"A{n % 10}") for n in range(40)]
+    result = worker.process({0: [record(n, doc) for n, doc in enumerate(clicks)]}, Store().load)
+    sampled = [doc for doc in clicks if zlib.crc32(doc["event_id"].encode()) % 4 == 0]
+    assert 0 < result.reco_quality["predictions"] == len(sampled) < len(clicks)
+    # u0 clicks its own side's items, which the model ranks high once it knows three of them.
+    assert result.reco_quality["model"] > result.reco_quality["popular"]
+    assert len(result.training.interactions) == len(clicks)
