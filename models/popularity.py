@@ -57,9 +57,11 @@ class Popularity:
     def products(self) -> dict[str, Product]:
         return dict(self._products)
 
-    def export(self) -> list[tuple[Product, float, int]]:
-        """Every product with its score and the time the score was last touched."""
-        return [(self._products[sku], score, int(touched)) for sku, (score, touched) in self._scores.items()]
+    def export(self, now_ms: int) -> list[tuple[Product, float, int]]:
+        """Every product with its score and the time the score was last touched, most
+        popular at `now_ms` first."""
+        ranked = sorted(self._scores, key=lambda sku: -self._score(sku, now_ms))
+        return [(self._products[sku], self._scores[sku][0], int(self._scores[sku][1])) for sku in ranked]
 
     def load(self, entries: list[tuple[Product, float, int]]) -> None:
         for product, score, touched in entries:

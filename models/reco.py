@@ -30,7 +30,6 @@ import orjson
 from river import optim, reco
 
 from models.bandits import BanditTrainer
-from models.interests import decayed
 from models.popularity import Popularity, Product
 from models.propensity import PropensityTrainer, Scorer
 from models.send_time import HOURS_PER_WEEK
@@ -253,7 +252,6 @@ class ItemTrainer:
             seed=seed,
         )
         self._rng = random.Random(seed)
-        self._half_life_days = half_life_days
         self._popularity = Popularity(half_life_days, capacity)
         self._bought_with: dict[str, dict[str, float]] = defaultdict(dict)
         self._orders: dict[str, list[str]] = {}
@@ -328,10 +326,7 @@ class ItemTrainer:
         skus = [sku for sku in self._skus if sku in self._model.i_latents]
         factors = np.array([self._model.i_latents[sku] for sku in skus]) if skus else np.zeros((0, self._n_factors))
         biases = np.array([self._model.i_biases.get(sku, 0.0) for sku in skus])
-        popularity = sorted(
-            ((p.sku, score, touched) for p, score, touched in self._popularity.export()),
-            key=lambda entry: -decayed(entry[1], entry[2], self.last_ms, self._half_life_days),
-        )
+        popularity = [(p.sku, score, touched) for p, score, touched in self._popularity.export(self.last_ms)]
         together = {
             sku: [other for other, _ in sorted(counts.items(), key=lambda kv: -kv[1])[:TOGETHER_KEPT]]
             for sku, counts in self._bought_with.items()

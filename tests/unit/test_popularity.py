@@ -40,7 +40,7 @@ def test_capacity_keeps_the_strongest_products_and_export_round_trips() -> None:
     assert len(popularity) <= 10
     assert all(p.sku in {f"S{n}" for n in range(30) if n % 3 == 2} for p in popularity.top(3, BASE_TS))
     copy = Popularity(half_life_days=7, capacity=10)
-    copy.load(popularity.export())
+    copy.load(popularity.export(BASE_TS))
     assert copy.top(10, BASE_TS) == popularity.top(10, BASE_TS)
 
 
