@@ -8,6 +8,8 @@ one BiasedMF model trained on all traffic with its own user vectors, and popular
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +18,7 @@ import orjson
 from app.generator import EventGenerator
 from models.reco import DEFAULT_WEIGHTS, ItemModel, ItemTrainer, interactions_of, recommend, remember
 from streams.errors import InvalidEvent
-from streams.events import parse_event
+from streams.events import Event, parse_event
 
 K = 10
 START_MS = 1_795_852_800_000
@@ -34,21 +36,13 @@ class Quality:
 
 
 def prequential_quality(users: int, events: int, seed: int, snapshot_every: int = 2_000) -> Quality:
-    trainer = ItemTrainer(n_factors=16, half_life_days=14, capacity=5_000, seed=seed)
+    trainer = _trainer(seed)
     snapshot = ItemModel.empty(16)
     histories: dict[str, list[object]] = {}
     bought: dict[str, list[str]] = {}
     counts = {"predictions": 0, "fleet": 0, "single": 0, "popular": 0}
     offset = 0
-    clock = iter(range(START_MS, START_MS + events * 1_000, 1_000))  # a session a second
-    stream = EventGenerator(users, seed, broken_share=0.0).messages(clock_ms=lambda: next(clock))
-    for n, (key, value) in enumerate(stream):
-        if n >= events:
-            break
-        try:
-            event = parse_event(value, key, 65_536)
-        except InvalidEvent:
-            continue
+    for event in _events(users, events, seed):
         for interaction, product in interactions_of(event, DEFAULT_WEIGHTS):
             user = interaction.user_id
             owned = frozenset(bought.get(user, ()))
@@ -100,14 +94,10 @@ def model_state_sizes(users: int, events: int, seed: int) -> StateSizes:
     from streams.state import UserState
 
     processor = build_processor(Settings.from_env(), Clock())
-    trainer = ItemTrainer(n_factors=16, half_life_days=14, capacity=5_000, seed=seed)
+    trainer = _trainer(seed)
     states: dict[str, UserState] = {}
-    clock = iter(range(START_MS, START_MS + events * 1_000, 1_000))
-    stream = EventGenerator(users, seed, broken_share=0.0).messages(clock_ms=lambda: next(clock))
     batch = []
-    for offset, (key, value) in enumerate(stream):
-        if offset >= events:
-            break
+    for offset, (key, value) in enumerate(_messages(users, events, seed)):
         batch.append(InputRecord(0, offset, key, value, 0))
         if len(batch) == 2_000:
             result = processor.process({0: batch}, lambda _, user: states.get(user))
@@ -139,14 +129,27 @@ def report_models(quality: Quality, sizes: StateSizes) -> str:
 
 def trained_item_model(users: int, events: int, seed: int) -> ItemModel:
     """An item model trained on generated events, as a trainer would publish it."""
-    trainer = ItemTrainer(n_factors=16, half_life_days=14, capacity=5_000, seed=seed)
-    for n, (key, value) in enumerate(EventGenerator(users, seed, broken_share=0.0).messages()):
-        if n >= events:
-            break
-        try:
-            event = parse_event(value, key, 65_536)
-        except InvalidEvent:
-            continue
+    trainer = _trainer(seed)
+    for event in _events(users, events, seed):
         for interaction, product in interactions_of(event, DEFAULT_WEIGHTS):
             trainer.learn(interaction, product)
     return trainer.snapshot()
+
+
+def _trainer(seed: int) -> ItemTrainer:
+    return ItemTrainer(n_factors=16, half_life_days=14, capacity=5_000, seed=seed)
+
+
+def _messages(users: int, events: int, seed: int) -> Iterator[tuple[bytes, bytes]]:
+    """The first `events` generated messages, one session a second from START_MS."""
+    clock = iter(range(START_MS, START_MS + events * 1_000, 1_000))
+    stream = EventGenerator(users, seed, broken_share=0.0).messages(clock_ms=lambda: next(clock))
+    return itertools.islice(stream, events)
+
+
+def _events(users: int, events: int, seed: int) -> Iterator[Event]:
+    for key, value in _messages(users, events, seed):
+        try:
+            yield parse_event(value, key, 65_536)
+        except InvalidEvent:
+            continue
