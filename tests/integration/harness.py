@@ -83,6 +83,12 @@ class WorkerHarness:
         self.process = self._spawn("worker", self.log_path)
         await self.wait_for(lambda health: bool(health["owned_partitions"]), "/health", timeout=90)
 
+    async def start_with_trainer(self) -> None:
+        """Topics first (so a trainer starting first cannot create them wrong), worker, trainer."""
+        await ensure_all_topics(self.settings)
+        await self.start()
+        self.start_trainer()
+
     def start_trainer(self) -> None:
         self.trainer = self._spawn("trainer", self.tmp / "trainer.log")
 

@@ -17,7 +17,6 @@ from tests.integration.harness import (
     ROOT,
     WorkerHarness,
     delete_deployment_topics,
-    ensure_all_topics,
     keyed,
     produce,
     read_topic,
@@ -88,9 +87,7 @@ async def test_unsubscribe_link_from_a_job_unsubscribes_through_the_stream(worke
 
 
 async def test_preview_renders_a_real_users_state_and_loads_in_chromium(worker: WorkerHarness, tmp_path: Path) -> None:
-    await ensure_all_topics(worker.settings)
-    await worker.start()
-    worker.start_trainer()
+    await worker.start_with_trainer()
     s = worker.settings
     await produce(
         s.kafka_bootstrap,

@@ -53,9 +53,7 @@ async def wait_for_snapshot(worker: WorkerHarness, items: int) -> dict[str, Any]
 
 
 async def test_trained_snapshots_shape_recommendations_cached_until_the_next_event(worker: WorkerHarness) -> None:
-    await ensure_all_topics(worker.settings)
-    await worker.start()
-    worker.start_trainer()
+    await worker.start_with_trainer()
     s = worker.settings
     events = [e for n in range(12) for e in shopping(f"a{n}", "AAA", 8)]
     events += [e for n in range(12) for e in shopping(f"b{n}", "BBB", 8)]
@@ -90,9 +88,7 @@ async def test_trained_snapshots_shape_recommendations_cached_until_the_next_eve
 
 
 async def test_a_new_trainer_resumes_from_the_last_snapshot(worker: WorkerHarness) -> None:
-    await ensure_all_topics(worker.settings)
-    await worker.start()
-    worker.start_trainer()
+    await worker.start_with_trainer()
     s = worker.settings
     await produce(s.kafka_bootstrap, s.events_topic, [e for n in range(6) for e in shopping(f"a{n}", "AAA", 8)])
     await worker.wait_until_caught_up()
@@ -115,9 +111,7 @@ async def test_a_new_trainer_resumes_from_the_last_snapshot(worker: WorkerHarnes
 
 
 async def test_best_send_hour_follows_the_users_opens_and_new_users_get_the_fleets(worker: WorkerHarness) -> None:
-    await ensure_all_topics(worker.settings)
-    await worker.start()
-    worker.start_trainer()
+    await worker.start_with_trainer()
     s = worker.settings
     tuesday_9_tokyo = 1_796_688_000_000  # 2026-12-08T00:00:00Z = Tuesday 09:00 in Tokyo
     week = 7 * 86_400_000
@@ -161,9 +155,7 @@ async def test_without_redis_the_api_answers_from_the_tables(tmp_path: Path) -> 
 
 
 async def test_propensity_learns_from_probes_the_clock_closes(worker: WorkerHarness) -> None:
-    await ensure_all_topics(worker.settings)
-    await worker.start()
-    worker.start_trainer()
+    await worker.start_with_trainer()
     s = worker.settings
     now = int(time.time() * 1000)
     events = []
@@ -183,9 +175,7 @@ async def test_propensity_learns_from_probes_the_clock_closes(worker: WorkerHarn
 
 
 async def test_bandit_rewards_from_opens_reach_the_experiment(worker: WorkerHarness) -> None:
-    await ensure_all_topics(worker.settings)
-    await worker.start()
-    worker.start_trainer()
+    await worker.start_with_trainer()
     s = worker.settings
     await produce(s.kafka_bootstrap, s.events_topic, [signup(f"s{n}", f"S{n}") for n in range(20)])
     await worker.wait_until_caught_up()
@@ -211,9 +201,7 @@ async def test_bandit_rewards_from_opens_reach_the_experiment(worker: WorkerHarn
 
 
 async def test_the_catalogue_withdraws_products_from_recommendations(worker: WorkerHarness) -> None:
-    await ensure_all_topics(worker.settings)
-    await worker.start()
-    worker.start_trainer()
+    await worker.start_with_trainer()
     s = worker.settings
     await produce(s.kafka_bootstrap, s.events_topic, [e for n in range(4) for e in shopping(f"a{n}", "AAA", 8)])
     await worker.wait_until_caught_up()
