@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from models import interests
 from models.bandits import STATS, Experiment
 from models.propensity import features as propensity_features
-from models.reco import owned_skus, recommend
+from models.reco import bought_skus, owned_skus, recommend
 from models.send_time import best_send_time, next_occurrence
 from streams import metrics
 from streams.errors import RenderError
@@ -146,7 +146,7 @@ async def user_recommendations(request: web.Request) -> web.Response:
     model = app.processor.item_model
 
     def answer(state: UserState) -> bytes:
-        bought = [sku for purchase in state.recent_purchases for sku in purchase["skus"]]
+        bought = bought_skus(state)
         picks = recommend(state.recent_interactions, model, k, owned_skus(state), bought)
         items = [{**asdict(model.products[p.sku]), "score": p.score, "reason": p.reason} for p in picks]
         return orjson.dumps({"user_id": user_id, "items": items, "model_offset": model.offset})

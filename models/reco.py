@@ -368,11 +368,15 @@ class ItemTrainer:
             del self._orders[next(iter(self._orders))]
 
 
+def bought_skus(state: UserState) -> list[str]:
+    """What the user bought recently, oldest first (bought-together rules start from these)."""
+    return [sku for purchase in state.recent_purchases for sku in purchase["skus"]]
+
+
 def owned_skus(state: UserState) -> frozenset[str]:
     """What a user should not be offered: recent purchases and what is in their cart."""
-    bought = (sku for purchase in state.recent_purchases for sku in purchase["skus"])
     in_cart = state.cart["items"] if state.cart else ()
-    return frozenset(bought) | frozenset(in_cart)
+    return frozenset(bought_skus(state)) | frozenset(in_cart)
 
 
 def remember(history: History, interaction: Interaction, keep: int = HISTORY_KEPT) -> History:

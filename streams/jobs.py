@@ -11,7 +11,7 @@ from typing import Any
 from models import interests
 from models.bandits import Experiment, choose_variant, posteriors_of
 from models.popularity import Product
-from models.reco import ItemModel, owned_skus, recommend
+from models.reco import ItemModel, bought_skus, owned_skus, recommend
 from streams.content import EmailRenderer
 from streams.errors import UndeliverableJob
 from streams.flows import JobRequest, job_id
@@ -109,7 +109,7 @@ def email_context(
     cart = state.cart
     # Nothing they already bought or have in the cart: the cart has its own block.
     owned = owned_skus(state)
-    bought = [sku for purchase in state.recent_purchases for sku in purchase["skus"]]
+    bought = bought_skus(state)
     picks = recommend(state.recent_interactions, item_model, RECOMMENDED, owned, bought)
     popular = [sku for sku in item_model.popular[: RECOMMENDED + len(owned)] if sku not in owned]
     return {
