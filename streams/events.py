@@ -26,7 +26,10 @@ EVENT_TYPES: Final = (
     "email_open",
     "email_click",
     "unsubscribe",
+    "email_bounce",
 )
+# A hard bounce (the address does not exist) suppresses every later email; a soft one does not.
+BOUNCE_KINDS: Final = ("hard", "soft")
 CONTEXT_FIELDS: Final = ("email", "first_name", "locale", "timezone", "country", "device")
 MAX_ID_LENGTH: Final = 200
 # Timestamps outside 2000..2100 are almost always seconds-vs-milliseconds mistakes.
@@ -182,6 +185,12 @@ def _items(properties: Mapping[str, Any]) -> None:
         check_item(item, f"properties.items[{index}]")
 
 
+def _bounce_kind(properties: Mapping[str, Any]) -> None:
+    value = properties.get("bounce")
+    if value not in BOUNCE_KINDS:
+        raise InvalidEvent(f"`properties.bounce` must be one of {', '.join(BOUNCE_KINDS)}; got {_show(value)}")
+
+
 def _traits(properties: Mapping[str, Any]) -> None:
     traits = properties.get("traits")
     if not isinstance(traits, dict) or not traits:
@@ -204,6 +213,7 @@ _PROPERTY_RULES: Final[dict[str, tuple[Rule, ...]]] = {
     "email_open": (_text("job_id"),),
     "email_click": (_text("job_id"), _text("url")),
     "unsubscribe": (_text("list", required=False),),
+    "email_bounce": (_text("job_id"), _bounce_kind, _text("reason", required=False)),
 }
 
 

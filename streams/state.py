@@ -53,6 +53,8 @@ class UserState:
     last_email_open_ms: int | None = None
     last_email_click_ms: int | None = None
     unsubscribed_lists: list[str] = field(default_factory=list)
+    # When the address last hard-bounced; cleared when the user gives a new address.
+    hard_bounced_ms: int | None = None
     flows_entered: dict[str, int] = field(default_factory=dict)
     windows: dict[str, dict[str, float]] = field(default_factory=dict)
     segments: dict[str, int] = field(default_factory=dict)
@@ -98,6 +100,7 @@ class UserState:
             self.last_email_open_ms,
             self.last_email_click_ms,
             self.unsubscribed_lists,
+            self.hard_bounced_ms,
             self.flows_entered,
             self.windows,
             self.segments,
@@ -153,6 +156,8 @@ def apply(state: UserState, event: Event, policy: StatePolicy) -> UserState:
     handler = _TYPE_HANDLERS.get(event.type)
     if handler is not None:
         handler(new, event, policy)
+    if new.hard_bounced_ms is not None and new.email != state.email:
+        new.hard_bounced_ms = None  # a new address deserves a new chance
     return new
 
 
@@ -257,6 +262,11 @@ def _on_unsubscribe(state: UserState, event: Event, policy: StatePolicy) -> None
         state.unsubscribed_lists = [*state.unsubscribed_lists, list_name]
 
 
+def _on_email_bounce(state: UserState, event: Event, policy: StatePolicy) -> None:
+    if event.properties["bounce"] == "hard":
+        state.hard_bounced_ms = max(state.hard_bounced_ms or 0, event.timestamp_ms)
+
+
 def _later(cart: dict[str, Any], event: Event) -> int:
     return max(int(cart.get("updated_ms", 0)), event.timestamp_ms)
 
@@ -270,4 +280,5 @@ _TYPE_HANDLERS = {
     "email_open": _on_email_open,
     "email_click": _on_email_click,
     "unsubscribe": _on_unsubscribe,
+    "email_bounce": _on_email_bounce,
 }

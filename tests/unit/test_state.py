@@ -142,3 +142,13 @@ def test_replaying_any_prefix_changes_nothing(history: list[tuple[str, int, int]
     # Redelivery of already-applied events (within the dedupe window) is a no-op.
     recent = [e for e in events if e.event_id in once.recent_event_ids]
     assert run(*recent, state=once) == once
+
+
+def test_hard_bounce_is_remembered_until_the_address_changes() -> None:
+    state = apply(UserState("u1"), make_event("signup", context={"email": "a@example.com"}), POLICY)
+    bounced = apply(state, make_event("email_bounce", ts=BASE_TS + 1), POLICY)
+    assert bounced.hard_bounced_ms == BASE_TS + 1
+    soft = make_event("email_bounce", ts=BASE_TS + 2, job_id="j2", bounce="soft")
+    assert apply(bounced, soft, POLICY).hard_bounced_ms == BASE_TS + 1
+    moved = make_event("profile_update", ts=BASE_TS + 3, traits={"email": "new@example.com"})
+    assert apply(bounced, moved, POLICY).hard_bounced_ms is None
