@@ -15,6 +15,7 @@ from models.reco import ItemModel
 from streams.cache import StateCache
 from streams.clock import Clock
 from streams.content import EmailRenderer
+from streams.flowbook import FlowBook
 from streams.hotpath import HotPath
 from streams.item_model import MAX_SNAPSHOT_BYTES, SnapshotFeed, Trainer
 from streams.jobs import JobContext
@@ -50,6 +51,8 @@ class TidemailApp(faust.App):
 def build_processor(settings: Settings, clock: Clock) -> BatchProcessor:
     """The pure batch logic, configured from settings (also used by tests to compute expectations)."""
     renderer = EmailRenderer(settings.templates_dir, defaults={"brand": settings.brand})
+    segments = SegmentBook.load(settings.segments_file)
+    experiments = load_experiments(settings.experiments_file, set(renderer.versions))
     return BatchProcessor(
         policy=StatePolicy(
             dedupe_window=settings.dedupe_window,
@@ -66,12 +69,14 @@ def build_processor(settings: Settings, clock: Clock) -> BatchProcessor:
             unsubscribe_secret=settings.unsubscribe_secret.reveal().encode(),
             interest_half_life_days=settings.interest_half_life_days,
         ),
-        segments=SegmentBook.load(settings.segments_file),
+        segments=segments,
         max_event_bytes=settings.max_event_bytes,
         clock_ms=clock.now_ms,
         reco_weights=settings.reco_weights,
         item_model=ItemModel.empty(settings.reco_factors),
-        experiments=load_experiments(settings.experiments_file, set(renderer.versions)),
+        experiments=experiments,
+        flows=FlowBook.load(settings.flows_file, set(renderer.versions), set(experiments), set(segments.by_name)),
+        governance=settings.governance,
     )
 
 

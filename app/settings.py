@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.errors import ConfigError
+from streams.governance import GovernancePolicy, QuietHours
 
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
@@ -55,6 +56,13 @@ class Settings:
     segments_file: Path = Path(__file__).resolve().parent.parent / "streams" / "segments.yaml"
     segment_changes_topic: str = "tidemail.segment-changes"
     experiments_file: Path = Path(__file__).resolve().parent.parent / "streams" / "experiments.yaml"
+    flows_file: Path = Path(__file__).resolve().parent.parent / "streams" / "flows.yaml"
+    # Governance: marketing emails per user per rolling day and week, and local quiet
+    # hours (`21-8`; empty for none) in the user's `timezone` trait, else this zone.
+    frequency_cap_24h: int = 2
+    frequency_cap_7d: int = 7
+    quiet_hours: str = "21-8"
+    default_timezone: str = "UTC"
     timer_interval_ms: int = 500
     timer_batch_users: int = 20_000
     # Lets POST /admin/clock move the worker's clock forward: for tests and demos only.
@@ -102,6 +110,9 @@ class Settings:
             raise ConfigError(f"TIDEMAIL_PARTITIONS must be at least 1; got {self.partitions}")
         if self.batch_max_records < 1:
             raise ConfigError(f"TIDEMAIL_BATCH_MAX_RECORDS must be at least 1; got {self.batch_max_records}")
+        if min(self.frequency_cap_24h, self.frequency_cap_7d) < 1:
+            raise ConfigError("TIDEMAIL_FREQUENCY_CAP_24H and TIDEMAIL_FREQUENCY_CAP_7D must be at least 1")
+        QuietHours.parse(self.quiet_hours)
         if self.max_event_bytes < 256:
             raise ConfigError(f"TIDEMAIL_MAX_EVENT_BYTES must be at least 256; got {self.max_event_bytes}")
 
@@ -119,6 +130,12 @@ class Settings:
             "cart_add": self.reco_weight_cart_add,
             "purchase": self.reco_weight_purchase,
         }
+
+    @property
+    def governance(self) -> GovernancePolicy:
+        return GovernancePolicy(
+            self.frequency_cap_24h, self.frequency_cap_7d, QuietHours.parse(self.quiet_hours), self.default_timezone
+        )
 
     @property
     def kafka_url(self) -> str:

@@ -1,6 +1,7 @@
 """Bandits for content variants: Thompson sampling per experiment, state per experiment.
 
-An experiment names a template and its variants (`streams/experiments.yaml`). Each
+An experiment names a template and its variants (`streams/experiments.yaml`); a flow's
+send step names the experiment it runs. Each
 variant's chance of engaging is a Beta posterior, held as River `proba.Beta` objects by
 the trainer, which sees every send and every reward of the fleet: a send counts as a
 failure until a reward for that job arrives, which then turns it into a success (River's
@@ -26,15 +27,39 @@ REWARD_EVENTS = {"email_open": "opens", "email_click": "clicks", "purchase": "pu
 STATS = ("sends", "opens", "clicks", "purchases", "rewarded")
 
 
+HOLDOUT = "holdout"
+POLICIES = ("thompson", "split")
+EXPERIMENT_FIELDS = {"name", "template", "variants", "policy", "holdout"}
+
+
 @dataclass(frozen=True, slots=True)
 class Experiment:
+    """Variants of one template. `thompson` lets the bandit choose per job; `split` gives
+    each user a fixed variant. A `holdout` share of users gets nothing, to measure lift."""
+
     name: str
     template: str
     variants: tuple[str, ...]
+    policy: str = "thompson"
+    holdout: float = 0.0
+
+    def is_held_out(self, user_id: str) -> bool:
+        return self.holdout > 0 and _unit_hash(f"{self.name}\x1fholdout\x1f{user_id}") < self.holdout
+
+    def assign(self, user_id: str, job_id: str, posteriors: dict[str, list[float]]) -> str:
+        """The variant for this user's job: the same one on every replay."""
+        if self.policy == "split":
+            return self.variants[int(_unit_hash(f"{self.name}\x1f{user_id}") * len(self.variants))]
+        return choose_variant(self, posteriors, job_id)
+
+
+def _unit_hash(text: str) -> float:
+    """A stable number in [0, 1) for `text`."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64
 
 
 def load_experiments(path: Path, templates: set[str]) -> dict[str, Experiment]:
-    """Experiments by the template they vary; start-up stops on anything invalid."""
+    """Experiments by name; start-up stops on anything invalid."""
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
@@ -42,29 +67,43 @@ def load_experiments(path: Path, templates: set[str]) -> dict[str, Experiment]:
     entries = doc.get("experiments", []) if isinstance(doc, dict) else None
     if not isinstance(entries, list):
         raise ConfigError(f"{path} must have a top-level `experiments:` list")
-    by_template: dict[str, Experiment] = {}
-    names: set[str] = set()
+    experiments: dict[str, Experiment] = {}
     for i, entry in enumerate(entries):
-        where = f"{path}: experiments[{i}]"
-        if not isinstance(entry, dict) or set(entry) != {"name", "template", "variants"}:
-            raise ConfigError(f"{where} must have exactly name, template and variants; got {entry!r}")
-        name, template, variants = entry["name"], entry["template"], entry["variants"]
-        if not isinstance(name, str) or not name or name in names:
-            raise ConfigError(f"{where}.name must be a unique, non-empty name; got {name!r}")
-        if template not in templates:
-            raise ConfigError(f"{where}.template must be one of {', '.join(sorted(templates))}; got {template!r}")
-        if template in by_template:
-            raise ConfigError(f"{where}: template `{template}` already has experiment `{by_template[template].name}`")
-        if (
-            not isinstance(variants, list)
-            or len(variants) < 2
-            or len(set(variants)) != len(variants)
-            or not all(isinstance(v, str) and v for v in variants)
-        ):
-            raise ConfigError(f"{where}.variants must be two or more distinct names; got {variants!r}")
-        names.add(name)
-        by_template[template] = Experiment(name, template, tuple(variants))
-    return by_template
+        experiment = _parse_experiment(entry, f"{path}: experiments[{i}]", templates)
+        if experiment.name in experiments:
+            raise ConfigError(f"{path}: experiment `{experiment.name}` is defined more than once")
+        experiments[experiment.name] = experiment
+    return experiments
+
+
+def _parse_experiment(entry: Any, where: str, templates: set[str]) -> Experiment:
+    if (
+        not isinstance(entry, dict)
+        or not {"name", "template", "variants"} <= set(entry)
+        or set(entry) - EXPERIMENT_FIELDS
+    ):
+        raise ConfigError(
+            f"{where} must have name, template and variants, and may have policy and holdout; got {entry!r}"
+        )
+    name, template, variants = entry["name"], entry["template"], entry["variants"]
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}.name must be a non-empty name; got {name!r}")
+    if template not in templates:
+        raise ConfigError(f"{where}.template must be one of {', '.join(sorted(templates))}; got {template!r}")
+    if (
+        not isinstance(variants, list)
+        or len(variants) < 2
+        or len(set(variants)) != len(variants)
+        or not all(isinstance(v, str) and v and v != HOLDOUT for v in variants)
+    ):
+        raise ConfigError(f"{where}.variants must be two or more distinct names other than `holdout`; got {variants!r}")
+    policy = entry.get("policy", "thompson")
+    if policy not in POLICIES:
+        raise ConfigError(f"{where}.policy must be one of {', '.join(POLICIES)}; got {policy!r}")
+    holdout = entry.get("holdout", 0.0)
+    if isinstance(holdout, bool) or not isinstance(holdout, int | float) or not 0 <= holdout < 0.5:
+        raise ConfigError(f"{where}.holdout must be a share of users from 0 to below 0.5; got {holdout!r}")
+    return Experiment(name, template, tuple(variants), policy, float(holdout))
 
 
 def choose_variant(experiment: Experiment, posteriors: dict[str, list[float]], job_id: str) -> str:

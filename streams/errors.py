@@ -15,7 +15,3 @@ class InvalidEvent(TidemailError):
 
 class RenderError(TidemailError):
     """A template failed to render for one job; the trigger is dead-lettered."""
-
-
-class UndeliverableJob(TidemailError):
-    """A triggered email cannot be built for this user (e.g. no address); it is dead-lettered."""

@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from mode import Service
 
+from models.bandits import REWARD_EVENTS
 from streams import metrics
 from streams.batching import Outgoing, send_grouped
 from streams.cache import StateCache
@@ -371,8 +372,17 @@ class HotPath(Service):
             metrics.EVENTS_APPLIED.labels(event_type).inc(n)
         for reason, n in result.skipped.items():
             metrics.EVENTS_SKIPPED.labels(reason).inc(n)
-        for reason, n in result.suppressed.items():
-            metrics.JOBS_SUPPRESSED.labels(reason).inc(n)
+        for decision, n in result.governance.items():
+            metrics.GOVERNANCE_DECISIONS.labels(decision).inc(n)
+        for transition, n in result.flow_transitions.items():
+            flow, what = transition.split(":", 1)
+            metrics.FLOW_TRANSITIONS.labels(flow, what).inc(n)
+        experiment_outcomes = Counter(
+            (experiment, variant, "sends" if kind == "sent" else REWARD_EVENTS[event_type])
+            for kind, experiment, variant, event_type, _ in result.training.bandit_records
+        )
+        for (experiment, variant, outcome), n in experiment_outcomes.items():
+            metrics.EXPERIMENT_OUTCOMES.labels(experiment, variant, outcome).inc(n)
         for dead in result.dead_letters:
             metrics.DEAD_LETTERS.labels(dead.kind).inc()
             log.warning(

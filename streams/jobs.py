@@ -9,12 +9,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from models import interests
-from models.bandits import Experiment, choose_variant, posteriors_of
 from models.popularity import Product
 from models.reco import ItemModel, bought_skus, owned_skus, recommend
 from streams.content import EmailRenderer
-from streams.errors import UndeliverableJob
-from streams.flows import JobRequest, job_id
+from streams.flows import JobRequest
 from streams.state import UserState
 from streams.unsubscribe import sign_token
 
@@ -48,29 +46,21 @@ class JobContext:
 
 def build_job(
     request: JobRequest,
+    the_job_id: str,
     state: UserState,
     renderer: EmailRenderer,
     ctx: JobContext,
     item_model: ItemModel,
     now_ms: int,
-    experiment: Experiment | None = None,
+    send_at_ms: int,
+    experiment: str | None = None,
+    variant: str | None = None,
 ) -> dict[str, Any]:
-    """Render and assemble one job; raise `UndeliverableJob` or `RenderError` when it cannot be.
-
-    When an experiment varies the template, its bandit chooses the variant."""
+    """Render and assemble one job that governance allowed; raise `RenderError` when it cannot be."""
     address = state.email
-    if address is None:
-        raise UndeliverableJob(
-            f"cannot send {request.flow!r} step {request.step}: user {state.user_id!r} has no email address"
-        )
+    assert address is not None, "governance lets no job through without an address"
     unsubscribe_url = signed_unsubscribe_url(state.user_id, request.list_name, ctx, now_ms)
     context = email_context(state, ctx, item_model, unsubscribe_url, now_ms)
-    the_job_id = job_id(request.flow, request.step, state.user_id, request.trigger_key)
-    variant = (
-        choose_variant(experiment, posteriors_of(item_model.bandits, experiment.name), the_job_id)
-        if experiment
-        else None
-    )
     context.update(flow=request.flow, step=request.step, variant=variant)
     rendered = renderer.render(request.template, context)
     now = format_time(now_ms)
@@ -81,6 +71,7 @@ def build_job(
         "flow": request.flow,
         "step": request.step,
         "list": request.list_name,
+        "category": request.category,
         "template": rendered.template,
         "template_version": rendered.template_version,
         "subject": rendered.subject,
@@ -88,10 +79,10 @@ def build_job(
         "html": rendered.html,
         "text": rendered.text,
         "unsubscribe_url": unsubscribe_url,
-        "send_at": now,
+        "send_at": format_time(send_at_ms),
         "created_at": now,
         "trigger_event_id": request.trigger_event_id,
-        "experiment": experiment.name if experiment else None,
+        "experiment": experiment,
         "variant": variant,
     }
 

@@ -13,7 +13,22 @@ EVENTS_SKIPPED = Counter(
 )
 DEAD_LETTERS = Counter("tidemail_dead_letters_total", "Records sent to the dead-letter topic.", ["kind"])
 JOBS_EMITTED = Counter("tidemail_jobs_emitted_total", "Email jobs published.", ["flow"])
-JOBS_SUPPRESSED = Counter("tidemail_jobs_suppressed_total", "Email jobs not emitted by policy.", ["reason"])
+GOVERNANCE_DECISIONS = Counter(
+    "tidemail_governance_decisions_total",
+    "Decisions on the emails flows asked for: allowed, unsubscribed, hard_bounced, no_address, capped_24h, "
+    "capped_7d, held_out (experiment holdout), delayed_quiet_hours (also allowed).",
+    ["decision"],
+)
+FLOW_TRANSITIONS = Counter(
+    "tidemail_flow_transitions_total",
+    "Flow runs entered, completed, ended by a goal, superseded, refused re-entry, and similar.",
+    ["flow", "transition"],
+)
+EXPERIMENT_OUTCOMES = Counter(
+    "tidemail_experiment_outcomes_total",
+    "Per experiment and variant (or holdout): sends, and the opens, clicks and purchases attributed to them.",
+    ["experiment", "variant", "outcome"],
+)
 BATCH_RECORDS = Histogram(
     "tidemail_batch_records", "Records per processed batch.", buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000)
 )

@@ -123,7 +123,9 @@ class OutputPublisher:
 
     def _dead_letter_record(self, dead: DeadLetter) -> OutputRecord:
         source = dead.record
-        output_id = f"{source.partition}:{source.offset}:{dead.kind}"
+        # A timer firing has no offset (-1); its record names the user and the instant.
+        origin = str(source.offset) if source.offset >= 0 else f"{(source.key or b'').decode()}@{source.timestamp_ms}"
+        output_id = f"{source.partition}:{origin}:{dead.kind}"
         headers = (
             (ID_HEADER, output_id.encode()),
             ("tidemail.kind", dead.kind.encode()),

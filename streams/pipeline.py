@@ -13,15 +13,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from models import propensity
-from models.bandits import REWARD_EVENTS, Experiment
+from models.bandits import HOLDOUT, REWARD_EVENTS, Experiment, posteriors_of
 from models.popularity import Product
 from models.reco import Interaction, ItemModel, TrainingBatch, interactions_of, owned_skus, recommend, remember
-from models.send_time import add_engagement, hour_of_week
+from models.send_time import add_engagement, best_send_time, hour_of_week
 from streams.content import EmailRenderer, RenderedEmail
-from streams.errors import InvalidEvent, RenderError, UndeliverableJob
+from streams.errors import InvalidEvent, RenderError
 from streams.events import Event, parse_event
-from streams.flows import advance_flows
+from streams.flowbook import FlowBook
+from streams.flows import FlowEngine, JobRequest, job_id
+from streams.governance import GovernancePolicy, decide, record_send
 from streams.jobs import JobContext, build_job, email_context, signed_unsubscribe_url
 from streams.segments import Evaluation, SegmentBook, SegmentChange
 from streams.state import DEFAULT_LIST, StatePolicy, UserState, apply
@@ -85,7 +89,10 @@ class BatchResult:
     timer_lateness_ms: int = 0
     applied_by_type: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
-    suppressed: Counter[str] = field(default_factory=Counter)
+    # Governance decisions on the jobs flows asked for (`allowed`, `unsubscribed`, `capped_24h`, ...).
+    governance: Counter[str] = field(default_factory=Counter)
+    # Flow run transitions by `flow:what` (entered, goal, completed, superseded, ...).
+    flow_transitions: Counter[str] = field(default_factory=Counter)
 
 
 class BatchProcessor:
@@ -102,8 +109,12 @@ class BatchProcessor:
         reco_weights: dict[str, float],
         item_model: ItemModel,
         experiments: dict[str, Experiment],
+        flows: FlowBook,
+        governance: GovernancePolicy,
     ) -> None:
         self._policy = policy
+        self.flows = FlowEngine(flows, self._scores_of)
+        self._governance = governance
         self._renderer = renderer
         self.segments = segments
         self._job_context = job_context
@@ -157,13 +168,29 @@ class BatchProcessor:
             if state.indexed_due_ms == due_ms:
                 # Later entries may remain; which is earliest is no longer known.
                 state.indexed_due_ms = None
-            if state.next_check_ms is not None and state.next_check_ms <= now_ms:
-                result.timer_lateness_ms = max(result.timer_lateness_ms, now_ms - state.next_check_ms)
-                state = self._catch_up(state, now_ms, partition, result)
-            self._close_due_probe(state, now_ms, result)
+            timer = InputRecord(partition, -1, user_id.encode(), orjson.dumps({"timer_due": due_ms}), now_ms)
+            try:
+                state = self._on_time(state, now_ms, timer, result)
+            except Exception as e:  # as on the event path: one user's timer, not the worker
+                log.exception("timer of user %s failed", user_id)
+                result.dead_letters.append(DeadLetter(timer, "internal_error", f"{type(e).__name__}: {e}"))
+                continue
             changed[user_id] = state
             self._index_next_check(partition, user_id, state, result)
         return result
+
+    def _on_time(self, state: UserState, now_ms: int, timer: InputRecord, result: BatchResult) -> UserState:
+        requests: list[JobRequest] = []
+        due = [t for t in (state.next_check_ms, self.flows.next_due(state)) if t is not None and t <= now_ms]
+        if due:
+            result.timer_lateness_ms = max(result.timer_lateness_ms, now_ms - min(due))
+        if state.next_check_ms is not None and state.next_check_ms <= now_ms:
+            state = self._catch_up(state, now_ms, timer.partition, result, requests)
+        requests += self.flows.fire_due(state, now_ms, result.flow_transitions)
+        self._close_due_probe(state, now_ms, result)
+        for request in requests:
+            self._emit(request, state, timer, result)
+        return state
 
     @staticmethod
     def _close_due_probe(state: UserState, now_ms: int, result: BatchResult) -> None:
@@ -174,21 +201,20 @@ class BatchProcessor:
             result.training.propensity_examples.append((propensity.probe_features(probe), probe["y"]))
             state.propensity_probe = None
 
-    @staticmethod
-    def _index_next_check(partition: int, user_id: str, state: UserState, result: BatchResult) -> None:
+    def _index_next_check(self, partition: int, user_id: str, state: UserState, result: BatchResult) -> None:
         # The index is lazy: an entry is added only when the next check moves earlier than
         # the user's earliest entry. A later next check is left to the existing entry, which
         # fires, finds nothing due and re-indexes. Most events push the next check later
         # (recency windows restart), so most batches write no index entries at all.
-        due = min(
-            (t for t in (state.next_check_ms, propensity.due_ms(state.propensity_probe)) if t is not None),
-            default=None,
-        )
+        instants = (state.next_check_ms, propensity.due_ms(state.propensity_probe), self.flows.next_due(state))
+        due = min((t for t in instants if t is not None), default=None)
         if due is not None and (state.indexed_due_ms is None or due < state.indexed_due_ms):
             state.indexed_due_ms = due
             result.timer_additions.setdefault(partition, []).append((due, user_id))
 
-    def _catch_up(self, state: UserState, now_ms: int, partition: int, result: BatchResult) -> UserState:
+    def _catch_up(
+        self, state: UserState, now_ms: int, partition: int, result: BatchResult, requests: list[JobRequest]
+    ) -> UserState:
         # Evaluate at each due instant in turn, so every flip happens at the moment it is due
         # even when the worker was down for a while; a long backlog continues next tick.
         current = state
@@ -196,7 +222,11 @@ class BatchProcessor:
             due = current.next_check_ms
             if due is None or due > now_ms:
                 break
-            current = self._with_evaluation(current, self.segments.on_clock(current, due), partition, result)
+            evaluation = self.segments.on_clock(current, due)
+            current = self._with_evaluation(current, evaluation, partition, result)
+            entered = [c.segment for c in evaluation.changes if c.change == "entered"]
+            if entered:
+                requests += self.flows.on_entered(current, entered, due, "clock", result.flow_transitions)
         return current
 
     def _with_evaluation(
@@ -283,34 +313,67 @@ class BatchProcessor:
         changed_inputs = self.segments.inputs_changed_by(state, applied, event, touched)
         evaluation = self.segments.after_events(applied, changed_inputs, applied.last_seen_ms, event.event_id)
         applied = self._with_evaluation(applied, evaluation, record.partition, result)
-        new_state, requests = advance_flows(applied, event)
+        # Waits that ended before this event run out first; their steps see the state after it.
+        requests = self.flows.fire_due(applied, event.timestamp_ms - 1, result.flow_transitions)
+        entered = [c.segment for c in evaluation.changes if c.change == "entered"]
+        requests += self.flows.on_event(applied, event, entered, result.flow_transitions)
         for request in requests:
-            if new_state.is_unsubscribed(request.list_name):
-                result.suppressed["unsubscribed"] += 1
-                continue
-            experiment = self.experiments.get(request.template)
-            try:
-                job = build_job(
-                    request,
-                    new_state,
-                    self._renderer,
-                    self._job_context,
-                    self.item_model,
-                    self._clock_ms(),
-                    experiment,
-                )
-            except UndeliverableJob as e:
-                result.dead_letters.append(DeadLetter(record, "undeliverable", str(e)))
-            except RenderError as e:
-                result.dead_letters.append(DeadLetter(record, "render_failed", str(e)))
-            else:
-                result.jobs.append(job)
-                result.job_triggers[job["job_id"]] = record
-                if experiment is not None:
-                    sent = [job["job_id"], experiment.name, job["variant"], event.timestamp_ms, False]
-                    new_state.experiment_jobs = [*new_state.experiment_jobs[-(EXPERIMENT_JOBS_KEPT - 1) :], sent]
-                    result.training.bandit_records.append(["sent", experiment.name, job["variant"], None, False])
-        return new_state
+            self._emit(request, applied, record, result)
+        return applied
+
+    def _emit(self, request: JobRequest, state: UserState, trigger: InputRecord, result: BatchResult) -> None:
+        """Govern, assign a variant, render and queue one job; count whatever stops it."""
+        decision = decide(state, request, self._governance, lambda: self._best_hour(state))
+        result.governance[decision.outcome] += 1
+        if decision.outcome == "no_address":
+            # Missing user data, unlike an opt-out: someone should look at it.
+            reason = f"cannot send {request.flow!r} step {request.step}: user {state.user_id!r} has no email address"
+            result.dead_letters.append(DeadLetter(trigger, "undeliverable", reason))
+        if not decision.allowed:
+            return
+        if decision.delayed:
+            result.governance["delayed_quiet_hours"] += 1
+        the_job_id = job_id(request.flow, request.step, state.user_id, request.trigger_key)
+        experiment = self.experiments.get(request.experiment) if request.experiment else None
+        variant = None
+        if experiment is not None:
+            posteriors = posteriors_of(self.item_model.bandits, experiment.name)
+            held_out = experiment.is_held_out(state.user_id)
+            variant = HOLDOUT if held_out else experiment.assign(state.user_id, the_job_id, posteriors)
+            # Held-out users get nothing, but their purchases still count, as the baseline.
+            sent = [the_job_id, experiment.name, variant, request.at_ms, False]
+            state.experiment_jobs = [*state.experiment_jobs[-(EXPERIMENT_JOBS_KEPT - 1) :], sent]
+            result.training.bandit_records.append(["sent", experiment.name, variant, None, False])
+            if variant == HOLDOUT:
+                result.governance["held_out"] += 1
+                return
+        try:
+            job = build_job(
+                request,
+                the_job_id,
+                state,
+                self._renderer,
+                self._job_context,
+                self.item_model,
+                self._clock_ms(),
+                decision.send_at_ms,
+                experiment.name if experiment else None,
+                variant,
+            )
+        except RenderError as e:
+            result.dead_letters.append(DeadLetter(trigger, "render_failed", str(e)))
+            return
+        record_send(state, request, decision)
+        result.jobs.append(job)
+        result.job_triggers[job["job_id"]] = trigger
+
+    def _best_hour(self, state: UserState) -> int | None:
+        best = best_send_time(state.engagement_hours, self.item_model.send_hours)
+        return best.hour_of_week % 24 if best is not None else None
+
+    def _scores_of(self, state: UserState, at_ms: int) -> dict[str, float]:
+        x = propensity.features(state, at_ms)
+        return {f"{target}_7d": scorer.probability(x) for target, scorer in self.item_model.propensity.items()}
 
 
 def _attribute_reward(jobs: list[list[Any]], event: Event, result: BatchResult) -> list[list[Any]]:

@@ -23,6 +23,8 @@ ANY_EVENT = "*"
 TRAITS = "traits"
 FIRST_SEEN = "first_seen"
 CART_EVENTS = frozenset({"cart_add", "cart_remove", "purchase"})
+MODEL_SCORE = "model_score"
+SCORES = ("open_7d", "click_7d", "purchase_7d")
 
 
 class Moves(IntEnum):
@@ -62,6 +64,8 @@ class EvalContext:
     state: UserState
     now_ms: int
     members_of: set[str]
+    # Model scores by name, for flow splits; segments have none (see `ModelScore`).
+    scores: Mapping[str, float] | None = None
 
 
 class Condition(Protocol):
@@ -436,3 +440,31 @@ def _parse_segment(body: Any, where: str) -> Condition:
     if not isinstance(body, str) or not body:
         raise ConfigError(f"{where} must name another segment; got {body!r}")
     return InSegment(body)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelScore(Leaf):
+    """A propensity model's chance for the user, compared with a threshold.
+
+    Only flow splits can use it: a score moves whenever the models retrain, so a segment
+    built on one could not replay to the same transitions."""
+
+    score: str
+    op: str
+    value: float
+
+    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
+        actual = ctx.scores.get(self.score) if ctx.scores is not None else None
+        return actual is not None and _compare(self.op, actual, self.value), None
+
+    def inputs(self) -> Inputs:
+        return {MODEL_SCORE: Moves.EITHER}
+
+
+@kind("score")
+def _parse_score(body: Any, where: str) -> Condition:
+    fields = _fields(body, where, {"model", "value"}, {"op"})
+    if fields["model"] not in SCORES:
+        raise ConfigError(f"{where}.model must be one of {', '.join(SCORES)}; got {fields['model']!r}")
+    op, value = _threshold(fields, where)
+    return ModelScore(fields["model"], op, value)

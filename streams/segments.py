@@ -19,7 +19,17 @@ import yaml
 
 from streams.errors import ConfigError
 from streams.events import Event
-from streams.rules import ANY_EVENT, FIRST_SEEN, TRAITS, Condition, EvalContext, Inputs, Moves, parse_condition
+from streams.rules import (
+    ANY_EVENT,
+    FIRST_SEEN,
+    MODEL_SCORE,
+    TRAITS,
+    Condition,
+    EvalContext,
+    Inputs,
+    Moves,
+    parse_condition,
+)
 from streams.state import UserState
 from streams.windows import AggregateIndex, AggregateSpec, add
 
@@ -238,7 +248,13 @@ def _parse_segment(entry: Any, index: int, source: str) -> Segment:
         raise ConfigError(f"{where}: description must be text; got {description!r}")
     if "condition" not in entry:
         raise ConfigError(f"{where} needs a `condition`")
-    return Segment(name, description, parse_condition(entry["condition"], f"{where}: condition"), entry)
+    condition = parse_condition(entry["condition"], f"{where}: condition")
+    if MODEL_SCORE in condition.inputs():
+        raise ConfigError(
+            f"{where}: `score` conditions work in flow splits only; a model score changes whenever the "
+            "models retrain, so segment transitions could not be replayed"
+        )
+    return Segment(name, description, condition, entry)
 
 
 def _in_dependency_order(segments: list[Segment]) -> list[Segment]:

@@ -55,7 +55,13 @@ class UserState:
     unsubscribed_lists: list[str] = field(default_factory=list)
     # When the address last hard-bounced; cleared when the user gives a new address.
     hard_bounced_ms: int | None = None
+    # When the user last entered each flow, and the keys they entered it with (latest last).
     flows_entered: dict[str, int] = field(default_factory=dict)
+    flow_keys: dict[str, list[str]] = field(default_factory=dict)
+    # Runs in progress: {"flow", "key", "run", "step", "due", "cause"} (see streams/flows.py).
+    flow_runs: list[dict[str, Any]] = field(default_factory=list)
+    # When marketing emails to this user are (to be) sent, for the frequency cap.
+    marketing_sends: list[int] = field(default_factory=list)
     windows: dict[str, dict[str, float]] = field(default_factory=dict)
     segments: dict[str, int] = field(default_factory=dict)
     next_check_ms: int | None = None
@@ -102,6 +108,9 @@ class UserState:
             self.unsubscribed_lists,
             self.hard_bounced_ms,
             self.flows_entered,
+            self.flow_keys,
+            self.flow_runs,
+            self.marketing_sends,
             self.windows,
             self.segments,
             self.next_check_ms,

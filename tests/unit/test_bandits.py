@@ -17,7 +17,8 @@ EXPERIMENT = Experiment("subject", "welcome", ("a", "b"))
 
 def test_the_shipped_experiments_load() -> None:
     experiments = load_experiments(Settings().experiments_file, {"welcome", "cart_reminder", "winback"})
-    assert experiments["welcome"].variants == ("promise", "picks")
+    assert experiments["welcome_preheader"].variants == ("promise", "picks")
+    assert experiments["winback_subject"].policy == "split" and experiments["winback_subject"].holdout == 0.1
 
 
 @pytest.mark.parametrize(
@@ -26,11 +27,14 @@ def test_the_shipped_experiments_load() -> None:
         ("experiments: [{name: x, template: nope, variants: [a, b]}]", "template must be one of"),
         ("experiments: [{name: x, template: welcome, variants: [a]}]", "two or more distinct names"),
         ("experiments: [{name: x, template: welcome, variants: [a, a]}]", "two or more distinct names"),
-        ("experiments: [{name: x, template: welcome}]", "exactly name, template and variants"),
+        ("experiments: [{name: x, template: welcome}]", "must have name, template and variants"),
+        ("experiments: [{name: x, template: welcome, variants: [a, holdout]}]", "other than `holdout`"),
+        ("experiments: [{name: x, template: welcome, variants: [a, b], policy: ucb}]", "policy must be one of"),
+        ("experiments: [{name: x, template: welcome, variants: [a, b], holdout: 0.6}]", "from 0 to below 0.5"),
         (
             "experiments: [{name: x, template: welcome, variants: [a, b]},"
-            " {name: y, template: welcome, variants: [c, d]}]",
-            "already has experiment `x`",
+            " {name: x, template: welcome, variants: [c, d]}]",
+            "experiment `x` is defined more than once",
         ),
     ],
 )
@@ -45,6 +49,16 @@ def test_choice_is_reproducible_per_job_and_even_without_evidence() -> None:
     assert choose_variant(EXPERIMENT, {}, "job-1") == choose_variant(EXPERIMENT, {}, "job-1")
     picks = Counter(choose_variant(EXPERIMENT, {}, f"job-{n}") for n in range(1_000))
     assert 400 < picks["a"] < 600
+
+
+def test_split_assignment_and_holdout_are_fixed_per_user() -> None:
+    split = Experiment("subject", "welcome", ("a", "b"), policy="split", holdout=0.2)
+    users = [f"u{n}" for n in range(2_000)]
+    held_out = [u for u in users if split.is_held_out(u)]
+    assert 300 < len(held_out) < 500
+    assigned = {u: split.assign(u, f"job-{n}", {}) for n, u in enumerate(users)}
+    assert all(split.assign(u, "another-job", {}) == v for u, v in assigned.items())
+    assert 900 < Counter(assigned.values())["a"] < 1_100
 
 
 def test_a_late_reward_turns_its_send_into_a_success_once() -> None:
@@ -74,7 +88,7 @@ def test_thompson_sampling_moves_sends_to_the_variant_that_engages() -> None:
 
 def test_jobs_carry_their_variant_and_opens_of_them_are_rewards() -> None:
     worker = processor()
-    worker.experiments = {"welcome": Experiment("welcome_preheader", "welcome", ("promise", "picks"))}
+    worker.experiments = {"welcome_preheader": Experiment("welcome_preheader", "welcome", ("promise", "picks"))}
     worker.item_model = ItemModel.empty(4)
     store = Store()
     sent = worker.process({0: [record(0, signup("u1"))]}, store.load)

@@ -64,8 +64,15 @@ def library(tmp_path: Path) -> Path:
     return copy
 
 
-def test_the_library_has_the_three_emails(renderer: EmailRenderer) -> None:
-    assert set(renderer.versions) == {"welcome", "cart_reminder", "winback"}
+def test_the_library_has_the_flows_emails(renderer: EmailRenderer) -> None:
+    assert set(renderer.versions) == {
+        "welcome",
+        "welcome_browsed",
+        "welcome_discover",
+        "welcome_picks",
+        "cart_reminder",
+        "winback",
+    }
     assert all(re.fullmatch(r"[0-9a-f]{12}", v) for v in renderer.versions.values())
 
 

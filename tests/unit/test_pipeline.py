@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -9,29 +10,51 @@ import pytest
 from app.settings import Settings
 from models.reco import DEFAULT_WEIGHTS, ItemModel
 from streams.content import EmailRenderer
+from streams.flowbook import FlowBook
 from streams.flows import job_id
+from streams.governance import GovernancePolicy
 from streams.jobs import JobContext
 from streams.pipeline import BatchProcessor, InputRecord
 from streams.segments import SegmentBook
 from streams.state import StatePolicy, UserState
 from tests.factories import BASE_TS, encoded, event_doc
 
+# Generous caps and no quiet hours: tests of governance set their own.
+OPEN_GOVERNANCE = GovernancePolicy(cap_24h=100, cap_7d=100, quiet_hours=None)
 CONTEXT = JobContext("Shop", "https://shop", "1 Street", "https://unsub", b"secret", 14.0)
 
 
-def processor(templates: Path | None = None) -> BatchProcessor:
-    renderer = EmailRenderer(templates or Settings().templates_dir, defaults={"brand": "Shop"})
-    segments = SegmentBook.load(Settings().segments_file)
+def processor(
+    templates: Path | None = None,
+    renderer: EmailRenderer | None = None,
+    segments: SegmentBook | None = None,
+    flows_yaml: str | None = None,
+    governance: GovernancePolicy = OPEN_GOVERNANCE,
+    clock_ms: Callable[[], int] = lambda: BASE_TS,
+) -> BatchProcessor:
+    """A processor with the shipped definitions, or the given ones; governance lets all through."""
+    settings = Settings()
+    renderer = renderer or EmailRenderer(templates or settings.templates_dir, defaults={"brand": "Shop"})
+    segments = segments or SegmentBook.load(settings.segments_file)
+    templates_known, segment_names = set(renderer.versions), set(segments.by_name)
+    experiment_names = {"welcome_preheader", "winback_subject"}
+    flows = (
+        FlowBook.from_yaml(flows_yaml, "test", templates_known, experiment_names, segment_names)
+        if flows_yaml is not None
+        else FlowBook.load(settings.flows_file, templates_known, experiment_names, segment_names)
+    )
     return BatchProcessor(
         StatePolicy(),
         renderer,
         CONTEXT,
         segments,
         max_event_bytes=4_096,
-        clock_ms=lambda: BASE_TS,
+        clock_ms=clock_ms,
         reco_weights=DEFAULT_WEIGHTS,
         item_model=ItemModel.empty(4),
         experiments={},
+        flows=flows,
+        governance=governance,
     )
 
 
@@ -121,6 +144,7 @@ def test_user_without_address_is_dead_lettered_but_state_kept() -> None:
     assert result.jobs == []
     [dead] = result.dead_letters
     assert dead.kind == "undeliverable" and "has no email address" in dead.reason
+    assert result.governance == {"no_address": 1}
     assert result.states[0]["u1"].signed_up_ms == BASE_TS
 
 
@@ -128,7 +152,7 @@ def test_unsubscribed_user_gets_no_job() -> None:
     batch = [record(0, event_doc("unsubscribe", "u1")), record(1, signup("u1"))]
     result = processor().process({0: batch}, Store().load)
     assert result.jobs == []
-    assert result.suppressed == {"unsubscribed": 1}
+    assert result.governance == {"unsubscribed": 1}
 
 
 def test_render_failure_is_dead_lettered_with_template_and_other_users_unaffected(tmp_path: Path) -> None:

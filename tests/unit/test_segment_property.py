@@ -11,13 +11,12 @@ from hypothesis import strategies as st
 
 from app.bench import mixed_segments_yaml
 from app.settings import Settings
-from models.reco import DEFAULT_WEIGHTS, ItemModel
 from streams.content import EmailRenderer
-from streams.jobs import JobContext
-from streams.pipeline import BatchProcessor, BatchResult, InputRecord
+from streams.pipeline import BatchResult, InputRecord
 from streams.segments import SegmentBook
 from streams.state import StatePolicy, UserState, apply
 from tests.factories import BASE_TS, encoded, event_doc, item
+from tests.unit.test_pipeline import processor as make_processor
 
 HOUR = 3_600_000
 BOOKS = {
@@ -26,7 +25,6 @@ BOOKS = {
     "mixed": SegmentBook.from_yaml(mixed_segments_yaml(21), "mixed"),
 }
 RENDERER = EmailRenderer(Settings().templates_dir, defaults={})
-CONTEXT = JobContext("Shop", "https://shop", "1 Street", "https://unsub", b"secret", 14.0)
 
 
 def history_event(n: int, kind: str, hours: int, category: str, amount: int) -> dict[str, Any]:
@@ -62,17 +60,7 @@ def test_incremental_membership_equals_from_scratch(book: str, history: list[tup
     segments = BOOKS[book]
     docs = sorted((history_event(n, *entry) for n, entry in enumerate(history)), key=lambda d: d["timestamp"])
     now = {"ms": BASE_TS}
-    processor = BatchProcessor(
-        StatePolicy(),
-        RENDERER,
-        CONTEXT,
-        segments,
-        max_event_bytes=65_536,
-        clock_ms=lambda: now["ms"],
-        reco_weights=DEFAULT_WEIGHTS,
-        item_model=ItemModel.empty(4),
-        experiments={},
-    )
+    processor = make_processor(renderer=RENDERER, segments=segments, flows_yaml="flows: []", clock_ms=lambda: now["ms"])
     stored: dict[str, UserState] = {}
     index: set[tuple[int, str]] = set()  # the partition's timer index, as the hot path keeps it
 
