@@ -14,8 +14,8 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from models import interests
-from models.bandits import STATS, Experiment
+from models import bandits, interests
+from models.bandits import Experiment
 from models.propensity import features as propensity_features
 from models.reco import bought_skus, owned_skus, recommend
 from models.send_time import best_send_time, next_occurrence
@@ -225,7 +225,7 @@ async def list_experiments(request: web.Request) -> web.Response:
 
 
 async def show_experiment(request: web.Request) -> web.Response:
-    """An experiment's variants: posterior, sends, opens, clicks, purchases, rewarded jobs."""
+    """An experiment's variants and holdout: sends, opens, clicks, purchases, rates, lift."""
     app = _app(request)
     name = request.match_info["name"]
     for experiment in app.processor.experiments.values():
@@ -236,13 +236,7 @@ async def show_experiment(request: web.Request) -> web.Response:
 
 def _experiment_view(app: TidemailApp, experiment: Experiment) -> dict[str, Any]:
     # Counted by the trainer over the whole fleet; as of the snapshot this worker holds.
-    arms = app.processor.item_model.bandits.get(experiment.name, {})
-    variants = {}
-    for variant in experiment.variants:
-        stats = arms.get(variant, {"alpha": 1.0, "beta": 1.0, **dict.fromkeys(STATS, 0)})
-        alpha, beta = stats["alpha"], stats["beta"]
-        variants[variant] = {**stats, "expected_reward": round(alpha / (alpha + beta), 4)}
-    return {"name": experiment.name, "template": experiment.template, "policy": "thompson", "variants": variants}
+    return bandits.report(experiment, app.processor.item_model.bandits)
 
 
 async def list_segments(request: web.Request) -> web.Response:

@@ -166,3 +166,30 @@ class BanditTrainer:
 
 def posteriors_of(exported: dict[str, dict[str, dict[str, float]]], experiment: str) -> dict[str, list[float]]:
     return {variant: [doc["alpha"], doc["beta"]] for variant, doc in exported.get(experiment, {}).items()}
+
+
+def report(experiment: Experiment, exported: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """Per variant (and the holdout group): sends, opens, clicks, purchases, their rates, the
+    posterior's expected reward, and each variant's purchase rate as lift over the holdout."""
+    arms = exported.get(experiment.name, {})
+    groups = [*experiment.variants, *([HOLDOUT] if experiment.holdout > 0 else [])]
+    view: dict[str, dict[str, Any]] = {}
+    for group in groups:
+        stats = arms.get(group, {"alpha": 1.0, "beta": 1.0, **dict.fromkeys(STATS, 0)})
+        sends = stats["sends"]
+        view[group] = {
+            **{stat: int(stats[stat]) for stat in STATS},
+            **{f"{stat}_rate": round(stats[stat] / sends, 4) if sends else None for stat in REWARD_EVENTS.values()},
+            "expected_reward": round(stats["alpha"] / (stats["alpha"] + stats["beta"]), 4),
+        }
+    baseline = view.get(HOLDOUT, {}).get("purchases_rate")
+    for variant in experiment.variants:
+        rate = view[variant]["purchases_rate"]
+        view[variant]["purchase_lift"] = round(rate / baseline - 1, 4) if rate is not None and baseline else None
+    return {
+        "name": experiment.name,
+        "template": experiment.template,
+        "policy": experiment.policy,
+        "holdout": experiment.holdout,
+        "variants": view,
+    }

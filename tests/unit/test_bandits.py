@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from app.settings import Settings
+from models import bandits
 from models.bandits import BanditTrainer, Experiment, choose_variant, load_experiments, posteriors_of
 from models.reco import ItemModel
 from streams.errors import ConfigError
@@ -109,3 +110,22 @@ def test_jobs_carry_their_variant_and_opens_of_them_are_rewards() -> None:
         ["reward", "welcome_preheader", job["variant"], "email_open", False],
         ["reward", "welcome_preheader", job["variant"], "purchase", False],
     ]
+
+
+def test_the_report_compares_each_variant_with_the_holdout() -> None:
+    experiment = Experiment("subject", "welcome", ("a", "b"), holdout=0.1)
+    trainer = BanditTrainer()
+    for n in range(100):
+        trainer.sent("subject", "a")
+        trainer.sent("subject", "b")
+        if n < 10:
+            trainer.sent("subject", "holdout")
+    for _ in range(10):
+        trainer.rewarded("subject", "a", "purchase", first=True)
+    trainer.rewarded("subject", "holdout", "purchase", first=True)
+    view = bandits.report(experiment, trainer.export())
+    assert view["policy"] == "thompson" and view["holdout"] == 0.1
+    assert view["variants"]["a"]["purchases_rate"] == 0.1 and view["variants"]["holdout"]["purchases_rate"] == 0.1
+    assert view["variants"]["a"]["purchase_lift"] == 0.0 and view["variants"]["b"]["purchase_lift"] == -1.0
+    assert view["variants"]["b"]["opens_rate"] == 0.0
+    assert bandits.report(Experiment("new", "welcome", ("a", "b")), {})["variants"]["a"]["sends"] == 0
