@@ -180,6 +180,8 @@ def report(experiment: Experiment, exported: dict[str, dict[str, dict[str, float
         view[group] = {
             **{stat: int(stats[stat]) for stat in STATS},
             **{f"{stat}_rate": round(stats[stat] / sends, 4) if sends else None for stat in REWARD_EVENTS.values()},
+            "alpha": stats["alpha"],
+            "beta": stats["beta"],
             "expected_reward": round(stats["alpha"] / (stats["alpha"] + stats["beta"]), 4),
         }
     baseline = view.get(HOLDOUT, {}).get("purchases_rate")

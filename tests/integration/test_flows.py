@@ -1,0 +1,148 @@
+"""Flows and governance through the real broker, with the worker's clock moved by the test."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+
+from streams.jobs import format_time
+from tests.factories import event_doc, item
+from tests.integration.harness import WorkerHarness, keyed, produce, read_topic
+
+pytestmark = pytest.mark.integration
+
+MINUTE = 60_000
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+
+
+async def send(worker: WorkerHarness, *docs: dict[str, Any]) -> None:
+    await produce(worker.settings.kafka_bootstrap, worker.settings.events_topic, [keyed(doc) for doc in docs])
+    await worker.wait_until_caught_up()
+
+
+async def jobs(worker: WorkerHarness) -> list[dict[str, Any]]:
+    records = await read_topic(worker.settings.kafka_bootstrap, worker.settings.jobs_topic)
+    return [orjson.loads(r.value) for r in records]
+
+
+async def jobs_after(worker: WorkerHarness, count: int, timeout: float = 20) -> list[dict[str, Any]]:
+    """The jobs topic once it holds `count` jobs (fails on timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = await jobs(worker)
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"expected {count} jobs, found {len(await jobs(worker))}; log:\n{worker.log_tail()}")
+
+
+def profile(user: str, ts: int, **traits: str) -> dict[str, Any]:
+    doc = event_doc("profile_update", user, event_id=f"profile-{user}", ts=ts)
+    doc["properties"] = {"traits": {"email": f"{user}@example.com", "first_name": user.title(), **traits}}
+    return doc
+
+
+def cart_add(user: str, cart: str, ts: int) -> dict[str, Any]:
+    return event_doc("cart_add", user, event_id=f"add-{user}-{cart}", ts=ts, cart_id=cart, item=item())
+
+
+def zone_at_local_hour(hour: int, now_ms: int) -> str:
+    """A fixed-offset zone in which `now_ms` falls in local `hour`."""
+    utc_hour = datetime.fromtimestamp(now_ms / 1000, tz=UTC).hour
+    offset = (hour - utc_hour + 12) % 24 - 12  # -12..+11 hours from UTC
+    # POSIX-style names invert the sign: Etc/GMT-3 is three hours ahead of UTC.
+    return f"Etc/GMT{-offset:+d}" if offset else "Etc/UTC"
+
+
+def next_local(hour: int, now_ms: int, zone: str) -> str:
+    local = datetime.fromtimestamp(now_ms / 1000, tz=ZoneInfo(zone))
+    target = local.replace(hour=hour, minute=0, second=0, microsecond=0)
+    if target <= local:
+        target += timedelta(days=1)
+    return target.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+async def test_cart_reminders_come_per_cart_after_the_quiet_hour_and_not_after_a_purchase(
+    worker: WorkerHarness,
+) -> None:
+    worker.env["TIDEMAIL_QUIET_HOURS"] = ""
+    await worker.start()
+    now = int(time.time() * 1000)
+    await send(worker, profile("ann", now), profile("bob", now), profile("cid", now))
+    await send(worker, cart_add("ann", "cart-a", now), cart_add("bob", "cart-b", now), cart_add("cid", "cart-c", now))
+    await send(worker, event_doc("purchase", "cid", event_id="buy", ts=now + 10 * MINUTE, cart_id="cart-c"))
+
+    await worker.advance_clock(59 * MINUTE)
+    await asyncio.sleep(1.5)  # three timer ticks
+    assert await jobs(worker) == []
+
+    await worker.advance_clock(2 * MINUTE)
+    reminders = await jobs_after(worker, 2)
+    assert sorted((j["user_id"], j["template"], j["step"]) for j in reminders) == [
+        ("ann", "cart_reminder", 3),
+        ("bob", "cart_reminder", 3),
+    ]
+    assert len({j["job_id"] for j in reminders}) == 2
+
+
+async def test_the_welcome_series_branches_on_browsing(worker: WorkerHarness) -> None:
+    worker.env["TIDEMAIL_QUIET_HOURS"] = ""
+    await worker.start()
+    now = int(time.time() * 1000)
+    signups = []
+    for user in ("walt", "vera"):
+        doc = event_doc("signup", user, event_id=f"signup-{user}", ts=now)
+        doc["context"] = {"email": f"{user}@example.com", "first_name": user.title()}
+        signups.append(doc)
+    await send(worker, *signups)
+    await send(worker, event_doc("page_view", "walt", event_id="look", ts=now + HOUR))
+    assert [j["template"] for j in await jobs_after(worker, 2)] == ["welcome", "welcome"]
+
+    await worker.advance_clock(2 * DAY + MINUTE)
+    found = await jobs_after(worker, 4)
+    assert sorted((j["user_id"], j["template"]) for j in found if j["template"] != "welcome") == [
+        ("vera", "welcome_discover"),
+        ("walt", "welcome_browsed"),
+    ]
+
+
+async def test_governance_caps_respects_quiet_hours_per_zone_and_skips_unsubscribed(worker: WorkerHarness) -> None:
+    worker.env["TIDEMAIL_FREQUENCY_CAP_24H"] = "1"
+    await worker.start()
+    now = int(time.time() * 1000)
+    night, day = zone_at_local_hour(3, now), zone_at_local_hour(14, now)
+    await send(
+        worker,
+        profile("owl", now, timezone=night),
+        profile("lark", now, timezone=day),
+        profile("gone", now, timezone=day),
+        profile("busy", now, timezone=day),
+    )
+    await send(worker, event_doc("unsubscribe", "gone", event_id="bye", ts=now))
+    await send(worker, *(cart_add(user, f"cart-{user}", now) for user in ("owl", "lark", "gone", "busy")))
+    # `busy` also signs up: the welcome email uses up the day's one marketing email.
+    welcome = event_doc("signup", "busy", event_id="signup-busy", ts=now)
+    await send(worker, welcome)
+    assert [j["user_id"] for j in await jobs_after(worker, 1)] == ["busy"]
+
+    await worker.advance_clock(HOUR + MINUTE)
+    found = await jobs_after(worker, 3)
+    reminders = {j["user_id"]: j for j in found if j["template"] == "cart_reminder"}
+    assert set(reminders) == {"owl", "lark"}
+    assert reminders["owl"]["send_at"] == next_local(8, now + HOUR, night)
+    assert reminders["lark"]["send_at"] == format_time(now + HOUR)
+    _, metrics = await worker.text("/metrics")
+    decisions = {
+        line.split('decision="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("tidemail_governance_decisions_total{")
+    }
+    assert decisions["unsubscribed"] == 1 and decisions["capped_24h"] == 1
+    assert decisions["delayed_quiet_hours"] == 1 and decisions["allowed"] == 3
