@@ -2,7 +2,7 @@
 VENV := .venv/bin
 SERVICES := scripts/services.sh
 
-.PHONY: setup up down reset demo test unit integration check bench clean test-tools
+.PHONY: setup up down reset demo test unit integration check bench bench-flows clean test-tools
 
 setup:
 	@scripts/bootstrap.sh
@@ -38,6 +38,9 @@ test: check up test-tools
 
 bench: up
 	$(VENV)/tidemail bench
+
+bench-flows: up
+	$(VENV)/tidemail bench --flows
 
 clean: down
 	rm -rf .cache/worker .cache/bench

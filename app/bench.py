@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 from aiokafka import AIOKafkaProducer
 
 from app.api_bench import LoadResult, run_api_bench
@@ -113,6 +114,8 @@ async def run_bench(
         print(f"  produced in {time.perf_counter() - started:.1f}s", flush=True)
         env = _deployment_env(run_id, contender.slug, partitions, contender.web_port)
         env.update(TIDEMAIL_SEGMENTS_FILE=str(contender.segments_file), TIDEMAIL_EVENTS_TOPIC=topic)
+        if contender.segments_file != base.segments_file:
+            env.update(TIDEMAIL_FLOWS_FILE=str(flows_without_segment_triggers(contender.segments_file.parent)))
         await _publish_snapshot(base.kafka_bootstrap, env["TIDEMAIL_ITEM_MODEL_TOPIC"], item_model)
         results.append(
             await _measure(
@@ -275,6 +278,15 @@ def _segment_files(directory: Path) -> dict[int, Path]:
     files[0].write_text("segments: []\n")
     files[50].write_text(mixed_segments_yaml(50))
     return files
+
+
+def flows_without_segment_triggers(directory: Path) -> Path:
+    """The shipped flows less those started by a segment, for segment sets that lack it."""
+    shipped = yaml.safe_load(Settings().flows_file.read_text())
+    kept = [flow for flow in shipped["flows"] if "segment" not in flow["trigger"]]
+    path = directory / "flows-event-triggered.yaml"
+    path.write_text(yaml.safe_dump({"flows": kept}))
+    return path
 
 
 def mixed_segments_yaml(count: int) -> str:

@@ -127,8 +127,16 @@ def preview(template: str, user_id: str | None, output: str, worker_url: str | N
 @click.option("--latency-seconds", default=10, show_default=True)
 @click.option("--partitions", default=8, show_default=True)
 @click.option("--render-only", is_flag=True, help="Measure only rendering and the models on planted data.")
-def bench(events: int, latency_rate: int, latency_seconds: int, partitions: int, render_only: bool) -> None:
-    """Measure the hot path against a naive Faust agent, and rendering against per-job MJML."""
+@click.option("--flows", "flows_only", is_flag=True, help="Measure only flow timer lag and jobs/s through governance.")
+def bench(
+    events: int, latency_rate: int, latency_seconds: int, partitions: int, render_only: bool, flows_only: bool
+) -> None:
+    """Measure the hot path against a naive Faust agent, rendering against per-job MJML, and flow timers."""
+    from app.flow_bench import report_flows, run_flow_bench
+
+    if flows_only:
+        click.echo(report_flows(asyncio.run(run_flow_bench())))
+        return
     from app.api_bench import report_api
     from app.bench import API_RATE, report, run_bench
     from app.model_quality import model_state_sizes, prequential_quality, report_models
@@ -141,6 +149,7 @@ def bench(events: int, latency_rate: int, latency_seconds: int, partitions: int,
         results, api_results = asyncio.run(run_bench(events, latency_rate, latency_seconds, partitions))
         click.echo(report(results))
         click.echo(report_api(api_results, API_RATE))
+        click.echo(report_flows(asyncio.run(run_flow_bench())))
 
 
 if __name__ == "__main__":

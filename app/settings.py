@@ -63,7 +63,7 @@ class Settings:
     frequency_cap_7d: int = 7
     quiet_hours: str = "21-8"
     default_timezone: str = "UTC"
-    timer_interval_ms: int = 500
+    timer_interval_ms: int = 200
     timer_batch_users: int = 20_000
     # Lets POST /admin/clock move the worker's clock forward: for tests and demos only.
     allow_clock_control: bool = False

@@ -153,12 +153,25 @@ class BatchProcessor:
         for user_id, state in changed.items():
             self._index_next_check(partition, user_id, state, result)
 
-    def on_clock(self, partition: int, due: Sequence[tuple[int, str]], load: StateLoader) -> BatchResult:
-        """Handle due timer index entries `(due_ms, user_id)`: re-evaluate users whose check is due."""
+    def on_clock(self, due: Mapping[int, Sequence[tuple[int, str]]], load: StateLoader) -> BatchResult:
+        """Handle due timer index entries `(due_ms, user_id)` per partition: segment checks,
+        flow waits and propensity probes whose instant has come."""
         result = BatchResult()
+        now_ms = self._clock_ms()
+        for partition, entries in due.items():
+            self._fire_partition(partition, entries, now_ms, load, result)
+        return result
+
+    def _fire_partition(
+        self,
+        partition: int,
+        due: Sequence[tuple[int, str]],
+        now_ms: int,
+        load: StateLoader,
+        result: BatchResult,
+    ) -> None:
         changed = result.states.setdefault(partition, {})
         removals = result.timer_removals.setdefault(partition, [])
-        now_ms = self._clock_ms()
         for due_ms, user_id in due:
             removals.append((due_ms, user_id))
             state = changed.get(user_id) or load(partition, user_id)
@@ -177,7 +190,6 @@ class BatchProcessor:
                 continue
             changed[user_id] = state
             self._index_next_check(partition, user_id, state, result)
-        return result
 
     def _on_time(self, state: UserState, now_ms: int, timer: InputRecord, result: BatchResult) -> UserState:
         requests: list[JobRequest] = []

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from app.bench import flows_without_segment_triggers
 from app.settings import Settings
 from models.bandits import Experiment
 from streams.errors import ConfigError
@@ -48,7 +49,7 @@ class Journey:
         self.now += millis
         before = len(self.jobs)
         while due := sorted(entry for entry in self.index if entry[0] <= self.now):
-            self._keep(self.processor.on_clock(0, due, self.store.load))
+            self._keep(self.processor.on_clock({0: due}, self.store.load))
         return self.jobs[before:]
 
     def _keep(self, result: BatchResult) -> BatchResult:
@@ -339,3 +340,9 @@ def test_the_shipped_flows_load_and_an_unreadable_file_is_named(tmp_path: Path) 
 def _shipped_names() -> tuple[set[str], set[str], set[str]]:
     templates = {"welcome", "welcome_browsed", "welcome_discover", "welcome_picks", "cart_reminder", "winback"}
     return templates, {"welcome_preheader", "winback_subject"}, {"lapsed"}
+
+
+def test_the_benchmark_runs_the_shipped_flows_without_segment_triggers(tmp_path: Path) -> None:
+    templates, experiments, _ = _shipped_names()
+    book = FlowBook.load(flows_without_segment_triggers(tmp_path), templates, experiments, set())
+    assert set(book.flows) == {"welcome", "cart_abandonment"}

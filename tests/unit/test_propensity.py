@@ -74,7 +74,7 @@ def test_the_worker_turns_probes_into_examples_on_the_next_event_or_on_the_clock
     store.save(opened)
     assert opened.training.propensity_examples == []
     now["ms"] = BASE_TS + HORIZON_MS
-    clock = worker.on_clock(0, [(BASE_TS + HORIZON_MS, "u1")], store.load)
+    clock = worker.on_clock({0: [(BASE_TS + HORIZON_MS, "u1")]}, store.load)
     [(x, outcomes)] = clock.training.propensity_examples
     assert outcomes == ["open"] and x["page_view_7d"] > 0
     assert clock.states[0]["u1"].propensity_probe is None

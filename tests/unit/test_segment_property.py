@@ -78,7 +78,7 @@ def test_incremental_membership_equals_from_scratch(book: str, history: list[tup
             due = sorted(entry for entry in index if entry[0] <= moment)
             if not due:
                 return
-            keep(processor.on_clock(0, due, load))
+            keep(processor.on_clock({0: due}, load))
         raise AssertionError("timers kept coming due")
 
     scratch = UserState("u1")
