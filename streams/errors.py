@@ -19,3 +19,7 @@ class RenderError(TidemailError):
 
 class UndeliverableJob(TidemailError):
     """A triggered email cannot be built for this user (e.g. no address); it is dead-lettered."""
+
+
+class InvalidJob(TidemailError):
+    """A record on the jobs topic breaks the job contract; the deliverer dead-letters it."""
