@@ -7,6 +7,8 @@ import aiosmtplib
 from app.settings import Settings
 from streams.errors import TidemailError
 
+QUIT_TIMEOUT_S = 2.0
+
 
 class SmtpAttemptError(TidemailError):
     """An attempt failed during `phase` (connect, mail, rcpt or data); `error` says how."""
@@ -53,7 +55,8 @@ class SmtpSession:
     async def close(self) -> None:
         if self._client is not None and self._client.is_connected:
             try:
-                await self._client.quit()
+                # Briefly: a slow server must not hold up shutdown.
+                await self._client.quit(timeout=QUIT_TIMEOUT_S)
             except (aiosmtplib.SMTPException, OSError):
                 self._client.close()
         self._client = None

@@ -256,14 +256,16 @@ class DelivererHarness:
         self.process.wait(10)
         self.process = None
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """SIGTERM, then wait without blocking the loop: the test's SMTP server runs in it."""
         if self.process is None or self.process.poll() is not None:
             self.process = None
             return
         os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(40)
-        except subprocess.TimeoutExpired:
+        deadline = time.monotonic() + 40
+        while self.process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
         self.process = None

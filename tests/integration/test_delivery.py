@@ -92,7 +92,7 @@ async def test_each_job_is_sent_once_retried_when_greylisted_and_bounced_when_un
             found = await wait_for_outcomes(deliverer, expected)
             _, metrics = await deliverer.get("/metrics")
         finally:
-            deliverer.stop()
+            await deliverer.stop()
 
     assert set(handler.per_job) == expected - {"job-0101"}
     assert max(handler.per_job.values()) == 1
@@ -142,7 +142,7 @@ async def test_a_job_waits_for_its_send_at_on_the_deliverers_clock(deployment: W
             await deliverer.advance_clock(3_600_000)
             found = await wait_for_outcomes(deliverer, {"job-0001"}, timeout=10)
         finally:
-            deliverer.stop()
+            await deliverer.stop()
     assert found["job-0001"][0]["outcome"] == "sent"
     assert handler.per_job == Counter({"job-0001": 1, "job-0002": 1})
 
@@ -165,7 +165,7 @@ async def test_kill_9_mid_stream_sends_no_job_twice_and_reports_every_job(deploy
             await deliverer.start()
             found = await wait_for_outcomes(deliverer, expected, timeout=90)
         finally:
-            deliverer.stop()
+            await deliverer.stop()
 
     assert max(handler.per_job.values()) == 1, "a job was sent twice"
     final = {job_id: records[-1]["outcome"] for job_id, records in found.items()}
