@@ -180,6 +180,10 @@ class Deliverer:
                     self._sending.add(pending)
                     try:
                         await self._deliver(pending, smtp)
+                    except Exception:
+                        # A bug of ours: the job stays unfinished (so its offset is not
+                        # committed past) and this sender goes on with the next one.
+                        log.exception("job %s: unexpected error while delivering", pending.job.job_id)
                     finally:
                         self._sending.discard(pending)
         finally:
@@ -195,7 +199,13 @@ class Deliverer:
             return
         pending.attempts += 1
         now = self.clock.now_ms()
-        message = build_message(job, self._sender, now).as_bytes(policy=policy.SMTP)
+        try:
+            message = build_message(job, self._sender, now).as_bytes(policy=policy.SMTP)
+        except ValueError as e:
+            # A header the email package refuses (a line break in the subject, say).
+            log.warning("job %s cannot be built: %s", job.job_id, e)
+            await self._finish(pending, outcome_record(job, FAILED, pending.attempts, now, None, f"cannot build: {e}"))
+            return
         try:
             await smtp.send(self._sender.address, job.to, message)
         except SmtpAttemptError as e:
@@ -211,8 +221,12 @@ class Deliverer:
             sent_at = self.clock.now_ms()
             metrics.DELIVERY_DELAY.observe(max(0, sent_at - job.send_at_ms) / 1000)
             record = outcome_record(job, SENT, pending.attempts, sent_at, 250, None)
+        await self._finish(pending, record)
+
+    async def _finish(self, pending: Pending, record: dict[str, Any]) -> None:
+        """Record the outcome in place of the claim, publish it, count it."""
         encoded = orjson.dumps(record)
-        await self._until_available(lambda: self._claims.record(job.job_id, encoded))
+        await self._until_available(lambda: self._claims.record(pending.job.job_id, encoded))
         await self._publish(pending, record)
         metrics.DELIVERIES.labels(record["outcome"]).inc()
 
@@ -241,10 +255,9 @@ class Deliverer:
         claimed_at = format_time(existing.claimed_at_ms or 0)
         reason = f"claimed at {claimed_at} by an attempt that recorded no outcome; not sent again (at most once)"
         log.warning("job %s: %s", pending.job.job_id, reason)
-        record = outcome_record(pending.job, UNCONFIRMED, pending.attempts, self.clock.now_ms(), None, reason)
-        await self._until_available(lambda: self._claims.record(pending.job.job_id, orjson.dumps(record)))
-        await self._publish(pending, record)
-        metrics.DELIVERIES.labels(UNCONFIRMED).inc()
+        await self._finish(
+            pending, outcome_record(pending.job, UNCONFIRMED, pending.attempts, self.clock.now_ms(), None, reason)
+        )
 
     async def _retry_later(self, pending: Pending, reason: str) -> None:
         # Nothing was accepted, so the claim is given up: a restart during the wait sends it afresh.

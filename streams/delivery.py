@@ -139,14 +139,16 @@ class Failure:
 def classify(error: BaseException, phase: str) -> Failure:
     """Classify an exception raised during `phase` (connect, mail, rcpt or data) of a transaction.
 
-    4xx replies are transient, 5xx permanent, and a permanent refusal of the recipient is a
-    hard bounce. A connection lost or timed out during DATA is uncertain: the message may
+    4xx replies are transient, 5xx permanent (except while connecting), and a permanent
+    refusal of the recipient is a hard bounce. A connection lost or timed out during DATA is uncertain: the message may
     have been received in full before the reply was lost."""
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused) and error.recipients:
         error = error.recipients[0]
     if isinstance(error, aiosmtplib.SMTPResponseException):
         reason = f"{error.code} {error.message}"
-        if 400 <= error.code < 500:
+        # Refused before any envelope (greeting, TLS, login): the relay or our settings are
+        # the problem, not this job, so it keeps its chances.
+        if 400 <= error.code < 500 or phase == "connect":
             return Failure(Verdict.RETRY, error.code, reason)
         if isinstance(error, aiosmtplib.SMTPRecipientRefused) and 500 <= error.code < 600:
             return Failure(Verdict.BOUNCE, error.code, reason)

@@ -119,7 +119,8 @@ def test_the_message_has_both_parts_and_the_delivery_headers() -> None:
         (aiosmtplib.SMTPSenderRefused(550, "sender rejected", "me@x"), "mail", Verdict.FAIL, 550),
         (aiosmtplib.SMTPDataError(552, "message too big"), "data", Verdict.FAIL, 552),
         (aiosmtplib.SMTPDataError(452, "insufficient storage"), "data", Verdict.RETRY, 452),
-        (aiosmtplib.SMTPAuthenticationError(535, "bad credentials"), "connect", Verdict.FAIL, 535),
+        (aiosmtplib.SMTPAuthenticationError(535, "bad credentials"), "connect", Verdict.RETRY, 535),
+        (aiosmtplib.SMTPConnectResponseError(554, "no service"), "connect", Verdict.RETRY, 554),
         (aiosmtplib.SMTPConnectError("refused"), "connect", Verdict.RETRY, None),
         (ConnectionRefusedError(111, "refused"), "connect", Verdict.RETRY, None),
         (aiosmtplib.SMTPServerDisconnected("gone"), "mail", Verdict.RETRY, None),
@@ -160,3 +161,9 @@ def test_a_bounce_outcome_becomes_a_valid_email_bounce_event() -> None:
 def test_a_claim_reads_back_as_claimed_or_as_its_outcome() -> None:
     assert read_existing(b"claimed:123").claimed_at_ms == 123
     assert read_existing(b'{"outcome":"sent"}').outcome == {"outcome": "sent"}
+
+
+def test_a_subject_with_a_line_break_is_refused_not_injected() -> None:
+    job = parse_job(orjson.dumps(job_doc(subject="Hi\r\nBcc: everyone@example.com")))
+    with pytest.raises(ValueError, match="linefeed"):
+        build_message(job, Sender("hello@shop.example.com", "Shop"), SEND_AT_MS)
