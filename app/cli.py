@@ -1,4 +1,5 @@
-"""The `tidemail` command: run the worker, generate events, run the demo and the benchmark."""
+"""The `tidemail` command: run the worker, the trainer, the deliverer and the SMTP sink, generate events,
+run the demo and the benchmark."""
 
 from __future__ import annotations
 
@@ -66,6 +67,66 @@ def trainer() -> None:
         await create_trainer(settings).run(stop)
 
     asyncio.run(run())
+
+
+@main.command()
+def deliver() -> None:
+    """Send email jobs over SMTP when each is due, at most once per job id."""
+    import signal
+
+    from aiohttp import web
+
+    from app.deliverer import Deliverer, web_app
+    from app.faust_app import ensure_deployment_topics
+    from streams.clock import Clock
+
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] [deliver] %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+    async def run() -> None:
+        await ensure_deployment_topics(settings)
+        deliverer = Deliverer(settings, Clock())
+        runner = web.AppRunner(web_app(deliverer), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, settings.web_host, settings.deliverer_metrics_port).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await deliverer.run(stop)
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(run())
+
+
+@main.command("smtp-sink")
+@click.option("--host", default=None, help="Listen address (default: TIDEMAIL_SMTP_HOST).")
+@click.option("--port", type=int, default=None, help="Listen port (default: TIDEMAIL_SMTP_PORT).")
+@click.option("--dir", "directory", default=None, help="Where to keep .eml files (default: TIDEMAIL_SMTP_SINK_DIR).")
+def smtp_sink(host: str | None, port: int | None, directory: str | None) -> None:
+    """A local SMTP server that keeps every message as an .eml file (for the demo and tests)."""
+    from pathlib import Path
+
+    from app.smtp_sink import serve
+
+    settings = Settings.from_env()
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [smtp-sink] %(message)s")
+    # aiosmtpd logs every SMTP command at INFO; one line per message is ours.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    address = (host or settings.smtp_host, port or settings.smtp_port)
+    target = Path(directory) if directory else settings.smtp_sink_dir
+
+    async def run() -> None:
+        server = await serve(*address, target)
+        logging.info("listening on %s:%d, keeping messages in %s", *address, target)
+        async with server:
+            await server.serve_forever()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
 
 
 @main.command()

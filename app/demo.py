@@ -1,4 +1,5 @@
-"""`tidemail demo`: a worker, a trainer, a realistic event stream, and a live line of what comes out."""
+"""`tidemail demo`: a worker, a trainer, the deliverer and a local SMTP sink, a realistic event stream,
+and a live line of what comes out."""
 
 from __future__ import annotations
 
@@ -30,13 +31,16 @@ async def run_demo(settings: Settings, users: int, rate: float) -> None:
     await ensure_deployment_topics(settings)
     worker = _start("worker")
     trainer = _start("trainer")
-    print(f"worker and trainer started (logs in {LOGS}); waiting for the worker to own partitions ...", flush=True)
+    # Emails go to a local SMTP sink that keeps each as an .eml file.
+    sink, deliverer = _start("smtp-sink"), _start("deliver")
+    print(f"worker, trainer, deliverer and SMTP sink started (logs in {LOGS}); waiting for the worker ...", flush=True)
     base = f"http://{settings.web_host}:{settings.web_port}"
     generator: asyncio.Task[int] | None = None
     try:
         async with aiohttp.ClientSession() as http:
             await _wait_ready(http, base, worker)
             print(f"metrics: {base}/metrics   a user: {base}/users/u000001   stop: Ctrl-C", flush=True)
+            print(f"emails: {settings.smtp_sink_dir}/*.eml", flush=True)
             generator = asyncio.create_task(
                 publish(settings, users=users, limit=None, rate=rate, seed=int(time.time()))
             )
@@ -46,14 +50,14 @@ async def run_demo(settings: Settings, users: int, rate: float) -> None:
             generator.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await generator
-        for process in (trainer, worker):
+        for process in (deliverer, sink, trainer, worker):
             os.killpg(process.pid, signal.SIGTERM)
-        for process in (trainer, worker):
+        for process in (deliverer, sink, trainer, worker):
             try:
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
-        print("\nworker and trainer stopped", flush=True)
+        print("\nworker, trainer, deliverer and SMTP sink stopped", flush=True)
 
 
 def _start(command: str) -> subprocess.Popen[bytes]:
@@ -81,11 +85,12 @@ async def _watch(http: aiohttp.ClientSession, base: str, settings: Settings, wor
         settings.jobs_topic,
         settings.dead_letter_topic,
         settings.segment_changes_topic,
+        settings.deliveries_topic,
         bootstrap_servers=settings.kafka_bootstrap,
         auto_offset_reset="latest",
     )
     await consumer.start()
-    jobs = dead = changes = 0
+    jobs = dead = changes = sent = 0
     last_job = ""
     previous, previous_at = 0, time.monotonic()
     try:
@@ -98,6 +103,8 @@ async def _watch(http: aiohttp.ClientSession, base: str, settings: Settings, wor
                     last_job = f'"{job["subject"]}" -> {job["to"]}'
                 elif tp.topic == settings.segment_changes_topic:
                     changes += len(records)
+                elif tp.topic == settings.deliveries_topic:
+                    sent += sum(orjson.loads(r.value)["outcome"] == "sent" for r in records)
                 else:
                     dead += len(records)
             async with http.get(f"{base}/stats") as response:
@@ -109,7 +116,7 @@ async def _watch(http: aiohttp.ClientSession, base: str, settings: Settings, wor
             previous, previous_at = processed, now
             counts = (
                 f"events {processed:>9,} ({rate:>6,.0f}/s) | dead letters {dead:>5,} | "
-                f"segment changes {changes:>7,} | jobs {jobs:>6,}"
+                f"segment changes {changes:>7,} | jobs {jobs:>6,} | emails sent {sent:>6,}"
             )
             hits = f"hit@10 model {quality['model'] or 0:.1%} vs popular {quality['popular'] or 0:.1%}"
             line = f"{counts} | {hits} | last: {last_job}"

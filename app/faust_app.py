@@ -84,6 +84,8 @@ async def ensure_deployment_topics(settings: Settings) -> None:
     """Every topic a worker reads or writes, created if missing and checked if present."""
     bootstrap, replication = settings.kafka_bootstrap, settings.replication_factor
     await ensure_topics(bootstrap, settings.partitions, replication, settings.hot_path_topics)
+    # Delivery outcomes, keyed by user like the jobs they report on.
+    await ensure_topics(bootstrap, settings.partitions, replication, [settings.deliveries_topic])
     # One partition each: interactions elect one trainer and keep their order; snapshots are one log.
     await ensure_topics(bootstrap, 1, replication, [settings.interactions_topic])
     snapshot_configs = {"cleanup.policy": "compact", "max.message.bytes": str(MAX_SNAPSHOT_BYTES)}

@@ -11,6 +11,7 @@ from typing import Any
 from streams.errors import ConfigError
 from streams.governance import GovernancePolicy, QuietHours
 
+SMTP_TLS_MODES = ("none", "starttls", "tls")
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -90,6 +91,26 @@ class Settings:
     reco_weight_purchase: float = 8.0
     redis_url: str = "redis://127.0.0.1:6379/0"
     prediction_cache_ttl_s: int = 600
+    # Delivery (`tidemail deliver` sends jobs over SMTP at most once; `tidemail smtp-sink`
+    # receives them locally). Claims live in Redis at `redis_url`.
+    deliveries_topic: str = "tidemail.deliveries"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 2525
+    smtp_tls: str = "none"  # none, starttls or tls
+    smtp_username: str = ""
+    smtp_password: Secret = Secret("")
+    smtp_timeout_s: float = 30.0
+    mail_from_address: str = "hello@shop.example.com"
+    mail_from_name: str = "Tidemail Shop"
+    delivery_concurrency: int = 8
+    delivery_max_attempts: int = 5
+    delivery_retry_base_ms: int = 2_000
+    delivery_retry_max_ms: int = 300_000
+    # Jobs read but not finished (most waiting for `send_at`); fetching pauses above it.
+    delivery_max_pending: int = 50_000
+    delivery_claim_ttl_s: int = 30 * 86_400
+    deliverer_metrics_port: int = 6069
+    smtp_sink_dir: Path = Path(".cache/smtp-sink")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -115,6 +136,10 @@ class Settings:
         QuietHours.parse(self.quiet_hours)
         if self.max_event_bytes < 256:
             raise ConfigError(f"TIDEMAIL_MAX_EVENT_BYTES must be at least 256; got {self.max_event_bytes}")
+        if self.smtp_tls not in SMTP_TLS_MODES:
+            raise ConfigError(f"TIDEMAIL_SMTP_TLS must be one of {', '.join(SMTP_TLS_MODES)}; got {self.smtp_tls!r}")
+        if self.delivery_concurrency < 1 or self.delivery_max_attempts < 1:
+            raise ConfigError("TIDEMAIL_DELIVERY_CONCURRENCY and TIDEMAIL_DELIVERY_MAX_ATTEMPTS must be at least 1")
 
     @property
     def hot_path_topics(self) -> list[str]:

@@ -15,3 +15,7 @@ class InvalidEvent(TidemailError):
 
 class RenderError(TidemailError):
     """A template failed to render for one job; the trigger is dead-lettered."""
+
+
+class InvalidJob(TidemailError):
+    """A record on the jobs topic breaks the job contract; the deliverer dead-letters it."""

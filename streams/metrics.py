@@ -81,3 +81,23 @@ PREDICTION_CACHE = Counter(
     "Prediction API cache lookups by outcome: hit, miss, or unavailable (Redis down; answered from the tables).",
     ["outcome"],
 )
+
+# Served by `tidemail deliver` on TIDEMAIL_DELIVERER_METRICS_PORT.
+DELIVERIES = Counter(
+    "tidemail_deliveries_total",
+    "Email jobs finished by the deliverer, by outcome (sent, bounced, failed, unconfirmed, duplicate, invalid).",
+    ["outcome"],
+)
+DELIVERY_RETRIES = Counter(
+    "tidemail_delivery_retries_total", "SMTP attempts that failed transiently and were scheduled again."
+)
+DELIVERY_DELAY = Histogram(
+    "tidemail_delivery_delay_seconds",
+    "From a job's send_at to the SMTP server accepting it.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+DELIVERY_PENDING = Gauge("tidemail_delivery_pending", "Jobs read and not yet finished (most wait for send_at).")
+DELIVERY_CLAIMS_UNAVAILABLE = Counter(
+    "tidemail_delivery_claims_unavailable_total",
+    "Redis calls for delivery claims that failed; nothing is sent until the claim is made.",
+)

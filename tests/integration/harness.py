@@ -60,6 +60,7 @@ class WorkerHarness:
             "TIDEMAIL_INTERACTIONS_TOPIC": f"test-{run}.interactions",
             "TIDEMAIL_ITEM_MODEL_TOPIC": f"test-{run}.item-model",
             "TIDEMAIL_CATALOG_TOPIC": f"test-{run}.catalog",
+            "TIDEMAIL_DELIVERIES_TOPIC": f"test-{run}.deliveries",
             "TIDEMAIL_RECO_SNAPSHOT_INTERVAL_S": "1",
             "TIDEMAIL_TRAINER_METRICS_PORT": "0",
             "TIDEMAIL_ALLOW_CLOCK_CONTROL": "true",
@@ -92,12 +93,12 @@ class WorkerHarness:
     def start_trainer(self) -> None:
         self.trainer = self._spawn("trainer", self.tmp / "trainer.log")
 
-    def _spawn(self, command: str, log_path: Path) -> subprocess.Popen[bytes]:
+    def _spawn(self, command: str, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         with log_path.open("ab") as log:
             return subprocess.Popen(
                 [sys.executable, "-m", "app.cli", command],
                 cwd=ROOT,
-                env=self.env,
+                env=env or self.env,
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
@@ -189,6 +190,85 @@ class WorkerHarness:
             return committed, ends
         finally:
             await consumer.stop()
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else "(no log)"
+
+
+@dataclass
+class DelivererHarness:
+    """`tidemail deliver` for a `WorkerHarness`'s deployment (its topics and app id), sending
+    to an SMTP server on `smtp_port`, with its own metrics port and clock control."""
+
+    deployment: WorkerHarness
+    smtp_port: int
+    env_overrides: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.port = free_port()
+        self.env = {
+            **self.deployment.env,
+            "TIDEMAIL_SMTP_HOST": "127.0.0.1",
+            "TIDEMAIL_SMTP_PORT": str(self.smtp_port),
+            "TIDEMAIL_DELIVERER_METRICS_PORT": str(self.port),
+            "TIDEMAIL_DELIVERY_RETRY_BASE_MS": "200",
+            "TIDEMAIL_LOG_LEVEL": "info",
+            **self.env_overrides,
+        }
+        self.settings = Settings.from_env({k: v for k, v in self.env.items() if k.startswith("TIDEMAIL_")})
+        self.log_path = self.deployment.tmp / "deliver.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        """Spawn it and wait until the group gave it partitions."""
+        self.process = self.deployment._spawn("deliver", self.log_path, self.env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"deliverer exited with {self.process.returncode}; log:\n{self.log_tail()}")
+            try:
+                _, health = await self.get("/health")
+                if health["assigned_partitions"]:
+                    return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"deliverer got no partitions in 60 s; log:\n{self.log_tail()}")
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as http, http.get(self.url + path) as response:
+            return response.status, await (response.json() if path != "/metrics" else response.text())
+
+    async def advance_clock(self, millis: int) -> None:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(self.url + "/admin/clock", json={"advance_ms": millis}) as response,
+        ):
+            assert response.status == 200
+
+    def kill_hard(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+        self.process = None
+
+    async def stop(self) -> None:
+        """SIGTERM, then wait without blocking the loop: the test's SMTP server runs in it."""
+        if self.process is None or self.process.poll() is not None:
+            self.process = None
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 40
+        while self.process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        self.process = None
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else "(no log)"
