@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,7 +14,8 @@ import pytest
 
 from streams.jobs import format_time
 from tests.factories import event_doc, item
-from tests.integration.harness import WorkerHarness, keyed, produce, read_topic
+from tests.integration.harness import DelivererHarness, WorkerHarness, keyed, produce, read_topic
+from tests.integration.smtp_server import RecordingHandler, smtp_server
 
 pytestmark = pytest.mark.integration
 
@@ -146,3 +148,57 @@ async def test_governance_caps_respects_quiet_hours_per_zone_and_skips_unsubscri
     }
     assert decisions["unsubscribed"] == 1 and decisions["capped_24h"] == 1
     assert decisions["delayed_quiet_hours"] == 1 and decisions["allowed"] == 3
+
+
+async def test_kill_9_of_worker_and_deliverer_with_pending_timers_delivers_each_email_once(
+    worker: WorkerHarness,
+) -> None:
+    """Welcome emails go out at once; cart reminders wait in timers while the worker is
+    killed, then in the deliverer (for `send_at`) while it is killed; each arrives once."""
+    worker.env["TIDEMAIL_QUIET_HOURS"] = ""
+    handler = RecordingHandler()
+    now = int(time.time() * 1000)
+    async with smtp_server(handler) as port:
+        deliverer = DelivererHarness(worker, port)
+        try:
+            await worker.start()
+            await deliverer.start()
+            welcomes = []
+            for n in range(10):
+                doc = event_doc("signup", f"new{n}", event_id=f"signup-{n}", ts=now)
+                doc["context"] = {"email": f"new{n}@example.com"}
+                welcomes.append(doc)
+            carts = [profile(f"cart{n}", now) for n in range(30)] + [
+                cart_add(f"cart{n}", f"c{n}", now) for n in range(30)
+            ]
+            await send(worker, *welcomes, *carts)
+            await _wait_for_messages(handler, 10)
+
+            worker.kill_hard()  # thirty reminders pending in the timer index
+            await worker.start()
+            await worker.advance_clock(HOUR + MINUTE)
+            reminders = [j for j in await jobs_after(worker, 40) if j["template"] == "cart_reminder"]
+            assert len(reminders) == 30
+            # The deliverer's clock is an hour behind: it holds them, waiting for send_at.
+            await asyncio.sleep(1.0)
+            assert len(handler.messages) == 10
+            deliverer.kill_hard()
+            worker.kill_hard()
+            await worker.start()
+            await deliverer.start()
+            await deliverer.advance_clock(HOUR + MINUTE)
+            await _wait_for_messages(handler, 40)
+            await asyncio.sleep(2.0)  # anything sent twice would arrive by now
+        finally:
+            await deliverer.stop()
+
+    emitted = await jobs(worker)
+    assert len(emitted) == len({j["job_id"] for j in emitted}) == 40
+    assert handler.per_job == Counter({j["job_id"]: 1 for j in emitted})
+
+
+async def _wait_for_messages(handler: RecordingHandler, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while len(handler.messages) < count:
+        assert time.monotonic() < deadline, f"{len(handler.messages)} of {count} emails arrived"
+        await asyncio.sleep(0.2)
