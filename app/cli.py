@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import sys
 
 import click
@@ -146,12 +147,20 @@ def generate(users: int, events: int, rate: float, seed: int) -> None:
 @main.command()
 @click.option("--users", default=5_000, show_default=True)
 @click.option("--rate", default=400.0, show_default=True, help="Events per second.")
-def demo(users: int, rate: float) -> None:
+@click.option(
+    "--time-lapse",
+    default=60.0,
+    show_default=True,
+    help="How much faster the worker's and deliverer's clocks run (60: a cart goes quiet in a minute).",
+)
+def demo(users: int, rate: float, time_lapse: float) -> None:
     """Run a worker and a live event stream; print what comes out until Ctrl-C."""
     from app.demo import run_demo
 
+    if time_lapse != 1:
+        os.environ["TIDEMAIL_ALLOW_CLOCK_CONTROL"] = "true"  # for the processes the demo starts
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_demo(Settings.from_env(), users, rate))
+        asyncio.run(run_demo(Settings.from_env(), users, rate, time_lapse))
 
 
 @main.command()

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
@@ -24,7 +25,7 @@ from app.settings import Settings
 LOGS = Path(".cache/logs")
 
 
-async def run_demo(settings: Settings, users: int, rate: float) -> None:
+async def run_demo(settings: Settings, users: int, rate: float, time_lapse: float) -> None:
     # The worker's RocksDB is a cache of its changelog topic: started afresh it is rebuilt
     # from the broker, so a reset broker (or another checkout's) cannot contradict it.
     shutil.rmtree(settings.data_dir, ignore_errors=True)
@@ -44,7 +45,13 @@ async def run_demo(settings: Settings, users: int, rate: float) -> None:
             generator = asyncio.create_task(
                 publish(settings, users=users, limit=None, rate=rate, seed=int(time.time()))
             )
-            await _watch(http, base, settings, worker)
+            clocks = [base, f"http://{settings.web_host}:{settings.deliverer_metrics_port}"]
+            lapse = asyncio.create_task(_time_lapse(http, clocks, time_lapse)) if time_lapse != 1 else None
+            try:
+                await _watch(http, base, settings, worker)
+            finally:
+                if lapse is not None:
+                    lapse.cancel()
     finally:
         if generator is not None:
             generator.cancel()
@@ -58,6 +65,18 @@ async def run_demo(settings: Settings, users: int, rate: float) -> None:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
         print("\nworker, trainer, deliverer and SMTP sink stopped", flush=True)
+
+
+async def _time_lapse(http: aiohttp.ClientSession, clocks: list[str], speed: float) -> None:
+    """Move the worker's and the deliverer's clocks together, `speed` times faster than real
+    time, so waits of hours (a quiet cart, the welcome series) play out in minutes."""
+    print(f"time-lapse: {speed:g}x (an hour of flow time per {60 / speed:g} minutes)", flush=True)
+    step_s = 1.0
+    while True:
+        await asyncio.sleep(step_s)
+        for base in clocks:
+            with contextlib.suppress(aiohttp.ClientError):
+                await http.post(f"{base}/admin/clock", json={"advance_ms": int((speed - 1) * step_s * 1000)})
 
 
 def _start(command: str) -> subprocess.Popen[bytes]:
@@ -90,7 +109,8 @@ async def _watch(http: aiohttp.ClientSession, base: str, settings: Settings, wor
         auto_offset_reset="latest",
     )
     await consumer.start()
-    jobs = dead = changes = sent = 0
+    jobs: Counter[str] = Counter()
+    dead = changes = sent = 0
     last_job = ""
     previous, previous_at = 0, time.monotonic()
     try:
@@ -98,9 +118,9 @@ async def _watch(http: aiohttp.ClientSession, base: str, settings: Settings, wor
             batch = await consumer.getmany(timeout_ms=1000)
             for tp, records in batch.items():
                 if tp.topic == settings.jobs_topic:
-                    jobs += len(records)
-                    job = orjson.loads(records[-1].value)
-                    last_job = f'"{job["subject"]}" -> {job["to"]}'
+                    emitted = [orjson.loads(r.value) for r in records]
+                    jobs.update(job["flow"] for job in emitted)
+                    last_job = f'"{emitted[-1]["subject"]}" -> {emitted[-1]["to"]}'
                 elif tp.topic == settings.segment_changes_topic:
                     changes += len(records)
                 elif tp.topic == settings.deliveries_topic:
@@ -116,7 +136,8 @@ async def _watch(http: aiohttp.ClientSession, base: str, settings: Settings, wor
             previous, previous_at = processed, now
             counts = (
                 f"events {processed:>9,} ({rate:>6,.0f}/s) | dead letters {dead:>5,} | "
-                f"segment changes {changes:>7,} | jobs {jobs:>6,} | emails sent {sent:>6,}"
+                f"segment changes {changes:>7,} | jobs: welcome {jobs['welcome']:,}, "
+                f"cart {jobs['cart_abandonment']:,}, win-back {jobs['winback']:,} | emails sent {sent:>6,}"
             )
             hits = f"hit@10 model {quality['model'] or 0:.1%} vs popular {quality['popular'] or 0:.1%}"
             line = f"{counts} | {hits} | last: {last_job}"
