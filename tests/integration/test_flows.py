@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -14,7 +15,14 @@ import pytest
 
 from streams.jobs import format_time
 from tests.factories import event_doc, item
-from tests.integration.harness import DelivererHarness, WorkerHarness, keyed, produce, read_topic
+from tests.integration.harness import (
+    DelivererHarness,
+    WorkerHarness,
+    delete_deployment_topics,
+    keyed,
+    produce,
+    read_topic,
+)
 from tests.integration.smtp_server import RecordingHandler, smtp_server
 
 pytestmark = pytest.mark.integration
@@ -202,3 +210,34 @@ async def _wait_for_messages(handler: RecordingHandler, count: int, timeout: flo
     while len(handler.messages) < count:
         assert time.monotonic() < deadline, f"{len(handler.messages)} of {count} emails arrived"
         await asyncio.sleep(0.2)
+
+
+async def test_pending_reminders_fire_once_on_whichever_worker_owns_them_after_a_rebalance(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = WorkerHarness(tmp_path / "a", env_overrides={"TIDEMAIL_QUIET_HOURS": ""})
+    shared = {
+        k: v
+        for k, v in first.env.items()
+        if k.startswith("TIDEMAIL_") and k not in ("TIDEMAIL_WEB_PORT", "TIDEMAIL_DATA_DIR")
+    }
+    second = WorkerHarness(tmp_path / "b", env_overrides=shared)
+    now = int(time.time() * 1000)
+    users = [f"shopper{n}" for n in range(24)]
+    try:
+        await first.start()
+        await send(first, *(profile(user, now) for user in users), *(cart_add(u, f"c-{u}", now) for u in users))
+        await second.start()  # takes half the partitions, with their pending timers
+        _, health = await second.get("/health")
+        assert health["owned_partitions"]
+        for worker in (first, second):
+            await worker.advance_clock(HOUR + MINUTE)
+        await jobs_after(first, len(users))
+        await asyncio.sleep(1.0)  # a reminder fired twice would be here by now
+        reminders = await jobs(first)
+        assert sorted(j["user_id"] for j in reminders) == sorted(users)
+        assert len({j["job_id"] for j in reminders}) == len(users)
+    finally:
+        first.stop()
+        second.stop()
+        await delete_deployment_topics(first.settings)
