@@ -8,7 +8,7 @@ of input (a model score, say) means writing one class and registering it there.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, ClassVar, Protocol
@@ -55,13 +55,14 @@ def merge_inputs(parts: list[Inputs]) -> dict[str, Moves]:
     return merged
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per evaluation, and a frozen dataclass is slower to build.
+@dataclass(slots=True)
 class EvalContext:
     """One user at one instant, plus the memberships already decided in this evaluation."""
 
     state: UserState
     now_ms: int
-    members_of: set[str]
+    members_of: Collection[str]
 
 
 class Condition(Protocol):
@@ -133,20 +134,24 @@ class AllOf(Checked):
     parts: tuple[Condition, ...]
 
     def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
-        results, earliest = self._check_parts(ctx)
-        return all(results), earliest
-
-    def _check_parts(self, ctx: EvalContext) -> tuple[list[bool], int | None]:
-        # Every part is checked, not just up to the first that decides: a part that does
-        # not decide now may decide at its own next change.
-        results = []
+        # While every part holds, the whole holds until the earliest next change of any
+        # part. Once one fails, the whole fails at least until every failing part may have
+        # flipped (the latest of their next changes), and until an event when a failing
+        # part has no next change: then the remaining parts need no checking.
         earliest: int | None = None
+        latest: int | None = None
+        holds = True
         for part in self.parts:
-            holds, change = part.check(ctx)
-            results.append(holds)
-            if change is not None and (earliest is None or change < earliest):
-                earliest = change
-        return results, earliest
+            part_holds, change = part.check(ctx)
+            if part_holds:
+                if holds and change is not None and (earliest is None or change < earliest):
+                    earliest = change
+            elif change is None:
+                return False, None
+            elif holds or latest is None or change > latest:
+                holds = False
+                latest = change
+        return (True, earliest) if holds else (False, latest)
 
     def inputs(self) -> Inputs:
         # Both combinators are monotone in every part, so a part's direction carries through.
@@ -159,8 +164,21 @@ class AllOf(Checked):
 @dataclass(frozen=True, slots=True)
 class AnyOf(AllOf):
     def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
-        results, earliest = self._check_parts(ctx)
-        return any(results), earliest
+        # The dual of `AllOf`: a part that holds with no next change decides the whole.
+        earliest: int | None = None
+        latest: int | None = None
+        holds = False
+        for part in self.parts:
+            part_holds, change = part.check(ctx)
+            if not part_holds:
+                if not holds and change is not None and (earliest is None or change < earliest):
+                    earliest = change
+            elif change is None:
+                return True, None
+            elif not holds or latest is None or change > latest:
+                holds = True
+                latest = change
+        return (True, latest) if holds else (False, earliest)
 
 
 @dataclass(frozen=True, slots=True)
