@@ -11,7 +11,6 @@ from __future__ import annotations
 import bisect
 import hashlib
 from collections import defaultdict
-from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,7 +180,7 @@ class SegmentBook:
         # Most events move no segment: memberships are copied only once one changes.
         members = state.segments
         changes: list[SegmentChange] = []
-        if not self._names.issuperset(members):
+        if not members.keys() <= self._names:
             # A segment no longer defined is left at the user's next evaluation, so consumers
             # of the change stream see an exit rather than a member forever.
             changes = [
@@ -191,22 +190,10 @@ class SegmentBook:
             members = {name: since for name, since in members.items() if name in self._names}
         if not plan:
             return Evaluation(members, changes, next_check)
-        ctx = EvalContext(state, now_ms, members)
-        pending: Sequence[PlanStep] = plan
-        queued: set[int] | None = None
         if self._has_dependents:
-            # Filtered up front, so a skipped segment is queued again if one it builds on changes.
-            pending = [
-                (position, segment, None)
-                for position, segment, unmoved_if in plan
-                if (segment.name in members) is not unmoved_if
-            ]
-            queued = {position for position, _, _ in pending}
-        # In dependency order: a segment that changes queues the segments built on it.
-        i = 0
-        while i < len(pending):
-            _, segment, unmoved_if = pending[i]
-            i += 1
+            return self._evaluate_in_order(state, now_ms, cause, plan, next_check, members, changes)
+        ctx = EvalContext(state, now_ms, members)
+        for _, segment, unmoved_if in plan:
             name = segment.name
             was_member = name in members
             if was_member is unmoved_if:
@@ -225,12 +212,53 @@ class SegmentBook:
             changes.append(
                 SegmentChange(state.user_id, name, "entered" if member else "exited", now_ms, cause, self.version)
             )
-            if queued is not None:
-                assert isinstance(pending, list)
-                for dependent in self._by_input.get(f"segment:{name}", ()):
-                    if dependent not in queued:
-                        queued.add(dependent)
-                        bisect.insort(pending, (dependent, self.segments[dependent], None), lo=i, key=_position)
+        return Evaluation(members, changes, next_check)
+
+    def _evaluate_in_order(
+        self,
+        state: UserState,
+        now_ms: int,
+        cause: str,
+        plan: Plan,
+        next_check: int | None,
+        members: dict[str, int],
+        changes: list[SegmentChange],
+    ) -> Evaluation:
+        """`_evaluate` for definitions with `segment:` conditions: a segment that changes
+        queues the segments built on it, which are evaluated after it, in dependency order."""
+        # Filtered up front, so a skipped segment is queued again if one it builds on changes.
+        pending = [
+            (position, segment, None)
+            for position, segment, unmoved_if in plan
+            if (segment.name in members) is not unmoved_if
+        ]
+        queued = {position for position, _, _ in pending}
+        members = dict(members)
+        ctx = EvalContext(state, now_ms, members)
+        i = 0
+        while i < len(pending):
+            _, segment, _ = pending[i]
+            i += 1
+            member, flip = segment.condition.check(ctx)
+            if flip is not None and flip > now_ms and (next_check is None or flip < next_check):
+                next_check = flip
+            if member == (segment.name in members):
+                continue
+            if member:
+                members[segment.name] = now_ms
+            else:
+                del members[segment.name]
+            changes.append(
+                SegmentChange(
+                    state.user_id, segment.name, "entered" if member else "exited", now_ms, cause, self.version
+                )
+            )
+            for dependent in self._by_input.get(f"segment:{segment.name}", ()):
+                if dependent not in queued:
+                    queued.add(dependent)
+                    bisect.insort(pending, (dependent, self.segments[dependent], None), lo=i, key=_position)
+        if not changes:
+            return Evaluation(state.segments, [], next_check)
         return Evaluation(members, changes, next_check)
 
 
