@@ -301,11 +301,13 @@ class WindowTotal(Checked):
     value: float
 
     def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
+        # Totals are numbers, so the comparison needs none of `_compare`'s guards.
+        compare = COMPARISONS[self.op]
         buckets = ctx.state.windows.get(self.spec.key)
         if not buckets:
-            return _compare(self.op, 0.0, self.value), None
-        amount, expiry = total_and_next_expiry(buckets, self.spec.granularity_ms, self.window_ms, ctx.now_ms)
-        return _compare(self.op, amount, self.value), expiry
+            return compare(0.0, self.value), None
+        amount, expiry = total_and_next_expiry(buckets, self.spec.granularity_ms + self.window_ms, ctx.now_ms)
+        return compare(amount, self.value), expiry
 
     def inputs(self) -> Inputs:
         # Only an event that adds to this aggregate changes it; time does the rest. A count

@@ -123,16 +123,14 @@ def add(buckets: dict[str, float], spec: AggregateSpec, ts: int, amount: float, 
     return {b: v for b, v in updated.items() if int(b) + spec.granularity_ms + horizon_ms > newest}
 
 
-def total_and_next_expiry(
-    buckets: dict[str, float], granularity_ms: int, window_ms: int, now_ms: int
-) -> tuple[float, int | None]:
+def total_and_next_expiry(buckets: dict[str, float], span_ms: int, now_ms: int) -> tuple[float, int | None]:
     """The sum of the buckets still inside the window at `now_ms`, and the next instant
-    after it at which one of them leaves the window."""
-    span = granularity_ms + window_ms
+    after it at which one of them leaves the window; `span_ms` is the window plus one
+    bucket (a bucket counts until its start plus the span)."""
     amount = 0.0
     earliest: int | None = None
     for bucket, value in buckets.items():
-        end = int(bucket) + span
+        end = int(bucket) + span_ms
         if end > now_ms:
             amount += value
             if earliest is None or end < earliest:
