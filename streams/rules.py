@@ -134,24 +134,17 @@ class AllOf(Checked):
     parts: tuple[Condition, ...]
 
     def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
-        # While every part holds, the whole holds until the earliest next change of any
-        # part. Once one fails, the whole fails at least until every failing part may have
-        # flipped (the latest of their next changes), and until an event when a failing
-        # part has no next change: then the remaining parts need no checking.
+        # A failing part keeps the whole failing at least until that part's next change
+        # (or an event, when it has none), whatever the other parts do: they need no
+        # checking. While every part holds, the whole holds until the earliest next change.
         earliest: int | None = None
-        latest: int | None = None
-        holds = True
         for part in self.parts:
-            part_holds, change = part.check(ctx)
-            if part_holds:
-                if holds and change is not None and (earliest is None or change < earliest):
-                    earliest = change
-            elif change is None:
-                return False, None
-            elif holds or latest is None or change > latest:
-                holds = False
-                latest = change
-        return (True, earliest) if holds else (False, latest)
+            holds, change = part.check(ctx)
+            if not holds:
+                return False, change
+            if change is not None and (earliest is None or change < earliest):
+                earliest = change
+        return True, earliest
 
     def inputs(self) -> Inputs:
         # Both combinators are monotone in every part, so a part's direction carries through.
@@ -164,21 +157,15 @@ class AllOf(Checked):
 @dataclass(frozen=True, slots=True)
 class AnyOf(AllOf):
     def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
-        # The dual of `AllOf`: a part that holds with no next change decides the whole.
+        # The dual of `AllOf`: a holding part decides the whole until its next change.
         earliest: int | None = None
-        latest: int | None = None
-        holds = False
         for part in self.parts:
-            part_holds, change = part.check(ctx)
-            if not part_holds:
-                if not holds and change is not None and (earliest is None or change < earliest):
-                    earliest = change
-            elif change is None:
-                return True, None
-            elif not holds or latest is None or change > latest:
-                holds = True
-                latest = change
-        return (True, latest) if holds else (False, earliest)
+            holds, change = part.check(ctx)
+            if holds:
+                return True, change
+            if change is not None and (earliest is None or change < earliest):
+                earliest = change
+        return False, earliest
 
 
 @dataclass(frozen=True, slots=True)
