@@ -177,7 +177,7 @@ class FlowEngine:
                 requests.append(_request(flow, index, step, run, at_ms))
                 index = step.next
             elif isinstance(step, Split):
-                ctx = EvalContext(state, at_ms, set(state.segments), _LazyScores(self._scores_of, state, at_ms))
+                ctx = EvalContext(state, at_ms, state.segments, _LazyScores(self._scores_of, state, at_ms))
                 index = step.then if step.condition.holds(ctx) else step.otherwise
             else:
                 wait = step.duration_ms if isinstance(step, Wait) else step.timeout_ms

@@ -8,7 +8,7 @@ of input (a model score, say) means writing one class and registering it there.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, ClassVar, Protocol
@@ -57,13 +57,14 @@ def merge_inputs(parts: list[Inputs]) -> dict[str, Moves]:
     return merged
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per evaluation, and a frozen dataclass is slower to build.
+@dataclass(slots=True)
 class EvalContext:
     """One user at one instant, plus the memberships already decided in this evaluation."""
 
     state: UserState
     now_ms: int
-    members_of: set[str]
+    members_of: Collection[str]
     # Model scores by name, for flow splits; segments have none (see `ModelScore`).
     scores: Mapping[str, float] | None = None
 
@@ -137,20 +138,17 @@ class AllOf(Checked):
     parts: tuple[Condition, ...]
 
     def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
-        results, earliest = self._check_parts(ctx)
-        return all(results), earliest
-
-    def _check_parts(self, ctx: EvalContext) -> tuple[list[bool], int | None]:
-        # Every part is checked, not just up to the first that decides: a part that does
-        # not decide now may decide at its own next change.
-        results = []
+        # A failing part keeps the whole failing at least until that part's next change
+        # (or an event, when it has none), whatever the other parts do: they need no
+        # checking. While every part holds, the whole holds until the earliest next change.
         earliest: int | None = None
         for part in self.parts:
             holds, change = part.check(ctx)
-            results.append(holds)
+            if not holds:
+                return False, change
             if change is not None and (earliest is None or change < earliest):
                 earliest = change
-        return results, earliest
+        return True, earliest
 
     def inputs(self) -> Inputs:
         # Both combinators are monotone in every part, so a part's direction carries through.
@@ -163,8 +161,15 @@ class AllOf(Checked):
 @dataclass(frozen=True, slots=True)
 class AnyOf(AllOf):
     def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
-        results, earliest = self._check_parts(ctx)
-        return any(results), earliest
+        # The dual of `AllOf`: a holding part decides the whole until its next change.
+        earliest: int | None = None
+        for part in self.parts:
+            holds, change = part.check(ctx)
+            if holds:
+                return True, change
+            if change is not None and (earliest is None or change < earliest):
+                earliest = change
+        return False, earliest
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,11 +292,13 @@ class WindowTotal(Checked):
     value: float
 
     def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
+        # Totals are numbers, so the comparison needs none of `_compare`'s guards.
+        compare = COMPARISONS[self.op]
         buckets = ctx.state.windows.get(self.spec.key)
         if not buckets:
-            return _compare(self.op, 0.0, self.value), None
-        amount, expiry = total_and_next_expiry(buckets, self.spec.granularity_ms, self.window_ms, ctx.now_ms)
-        return _compare(self.op, amount, self.value), expiry
+            return compare(0.0, self.value), None
+        amount, expiry = total_and_next_expiry(buckets, self.spec.granularity_ms + self.window_ms, ctx.now_ms)
+        return compare(amount, self.value), expiry
 
     def inputs(self) -> Inputs:
         # Only an event that adds to this aggregate changes it; time does the rest. A count

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 from collections import defaultdict
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from streams.windows import AggregateIndex, AggregateSpec, add
 # Distinct sets of changed inputs are few (event type, aggregates touched, traits, first
 # seen); the cap only guards against a definition set that makes them many.
 MAX_CACHED_PLANS = 4096
+NOTHING_TOUCHED: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,12 @@ class SegmentChange:
         return hashlib.blake2b(identity, digest_size=16).hexdigest()
 
 
+# A segment to evaluate: its position in dependency order, and the membership its changed
+# inputs cannot move (None: they may move either).
+PlanStep = tuple[int, Segment, bool | None]
+Plan = tuple[PlanStep, ...]
+
+
 @dataclass(slots=True)
 class Evaluation:
     segments: dict[str, int]
@@ -87,7 +95,8 @@ class SegmentBook:
         for position, inputs in enumerate(self._inputs):
             for tag in inputs:
                 self._by_input[tag].append(position)
-        self._plans: dict[frozenset[str], tuple[tuple[int, str, Moves], ...]] = {}
+        self._plans: dict[frozenset[str], Plan] = {}
+        self._everything: Plan = tuple((position, segment, None) for position, segment in enumerate(self.segments))
         self._has_dependents = any(tag.startswith("segment:") for tag in self._by_input)
         horizons: dict[AggregateSpec, int] = {}
         for segment in self.segments:
@@ -122,109 +131,154 @@ class SegmentBook:
 
     def accumulate(
         self, windows: dict[str, dict[str, float]], event: Event
-    ) -> tuple[dict[str, dict[str, float]], set[str]]:
+    ) -> tuple[dict[str, dict[str, float]], AbstractSet[str]]:
         """Windowed aggregates after `event` (the input map is not modified), and the keys it changed."""
         specs = self._aggregates.candidates(event)
         if not specs:
-            return windows, set()
+            return windows, NOTHING_TOUCHED
         updated = windows
         touched: set[str] = set()
         for spec, horizon in specs:
             amount = spec.contribution(event)
             if amount is not None:
                 if updated is windows:
-                    updated = dict(windows)
+                    updated = windows.copy()
                 updated[spec.key] = add(windows.get(spec.key, {}), spec, event.timestamp_ms, amount, horizon)
                 touched.add(spec.key)
         return updated, touched
 
     @staticmethod
-    def inputs_changed_by(before: UserState, after: UserState, event: Event, touched: set[str]) -> set[str]:
+    def inputs_changed_by(
+        before: UserState, after: UserState, event: Event, touched: AbstractSet[str]
+    ) -> frozenset[str]:
         """The inputs `event` changed: its type, the aggregates it added to, and what else moved."""
-        tags = {event.type, ANY_EVENT, *touched}
+        tags = [event.type, ANY_EVENT, *touched]
         if after.traits is not before.traits and after.traits != before.traits:
-            tags.add(TRAITS)
+            tags.append(TRAITS)
         if before.first_seen_ms != after.first_seen_ms:
-            tags.add(FIRST_SEEN)
-        return tags
+            tags.append(FIRST_SEEN)
+        return frozenset(tags)
 
-    def after_events(self, state: UserState, changed_inputs: set[str], now_ms: int, cause: str) -> Evaluation:
+    def after_events(self, state: UserState, changed_inputs: AbstractSet[str], now_ms: int, cause: str) -> Evaluation:
         """Re-evaluate the segments whose inputs changed; `cause` names the (last) event."""
         if state.next_check_ms is not None and state.next_check_ms <= now_ms:
             # A time flip is already due and not yet handled by the clock: check everything.
-            return self._evaluate(state, now_ms, cause, None)
-        return self._evaluate(state, now_ms, cause, changed_inputs)
+            return self._evaluate(state, now_ms, cause, self._everything, None)
+        # A segment the event can only move towards where the user already is keeps its
+        # membership; its next flip can only be later, so the old next check (an early,
+        # harmless re-check at worst) still covers it.
+        return self._evaluate(state, now_ms, cause, self._plan(frozenset(changed_inputs)), state.next_check_ms)
 
     def on_clock(self, state: UserState, now_ms: int) -> Evaluation:
-        return self._evaluate(state, now_ms, "clock", None)
+        return self._evaluate(state, now_ms, "clock", self._everything, None)
 
-    def _plan(self, tags: frozenset[str]) -> tuple[tuple[int, str, Moves], ...]:
+    def _plan(self, tags: frozenset[str]) -> Plan:
         """The segments these changed inputs can affect, in dependency order, each with
-        the way the change can move it."""
+        the membership for which the change cannot move it."""
         plan = self._plans.get(tags)
         if plan is None:
             positions = sorted({position for tag in tags for position in self._by_input.get(tag, ())})
             plan = tuple(
-                (position, self.segments[position].name, _moved_by(self._inputs[position], tags))
+                (position, self.segments[position], _unmoved_if(_moved_by(self._inputs[position], tags)))
                 for position in positions
             )
             if len(self._plans) < MAX_CACHED_PLANS:
                 self._plans[tags] = plan
         return plan
 
-    def _evaluate(self, state: UserState, now_ms: int, cause: str, tags: set[str] | None) -> Evaluation:
-        members_of = set(state.segments)
-        # A segment no longer defined is left at the user's next evaluation, so consumers
-        # of the change stream see an exit rather than a member forever.
-        changes = [
-            SegmentChange(state.user_id, name, "exited", now_ms, cause, self.version)
-            for name in sorted(members_of - self._names)
-        ]
-        members_of.difference_update(change.segment for change in changes)
-        ctx = EvalContext(state, now_ms, members_of)
-        next_check: int | None = None
-        if tags is None:
-            pending = list(range(len(self.segments)))
-        else:
-            # A segment the event can only move towards where the user already is keeps
-            # its membership; its next flip can only be later, so the old next check
-            # (an early, harmless re-check at worst) still covers it.
-            pending = [
-                position
-                for position, name, moves in self._plan(frozenset(tags))
-                if moves is Moves.EITHER or (name in members_of) != (moves is Moves.RISES)
+    def _evaluate(self, state: UserState, now_ms: int, cause: str, plan: Plan, next_check: int | None) -> Evaluation:
+        # Most events move no segment: memberships are copied only once one changes.
+        members = state.segments
+        changes: list[SegmentChange] = []
+        if not members.keys() <= self._names:
+            # A segment no longer defined is left at the user's next evaluation, so consumers
+            # of the change stream see an exit rather than a member forever.
+            changes = [
+                SegmentChange(state.user_id, name, "exited", now_ms, cause, self.version)
+                for name in sorted(members.keys() - self._names)
             ]
-            if state.next_check_ms is not None and state.next_check_ms > now_ms:
-                next_check = state.next_check_ms
-        queued = set(pending) if self._has_dependents else None
-        # In dependency order: a segment that changes queues the segments built on it.
+            members = {name: since for name, since in members.items() if name in self._names}
+        if not plan:
+            return Evaluation(members, changes, next_check)
+        if self._has_dependents:
+            return self._evaluate_in_order(state, now_ms, cause, plan, next_check, members, changes)
+        ctx = EvalContext(state, now_ms, members)
+        for _, segment, unmoved_if in plan:
+            name = segment.name
+            was_member = name in members
+            if was_member is unmoved_if:
+                continue
+            member, flip = segment.condition.check(ctx)
+            if flip is not None and flip > now_ms and (next_check is None or flip < next_check):
+                next_check = flip
+            if member == was_member:
+                continue
+            if members is state.segments:
+                members = ctx.members_of = dict(members)
+            if member:
+                members[name] = now_ms
+            else:
+                del members[name]
+            changes.append(
+                SegmentChange(state.user_id, name, "entered" if member else "exited", now_ms, cause, self.version)
+            )
+        return Evaluation(members, changes, next_check)
+
+    def _evaluate_in_order(
+        self,
+        state: UserState,
+        now_ms: int,
+        cause: str,
+        plan: Plan,
+        next_check: int | None,
+        members: dict[str, int],
+        changes: list[SegmentChange],
+    ) -> Evaluation:
+        """`_evaluate` for definitions with `segment:` conditions: a segment that changes
+        queues the segments built on it, which are evaluated after it, in dependency order."""
+        # Filtered up front, so a skipped segment is queued again if one it builds on changes.
+        pending = [
+            (position, segment, None)
+            for position, segment, unmoved_if in plan
+            if (segment.name in members) is not unmoved_if
+        ]
+        queued = {position for position, _, _ in pending}
+        members = dict(members)
+        ctx = EvalContext(state, now_ms, members)
         i = 0
         while i < len(pending):
-            segment = self.segments[pending[i]]
+            _, segment, _ = pending[i]
             i += 1
             member, flip = segment.condition.check(ctx)
             if flip is not None and flip > now_ms and (next_check is None or flip < next_check):
                 next_check = flip
-            if member == (segment.name in members_of):
+            if member == (segment.name in members):
                 continue
             if member:
-                members_of.add(segment.name)
+                members[segment.name] = now_ms
             else:
-                members_of.discard(segment.name)
+                del members[segment.name]
             changes.append(
                 SegmentChange(
                     state.user_id, segment.name, "entered" if member else "exited", now_ms, cause, self.version
                 )
             )
-            if queued is not None:
-                for dependent in self._by_input.get(f"segment:{segment.name}", ()):
-                    if dependent not in queued:
-                        queued.add(dependent)
-                        bisect.insort(pending, dependent, lo=i)
+            for dependent in self._by_input.get(f"segment:{segment.name}", ()):
+                if dependent not in queued:
+                    queued.add(dependent)
+                    bisect.insort(pending, (dependent, self.segments[dependent], None), lo=i, key=_position)
         if not changes:
             return Evaluation(state.segments, [], next_check)
-        segments = {n: state.segments.get(n, now_ms) for n in members_of}
-        return Evaluation(segments, changes, next_check)
+        return Evaluation(members, changes, next_check)
+
+
+def _position(step: PlanStep) -> int:
+    return step[0]
+
+
+def _unmoved_if(moves: Moves) -> bool | None:
+    """The membership a change moving a condition this way leaves as it is (None: either may move)."""
+    return None if moves is Moves.EITHER else moves is Moves.RISES
 
 
 def _moved_by(inputs: Inputs, changed: frozenset[str]) -> Moves:

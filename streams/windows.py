@@ -8,6 +8,7 @@ one bucket more.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,23 +31,28 @@ class AggregateSpec:
     field: str | None
     granularity_ms: int
     key: str = ""
+    # The property paths of `where` and `field`, split once: they are read for every event.
+    _filters: tuple[tuple[tuple[str, ...], Any], ...] = dataclasses.field(default=(), compare=False, repr=False)
+    _field_path: tuple[str, ...] = dataclasses.field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # The state key is derived once: it is looked up for every event and evaluation.
         where = ",".join(f"{k}={v}" for k, v in self.where)
         measure = f"sum:{self.field}" if self.field else "count"
         object.__setattr__(self, "key", f"{measure}|{self.event_type}|{where}|{self.granularity_ms}")
+        object.__setattr__(self, "_filters", tuple((tuple(k.split(".")), v) for k, v in self.where))
+        object.__setattr__(self, "_field_path", tuple(self.field.split(".")) if self.field else ())
 
     def contribution(self, event: Event) -> float | None:
         """What `event` adds to this aggregate, or None when it does not match."""
         if event.type != self.event_type:
             return None
-        for name, expected in self.where:
-            if property_at(event.properties, name) != expected:
+        for path, expected in self._filters:
+            if value_at(event.properties, path) != expected:
                 return None
         if self.field is None:
             return 1.0
-        value = property_at(event.properties, self.field)
+        value = value_at(event.properties, self._field_path)
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
@@ -59,33 +65,40 @@ class AggregateIndex:
     """
 
     def __init__(self, horizons: dict[AggregateSpec, int]) -> None:
-        self._unfiltered: dict[str, list[tuple[AggregateSpec, int]]] = {}
-        self._by_value: dict[tuple[str, str], dict[Any, list[tuple[AggregateSpec, int]]]] = {}
+        unfiltered: dict[str, list[tuple[AggregateSpec, int]]] = {}
+        by_value: dict[tuple[str, str], dict[Any, list[tuple[AggregateSpec, int]]]] = {}
         for spec, horizon in horizons.items():
             if spec.where:
                 name, expected = spec.where[0]
-                group = self._by_value.setdefault((spec.event_type, name), {})
+                group = by_value.setdefault((spec.event_type, name), {})
                 group.setdefault(expected, []).append((spec, horizon))
             else:
-                self._unfiltered.setdefault(spec.event_type, []).append((spec, horizon))
-        self._filters: dict[str, list[tuple[str, dict[Any, list[tuple[AggregateSpec, int]]]]]] = {}
-        for (event_type, name), group in self._by_value.items():
-            self._filters.setdefault(event_type, []).append((name, group))
+                unfiltered.setdefault(spec.event_type, []).append((spec, horizon))
+        self._unfiltered = {event_type: tuple(found) for event_type, found in unfiltered.items()}
+        self._filters: dict[str, list[tuple[tuple[str, ...], dict[Any, tuple[tuple[AggregateSpec, int], ...]]]]] = {}
+        for (event_type, name), group in by_value.items():
+            by_expected = {expected: tuple(found) for expected, found in group.items()}
+            self._filters.setdefault(event_type, []).append((tuple(name.split(".")), by_expected))
 
-    def candidates(self, event: Event) -> list[tuple[AggregateSpec, int]]:
+    def candidates(self, event: Event) -> tuple[tuple[AggregateSpec, int], ...]:
         """Each aggregate `event` may contribute to, with the horizon its buckets are kept for."""
-        found = list(self._unfiltered.get(event.type, ()))
-        for name, group in self._filters.get(event.type, ()):
-            value = property_at(event.properties, name)
+        found = self._unfiltered.get(event.type, ())
+        for path, group in self._filters.get(event.type, ()):
+            value = value_at(event.properties, path)
             if isinstance(value, str | int | float | bool):  # only these can equal a filter value
-                found.extend(group.get(value, ()))
+                found += group.get(value, ())
         return found
 
 
 def property_at(properties: dict[str, Any], path: str) -> Any:
     """`item.price` reads properties["item"]["price"]; a missing step gives None."""
+    return value_at(properties, tuple(path.split(".")))
+
+
+def value_at(properties: dict[str, Any], steps: tuple[str, ...]) -> Any:
+    """`property_at` for a path already split into its steps."""
     value: Any = properties
-    for step in path.split("."):
+    for step in steps:
         if not isinstance(value, dict):
             return None
         value = value.get(step)
@@ -94,22 +107,30 @@ def property_at(properties: dict[str, Any], path: str) -> Any:
 
 def add(buckets: dict[str, float], spec: AggregateSpec, ts: int, amount: float, horizon_ms: int) -> dict[str, float]:
     """A new bucket map with `amount` added at `ts`, without buckets older than the horizon."""
-    start = ts - ts % spec.granularity_ms
-    updated = {**buckets, str(start): buckets.get(str(start), 0.0) + amount}
+    start = str(ts - ts % spec.granularity_ms)
+    current = buckets.get(start)
+    if current is not None:
+        # An existing bucket: the newest bucket stays the same, so no other bucket leaves.
+        # (Buckets past a horizon shortened by new definitions wait for the next new bucket;
+        # they are older than any window that now uses the aggregate, so they never count.)
+        updated = buckets.copy()
+        updated[start] = current + amount
+        return updated
+    if not buckets:
+        return {start: amount}
+    updated = {**buckets, start: amount}
     newest = max(int(b) for b in updated)
     return {b: v for b, v in updated.items() if int(b) + spec.granularity_ms + horizon_ms > newest}
 
 
-def total_and_next_expiry(
-    buckets: dict[str, float], granularity_ms: int, window_ms: int, now_ms: int
-) -> tuple[float, int | None]:
+def total_and_next_expiry(buckets: dict[str, float], span_ms: int, now_ms: int) -> tuple[float, int | None]:
     """The sum of the buckets still inside the window at `now_ms`, and the next instant
-    after it at which one of them leaves the window."""
-    span = granularity_ms + window_ms
+    after it at which one of them leaves the window; `span_ms` is the window plus one
+    bucket (a bucket counts until its start plus the span)."""
     amount = 0.0
     earliest: int | None = None
     for bucket, value in buckets.items():
-        end = int(bucket) + span
+        end = int(bucket) + span_ms
         if end > now_ms:
             amount += value
             if earliest is None or end < earliest:
