@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from river import proba
 
+from streams.definitions import read_definitions, top_level_list
 from streams.errors import ConfigError
 
 REWARD_EVENTS = {"email_open": "opens", "email_click": "clicks", "purchase": "purchases"}
@@ -60,13 +60,7 @@ def _unit_hash(text: str) -> float:
 
 def load_experiments(path: Path, templates: set[str]) -> dict[str, Experiment]:
     """Experiments by name; start-up stops on anything invalid."""
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read experiments from {path}: {e}") from e
-    entries = doc.get("experiments", []) if isinstance(doc, dict) else None
-    if not isinstance(entries, list):
-        raise ConfigError(f"{path} must have a top-level `experiments:` list")
+    entries = top_level_list(read_definitions(path, "experiments"), str(path), "experiments")
     experiments: dict[str, Experiment] = {}
     for i, entry in enumerate(entries):
         experiment = _parse_experiment(entry, f"{path}: experiments[{i}]", templates)

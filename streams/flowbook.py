@@ -8,14 +8,12 @@ step and the field, so an invalid file stops start-up with a message worth readi
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from streams.definitions import read_definitions, refuse_duplicates, top_level_list, version_of
 from streams.durations import parse_duration
 from streams.errors import ConfigError
 from streams.events import EVENT_TYPES
@@ -113,30 +111,18 @@ class FlowBook:
 
     @classmethod
     def load(cls, path: Path, templates: set[str], experiments: set[str], segments: set[str]) -> FlowBook:
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise ConfigError(f"cannot read flow definitions {path}: {e}") from e
+        text = read_definitions(path, "flow definitions")
         return cls.from_yaml(text, str(path), templates, experiments, segments)
 
     @classmethod
     def from_yaml(
         cls, text: str, source: str, templates: set[str], experiments: set[str], segments: set[str]
     ) -> FlowBook:
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{source} is not valid YAML: {e}") from e
-        raw = (doc or {}).get("flows", []) if isinstance(doc, dict) else None
-        if not isinstance(raw, list):
-            raise ConfigError(f"{source} must have a top-level `flows:` list")
+        raw = top_level_list(text, source, "flows")
         known = _Known(templates, experiments, segments)
         flows = [_parse_flow(entry, f"{source}: flows[{i}]", known) for i, entry in enumerate(raw)]
-        names = [flow.name for flow in flows]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ConfigError(f"{source}: flow `{duplicates[0]}` is defined more than once")
-        return cls(flows, hashlib.sha256(text.encode()).hexdigest()[:12])
+        refuse_duplicates([flow.name for flow in flows], source, "flow")
+        return cls(flows, version_of(text))
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from streams.definitions import read_definitions, refuse_duplicates, top_level_list, version_of
 from streams.errors import ConfigError
 from streams.events import Event
 from streams.rules import (
@@ -106,28 +105,14 @@ class SegmentBook:
 
     @classmethod
     def load(cls, path: Path) -> SegmentBook:
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise ConfigError(f"cannot read segment definitions {path}: {e}") from e
-        return cls.from_yaml(text, str(path))
+        return cls.from_yaml(read_definitions(path, "segment definitions"), str(path))
 
     @classmethod
     def from_yaml(cls, text: str, source: str) -> SegmentBook:
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{source} is not valid YAML: {e}") from e
-        raw = (doc or {}).get("segments", []) if isinstance(doc, dict) else None
-        if not isinstance(raw, list):
-            raise ConfigError(f"{source} must have a top-level `segments:` list")
+        raw = top_level_list(text, source, "segments")
         segments = [_parse_segment(entry, i, source) for i, entry in enumerate(raw)]
-        names = [s.name for s in segments]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ConfigError(f"{source}: segment `{duplicates[0]}` is defined more than once")
-        version = hashlib.sha256(text.encode()).hexdigest()[:12]
-        return cls(segments, version)
+        refuse_duplicates([s.name for s in segments], source, "segment")
+        return cls(segments, version_of(text))
 
     def accumulate(
         self, windows: dict[str, dict[str, float]], event: Event
