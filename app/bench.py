@@ -194,9 +194,9 @@ async def _measure(
                 pass
             await _produce(bootstrap, topic, generator, latency_rate * latency_seconds, rate=latency_rate)
             target = measured + latency_rate * latency_seconds
-            steady = await _wait_until(
-                lambda: _stats(http, url), lambda s: s["processed"] >= target, 120, "latency phase"
-            )
+            await _wait_until(lambda: _stats(http, url), lambda s: s["processed"] >= target, 120, "latency phase")
+            steady = await _stats(http, url + "?percentiles")
+            assert steady is not None, "the worker stopped answering"
             print(
                 f"  latency at {latency_rate}/s: "
                 f"p50 {steady['latency_p50_ms']:.1f} ms, p99 {steady['latency_p99_ms']:.1f} ms",

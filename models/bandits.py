@@ -13,11 +13,11 @@ seeded by the job id, so a replayed job chooses the same variant.
 from __future__ import annotations
 
 import hashlib
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from river import proba
 
 from streams.definitions import read_definitions, top_level_list
@@ -102,10 +102,10 @@ def _parse_experiment(entry: Any, where: str, templates: set[str]) -> Experiment
 
 def choose_variant(experiment: Experiment, posteriors: dict[str, list[float]], job_id: str) -> str:
     """Thompson sampling: the variant whose posterior draw is highest, drawn reproducibly."""
-    seed = int.from_bytes(hashlib.blake2b(job_id.encode(), digest_size=8).digest(), "big")
-    rng = np.random.default_rng(seed)
-    draws = [rng.beta(*posteriors.get(variant, (1.0, 1.0))) for variant in experiment.variants]
-    return experiment.variants[int(np.argmax(draws))]
+    # The standard library's generator: seeding numpy's costs ~30 us, a tenth of a job.
+    rng = random.Random(hashlib.blake2b(job_id.encode(), digest_size=8).digest())
+    draws = [rng.betavariate(*posteriors.get(variant, (1.0, 1.0))) for variant in experiment.variants]
+    return experiment.variants[draws.index(max(draws))]
 
 
 class BanditTrainer:

@@ -61,6 +61,8 @@ class FlowEngine:
         self._scores_of = scores_of
 
     def next_due(self, state: UserState) -> int | None:
+        if not state.flow_runs:
+            return None
         return min((run["due"] for run in state.flow_runs if run["due"] is not None), default=None)
 
     def fire_due(self, state: UserState, until_ms: int, counts: Counter[str]) -> list[JobRequest]:

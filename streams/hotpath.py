@@ -414,10 +414,9 @@ class HotPath(Service):
         metrics.BATCH_RECORDS.observe(count)
         now_ms = time.time() * 1000
         for tp, records in fetched.items():
-            for record in records:
-                latency_ms = max(0.0, now_ms - record.timestamp)
-                self.latencies_ms.append(latency_ms)
-                metrics.EVENT_LATENCY.observe(latency_ms / 1000)
+            latencies_ms = [max(0.0, now_ms - record.timestamp) for record in records]
+            self.latencies_ms.extend(latencies_ms)
+            metrics.EVENT_LATENCY.observe_many(latency / 1000 for latency in latencies_ms)
             highwater = self._consumer.highwater(tp)
             if highwater is not None:
                 metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, highwater - records[-1].offset - 1))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +34,12 @@ class JobContext:
 
     def product_view(self, product: Product | Mapping[str, Any], reason: str | None = None) -> dict[str, Any]:
         """A product as templates see it, with links into the shop."""
-        fields = asdict(product) if isinstance(product, Product) else dict(product)
+        # Not dataclasses.asdict: its deep copy costs ~10 us a product, six products a job.
+        fields = (
+            {"sku": product.sku, "name": product.name, "category": product.category, "price": product.price}
+            if isinstance(product, Product)
+            else dict(product)
+        )
         sku = fields["sku"]
         return {
             **fields,

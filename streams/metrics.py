@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import bisect
+import itertools
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
 
 EVENTS_CONSUMED = Counter("tidemail_events_consumed_total", "Records read from the events topic.")
 EVENTS_APPLIED = Counter("tidemail_events_applied_total", "Events applied to user state.", ["type"])
@@ -37,7 +43,46 @@ BATCH_SECONDS = Histogram(
     "Wall time to process and persist one batch.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
-EVENT_LATENCY = Histogram(
+
+
+class BatchHistogram:
+    """A histogram fed a whole batch of observations at once. prometheus_client's
+    `Histogram.observe` takes a lock and walks the buckets per call (~2 us): per event,
+    a few percent of the hot path."""
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry = REGISTRY
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._bounds = sorted(buckets)
+        self._counts = [0] * (len(self._bounds) + 1)  # the last for +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        counts = [0] * len(self._counts)
+        total = 0.0
+        bounds = self._bounds
+        for value in values:
+            counts[bisect.bisect_left(bounds, value)] += 1  # `le` buckets: value <= bound
+            total += value
+        with self._lock:
+            self._counts = [a + b for a, b in zip(self._counts, counts, strict=True)]
+            self._sum += total
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative = list(itertools.accumulate(counts))
+        labels = [*(str(float(bound)) for bound in self._bounds), "+Inf"]
+        family = HistogramMetricFamily(self._name, self._documentation)
+        family.add_metric([], buckets=list(zip(labels, cumulative, strict=True)), sum_value=total)
+        yield family
+
+
+EVENT_LATENCY = BatchHistogram(
     "tidemail_event_latency_seconds",
     "From the event's Kafka timestamp to its state being durable.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),

@@ -325,12 +325,14 @@ class BatchProcessor:
         changed_inputs = self.segments.inputs_changed_by(state, applied, event, touched)
         evaluation = self.segments.after_events(applied, changed_inputs, applied.last_seen_ms, event.event_id)
         applied = self._with_evaluation(applied, evaluation, record.partition, result)
-        # Waits that ended before this event run out first; their steps see the state after it.
-        requests = self.flows.fire_due(applied, event.timestamp_ms - 1, result.flow_transitions)
-        entered = [c.segment for c in evaluation.changes if c.change == "entered"]
-        requests += self.flows.on_event(applied, event, entered, result.flow_transitions)
-        for request in requests:
-            self._emit(request, applied, record, result)
+        flows = self.flows
+        if applied.flow_runs or event.type in flows.book.by_trigger_event or evaluation.changes:
+            # Waits that ended before this event run out first; their steps see the state after it.
+            requests = flows.fire_due(applied, event.timestamp_ms - 1, result.flow_transitions)
+            entered = [c.segment for c in evaluation.changes if c.change == "entered"]
+            requests += flows.on_event(applied, event, entered, result.flow_transitions)
+            for request in requests:
+                self._emit(request, applied, record, result)
         return applied
 
     def _emit(self, request: JobRequest, state: UserState, trigger: InputRecord, result: BatchResult) -> None:
