@@ -338,29 +338,24 @@ class BatchProcessor:
     def _emit(self, request: JobRequest, state: UserState, trigger: InputRecord, result: BatchResult) -> None:
         """Govern, assign a variant, render and queue one job; count whatever stops it."""
         decision = decide(state, request, self._governance, lambda: self._best_hour(state))
-        result.governance[decision.outcome] += 1
-        if decision.outcome == "no_address":
-            # Missing user data, unlike an opt-out: someone should look at it.
-            reason = f"cannot send {request.flow!r} step {request.step}: user {state.user_id!r} has no email address"
-            result.dead_letters.append(DeadLetter(trigger, "undeliverable", reason))
         if not decision.allowed:
+            result.governance[decision.outcome] += 1
+            if decision.outcome == "no_address":
+                # Missing user data, unlike an opt-out: someone should look at it.
+                reason = (
+                    f"cannot send {request.flow!r} step {request.step}: user {state.user_id!r} has no email address"
+                )
+                result.dead_letters.append(DeadLetter(trigger, "undeliverable", reason))
             return
-        if decision.delayed:
-            result.governance["delayed_quiet_hours"] += 1
         the_job_id = job_id(request.flow, request.step, state.user_id, request.trigger_key)
         experiment = self.experiments.get(request.experiment) if request.experiment else None
-        variant = None
-        if experiment is not None:
-            posteriors = posteriors_of(self.item_model.bandits, experiment.name)
-            held_out = experiment.is_held_out(state.user_id)
-            variant = HOLDOUT if held_out else experiment.assign(state.user_id, the_job_id, posteriors)
-            # Held-out users get nothing, but their purchases still count, as the baseline.
-            sent = [the_job_id, experiment.name, variant, request.at_ms, False]
-            state.experiment_jobs = [*state.experiment_jobs[-(EXPERIMENT_JOBS_KEPT - 1) :], sent]
-            result.training.bandit_records.append(["sent", experiment.name, variant, None, False])
-            if variant == HOLDOUT:
-                result.governance["held_out"] += 1
-                return
+        variant = self._assign_variant(experiment, request, state, the_job_id, result) if experiment else None
+        if variant == HOLDOUT:
+            result.governance["held_out"] += 1
+            return
+        result.governance["allowed"] += 1
+        if decision.delayed:
+            result.governance["delayed_quiet_hours"] += 1
         try:
             job = build_job(
                 request,
@@ -380,6 +375,18 @@ class BatchProcessor:
         record_send(state, request, decision)
         result.jobs.append(job)
         result.job_triggers[job["job_id"]] = trigger
+
+    def _assign_variant(
+        self, experiment: Experiment, request: JobRequest, state: UserState, the_job_id: str, result: BatchResult
+    ) -> str:
+        posteriors = posteriors_of(self.item_model.bandits, experiment.name)
+        held_out = experiment.is_held_out(state.user_id)
+        variant = HOLDOUT if held_out else experiment.assign(state.user_id, the_job_id, posteriors)
+        # Held-out users get nothing, but their purchases still count, as the baseline.
+        sent = [the_job_id, experiment.name, variant, request.at_ms, False]
+        state.experiment_jobs = [*state.experiment_jobs[-(EXPERIMENT_JOBS_KEPT - 1) :], sent]
+        result.training.bandit_records.append(["sent", experiment.name, variant, None, False])
+        return variant
 
     def _best_hour(self, state: UserState) -> int | None:
         best = best_send_time(state.engagement_hours, self.item_model.send_hours)
