@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
@@ -79,6 +80,12 @@ class WorkerHarness:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def sibling(self, tmp: Path) -> WorkerHarness:
+        """Another worker of the same deployment (app id, topics), with its own data directory and port."""
+        tmp.mkdir(parents=True, exist_ok=True)
+        own = ("TIDEMAIL_WEB_PORT", "TIDEMAIL_DATA_DIR")
+        return WorkerHarness(tmp, {k: v for k, v in self.env.items() if k.startswith("TIDEMAIL_") and k not in own})
 
     async def start(self) -> None:
         self.process = self._spawn("worker", self.log_path)
@@ -278,6 +285,15 @@ def signup(user: str, first_name: str | None, **context: str) -> tuple[bytes, by
     doc = event_doc("signup", user)
     doc["context"] = {"email": f"{user}@example.com", **({"first_name": first_name} if first_name else {}), **context}
     return user.encode(), encoded(doc)
+
+
+async def welcome_emails(settings: Settings) -> list[dict[str, Any]]:
+    """The first welcome email of each user on the jobs topic. Test events carry fixed
+    timestamps (`BASE_TS`), so as the days pass the series' later steps, and reminders for
+    carts in the same test, fall due as soon as a worker starts; they are not checked here."""
+    records = await read_topic(settings.kafka_bootstrap, settings.jobs_topic)
+    jobs = [orjson.loads(r.value) for r in records]
+    return [job for job in jobs if job.get("flow", "welcome") == "welcome" and job.get("step", 1) == 1]
 
 
 def keyed(doc: dict[str, Any]) -> tuple[bytes, bytes]:

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-import orjson
 import pytest
 
 from tests.factories import event_doc, item
@@ -21,6 +20,7 @@ from tests.integration.harness import (
     produce,
     read_topic,
     signup,
+    welcome_emails,
 )
 
 pytestmark = pytest.mark.integration
@@ -46,8 +46,7 @@ async def test_render_failure_is_dead_lettered_and_other_users_still_get_email(f
     await produce(s.kafka_bootstrap, s.events_topic, [signup("boom", "Boom"), signup("ann", "Ann")])
     await worker.wait_until_caught_up()
 
-    jobs = [orjson.loads(r.value) for r in await read_topic(s.kafka_bootstrap, s.jobs_topic)]
-    assert [job["user_id"] for job in jobs] == ["ann"]
+    assert [job["user_id"] for job in await welcome_emails(s)] == ["ann"]
     [dead] = await read_topic(s.kafka_bootstrap, s.dead_letter_topic)
     headers = dict(dead.headers)
     assert headers["tidemail.kind"] == b"render_failed" and dead.key == b"boom"
@@ -65,7 +64,7 @@ async def test_unsubscribe_link_from_a_job_unsubscribes_through_the_stream(worke
     s = worker.settings
     await produce(s.kafka_bootstrap, s.events_topic, [signup("ann", "Ann")])
     await worker.wait_until_caught_up()
-    [job] = [orjson.loads(r.value) for r in await read_topic(s.kafka_bootstrap, s.jobs_topic)]
+    [job] = await welcome_emails(s)
     token = parse_qs(urlparse(job["unsubscribe_url"]).query)["token"][0]
     assert job["unsubscribe_url"] in job["html"] and job["unsubscribe_url"] in job["text"]
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import orjson
 import pytest
 
 from streams.flows import job_id
 from streams.topics import ensure_topics
 from tests.factories import encoded, event_doc
-from tests.integration.harness import WorkerHarness, ensure_all_topics, keyed, produce, read_topic, signup
+from tests.integration.harness import (
+    WorkerHarness,
+    ensure_all_topics,
+    keyed,
+    produce,
+    read_topic,
+    signup,
+    welcome_emails,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -27,10 +34,7 @@ async def test_signups_become_welcome_jobs_and_state_is_served(worker: WorkerHar
         ],
     )
     await worker.wait_until_caught_up()
-    jobs = {
-        job["user_id"]: job
-        for job in (orjson.loads(r.value) for r in await read_topic(s.kafka_bootstrap, s.jobs_topic))
-    }
+    jobs = {job["user_id"]: job for job in await welcome_emails(s)}
     assert set(jobs) == {"ann", "nameless"}
     assert jobs["ann"]["job_id"] == job_id("welcome", 1, "ann", "ann")
     assert jobs["ann"]["subject"] == "Welcome to Tidemail Shop, Ann!"
@@ -95,8 +99,7 @@ async def test_a_job_a_lost_batch_already_published_is_not_published_again(worke
     await produce(s.kafka_bootstrap, s.events_topic, [signup("dora", "Dora"), signup("eve", "Eve")])
     await worker.start()
     await worker.wait_until_caught_up()
-    jobs = await read_topic(s.kafka_bootstrap, s.jobs_topic)
-    assert sorted(orjson.loads(r.value)["job_id"] for r in jobs) == sorted(
+    assert sorted(job["job_id"] for job in await welcome_emails(s)) == sorted(
         ["earlier", job_id("welcome", 1, "eve", "eve")]
     )
 

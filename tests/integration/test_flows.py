@@ -214,14 +214,8 @@ async def _wait_for_messages(handler: RecordingHandler, count: int, timeout: flo
 
 async def test_pending_reminders_fire_once_on_whichever_worker_owns_them_after_a_rebalance(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
     first = WorkerHarness(tmp_path / "a", env_overrides={"TIDEMAIL_QUIET_HOURS": ""})
-    shared = {
-        k: v
-        for k, v in first.env.items()
-        if k.startswith("TIDEMAIL_") and k not in ("TIDEMAIL_WEB_PORT", "TIDEMAIL_DATA_DIR")
-    }
-    second = WorkerHarness(tmp_path / "b", env_overrides=shared)
+    second = first.sibling(tmp_path / "b")
     now = int(time.time() * 1000)
     users = [f"shopper{n}" for n in range(24)]
     try:

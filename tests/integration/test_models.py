@@ -20,8 +20,8 @@ from tests.integration.harness import (
     free_port,
     keyed,
     produce,
-    read_topic,
     signup,
+    welcome_emails,
 )
 
 pytestmark = pytest.mark.integration
@@ -179,7 +179,7 @@ async def test_bandit_rewards_from_opens_reach_the_experiment(worker: WorkerHarn
     s = worker.settings
     await produce(s.kafka_bootstrap, s.events_topic, [signup(f"s{n}", f"S{n}") for n in range(20)])
     await worker.wait_until_caught_up()
-    jobs = [orjson.loads(r.value) for r in await read_topic(s.kafka_bootstrap, s.jobs_topic)]
+    jobs = await welcome_emails(s)
     assert len(jobs) == 20 and {j["experiment"] for j in jobs} == {"welcome_preheader"}
     opened = [j for j in jobs if j["variant"] == "picks"]
     opens = [

@@ -22,15 +22,8 @@ pytestmark = pytest.mark.integration
 
 async def test_second_worker_takes_over_half_the_partitions_mid_stream(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
     first = WorkerHarness(tmp_path / "a", env_overrides={"TIDEMAIL_BATCH_MAX_RECORDS": "200"})
-    # Same deployment (app id, topics), its own data directory and port.
-    shared = {
-        k: v
-        for k, v in first.env.items()
-        if k.startswith("TIDEMAIL_") and k not in ("TIDEMAIL_WEB_PORT", "TIDEMAIL_DATA_DIR")
-    }
-    second = WorkerHarness(tmp_path / "b", env_overrides=shared)
+    second = first.sibling(tmp_path / "b")
     s = first.settings
     try:
         await ensure_all_topics(s)
