@@ -26,6 +26,9 @@ from streams.state import UserState
 # Fixed so that job ids are the same on every machine and in every release.
 JOB_ID_NAMESPACE: Final = uuid.UUID("5b0c3f9e-6a8e-4d59-9a43-2f4a3c1f7e10")
 FLOW_KEYS_KEPT = 20
+# Runs of one flow a user may have under way (one per order, say); entering one more ends
+# the oldest, so a user's state stays bounded whatever the definitions.
+MAX_RUNS_PER_FLOW = 10
 # Load refuses loops without a wait; this only bounds a definition change mid-run.
 MAX_STEPS_PER_INSTANT = 64
 
@@ -150,6 +153,10 @@ class FlowEngine:
             kept = [r for r in state.flow_runs if r["flow"] != flow.name]
             counts[f"{flow.name}:superseded"] += len(state.flow_runs) - len(kept)
             state.flow_runs = kept
+        own = [r for r in state.flow_runs if r["flow"] == flow.name]
+        if len(own) >= MAX_RUNS_PER_FLOW:
+            state.flow_runs = [r for r in state.flow_runs if r is not own[0]]
+            counts[f"{flow.name}:evicted"] += 1
         state.flows_entered = {**state.flows_entered, flow.name: at_ms}
         keys = [k for k in state.flow_keys.get(flow.name, []) if k != key]
         state.flow_keys = {**state.flow_keys, flow.name: [*keys, key][-FLOW_KEYS_KEPT:]}

@@ -346,3 +346,24 @@ def test_the_benchmark_runs_the_shipped_flows_without_segment_triggers(tmp_path:
     templates, experiments, _ = _shipped_names()
     book = FlowBook.load(flows_without_segment_triggers(tmp_path), templates, experiments, set())
     assert set(book.flows) == {"welcome", "cart_abandonment"}
+
+
+PER_ORDER = """
+flows:
+  - name: review_request
+    trigger: {event: purchase}
+    key: order_id
+    reentry: once_per_key
+    steps: [{wait: 14d}, {send: welcome}]
+"""
+
+
+def test_a_user_has_at_most_ten_runs_of_a_flow_under_way() -> None:
+    journey = Journey(PER_ORDER)
+    journey.send(known("u1"))
+    orders = [event_doc("purchase", "u1", event_id=f"p{n}", ts=at(n), order_id=f"o{n}") for n in range(12)]
+    journey.send(*orders)
+    [state] = journey.store.states.values()
+    assert [run["key"] for run in state.flow_runs] == [f"o{n}" for n in range(2, 12)]
+    assert journey.transitions["review_request:evicted"] == 2
+    assert len(journey.advance(15 * DAY)) == 10
