@@ -16,7 +16,7 @@ from typing import Any, Final
 import aiosmtplib
 import orjson
 
-from streams.errors import InvalidJob
+from streams.errors import InvalidJob, shown
 from streams.jobs import format_time
 
 # Outcomes published to the deliveries topic. `duplicate` is only counted: see README, Delivery.
@@ -59,9 +59,9 @@ def parse_job(raw: bytes | None) -> Job:
     for name in REQUIRED_TEXT:
         value = doc.get(name)
         if not isinstance(value, str) or not value:
-            raise InvalidJob(f"`{name}` must be a non-empty string; got {_show(value)}")
+            raise InvalidJob(f"`{name}` must be a non-empty string; got {shown(value)}")
     if "@" not in doc["to"]:
-        raise InvalidJob(f"`to` must be an email address; got {_show(doc['to'])}")
+        raise InvalidJob(f"`to` must be an email address; got {shown(doc['to'])}")
     return Job(
         job_id=doc["job_id"],
         user_id=doc["user_id"],
@@ -81,9 +81,9 @@ def parse_time(value: str, name: str) -> int:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as e:
-        raise InvalidJob(f"`{name}` must be RFC 3339 like '2026-11-28T08:00:00.000Z'; got {_show(value)}") from e
+        raise InvalidJob(f"`{name}` must be RFC 3339 like '2026-11-28T08:00:00.000Z'; got {shown(value)}") from e
     if parsed.tzinfo is None:
-        raise InvalidJob(f"`{name}` must carry a UTC offset such as 'Z'; got {_show(value)}")
+        raise InvalidJob(f"`{name}` must carry a UTC offset such as 'Z'; got {shown(value)}")
     return int(parsed.timestamp() * 1000)
 
 
@@ -193,10 +193,3 @@ def bounce_event(record: Mapping[str, Any]) -> dict[str, Any]:
         "timestamp": parse_time(record["at"], "at"),
         "properties": {"job_id": record["job_id"], "bounce": "hard", "reason": record["reason"]},
     }
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "null or nothing"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,5 +1,17 @@
 """Tidemail's exceptions: one root and a few specific kinds that callers act on."""
 
+from __future__ import annotations
+
+from typing import Any
+
+
+def shown(value: Any) -> str:
+    """A value as error messages quote it: its repr, cut to 60 characters."""
+    if value is None:
+        return "null or nothing"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
 
 class TidemailError(Exception):
     """Root of every error Tidemail raises on purpose."""

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import orjson
 
-from streams.errors import InvalidEvent
+from streams.errors import InvalidEvent, shown
 
 EVENT_TYPES: Final = (
     "signup",
@@ -76,7 +76,7 @@ def validate_event(doc: Mapping[str, Any], key: bytes | None) -> Event:
         )
     event_type = doc.get("type")
     if not isinstance(event_type, str) or event_type not in _PROPERTY_RULES:
-        raise InvalidEvent(f"`type` must be one of {', '.join(EVENT_TYPES)}; got {_show(event_type)}")
+        raise InvalidEvent(f"`type` must be one of {', '.join(EVENT_TYPES)}; got {shown(event_type)}")
     timestamp_ms = parse_timestamp(doc.get("timestamp"))
     properties = doc.get("properties", {})
     if not isinstance(properties, dict):
@@ -91,7 +91,7 @@ def validate_event(doc: Mapping[str, Any], key: bytes | None) -> Event:
     for name in CONTEXT_FIELDS:
         value = context.get(name)
         if value is not None and not isinstance(value, str):
-            raise InvalidEvent(f"`context.{name}` must be a string; got {_show(value)}")
+            raise InvalidEvent(f"`context.{name}` must be a string; got {shown(value)}")
     return Event(event_id, user_id, event_type, timestamp_ms, properties, context)
 
 
@@ -99,21 +99,21 @@ def parse_timestamp(value: Any) -> int:
     """Accept RFC 3339 with an offset, or epoch milliseconds; return epoch milliseconds."""
     expected = "`timestamp` must be RFC 3339 or epoch milliseconds"
     if isinstance(value, bool):
-        raise InvalidEvent(f"{expected}; got {_show(value)}")
+        raise InvalidEvent(f"{expected}; got {shown(value)}")
     if isinstance(value, int):
         millis = value
     elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError as e:
-            raise InvalidEvent(f"{expected}; got {_show(value)}") from e
+            raise InvalidEvent(f"{expected}; got {shown(value)}") from e
         if parsed.tzinfo is None:
-            raise InvalidEvent(f"`timestamp` must carry a UTC offset such as 'Z'; got {_show(value)}")
+            raise InvalidEvent(f"`timestamp` must carry a UTC offset such as 'Z'; got {shown(value)}")
         millis = int(parsed.timestamp() * 1000)
     else:
-        raise InvalidEvent(f"{expected}; got {_show(value)}")
+        raise InvalidEvent(f"{expected}; got {shown(value)}")
     if not MIN_TIMESTAMP_MS <= millis <= MAX_TIMESTAMP_MS:
-        raise InvalidEvent(f"`timestamp` must fall between 2000 and 2100; got {_show(value)}")
+        raise InvalidEvent(f"`timestamp` must fall between 2000 and 2100; got {shown(value)}")
     return millis
 
 
@@ -121,7 +121,7 @@ def _identifier(doc: Mapping[str, Any], name: str) -> str:
     value = doc.get(name)
     if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
         raise InvalidEvent(
-            f"`{name}` must be a non-empty string of at most {MAX_ID_LENGTH} characters; got {_show(value)}"
+            f"`{name}` must be a non-empty string of at most {MAX_ID_LENGTH} characters; got {shown(value)}"
         )
     return value
 
@@ -135,7 +135,7 @@ def _text(name: str, *, required: bool = True) -> Rule:
         if value is None and not required:
             return
         if not isinstance(value, str) or not value:
-            raise InvalidEvent(f"`properties.{name}` must be a non-empty string; got {_show(value)}")
+            raise InvalidEvent(f"`properties.{name}` must be a non-empty string; got {shown(value)}")
 
     return check
 
@@ -144,7 +144,7 @@ def _amount(name: str) -> Rule:
     def check(properties: Mapping[str, Any]) -> None:
         value = properties.get(name)
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise InvalidEvent(f"`properties.{name}` must be a number >= 0; got {_show(value)}")
+            raise InvalidEvent(f"`properties.{name}` must be a number >= 0; got {shown(value)}")
 
     return check
 
@@ -152,7 +152,7 @@ def _amount(name: str) -> Rule:
 def _currency(properties: Mapping[str, Any]) -> None:
     value = properties.get("currency")
     if not isinstance(value, str) or len(value) != 3 or not value.isalpha() or not value.isupper():
-        raise InvalidEvent(f"`properties.currency` must be a 3-letter ISO 4217 code like 'EUR'; got {_show(value)}")
+        raise InvalidEvent(f"`properties.currency` must be a 3-letter ISO 4217 code like 'EUR'; got {shown(value)}")
 
 
 def check_item(item: Any, where: str) -> None:
@@ -164,13 +164,13 @@ def check_item(item: Any, where: str) -> None:
     for text_field in ("sku", "name", "category"):
         value = item.get(text_field)
         if not isinstance(value, str) or not value:
-            raise InvalidEvent(f"`{where}.{text_field}` must be a non-empty string; got {_show(value)}")
+            raise InvalidEvent(f"`{where}.{text_field}` must be a non-empty string; got {shown(value)}")
     price = item.get("price")
     if isinstance(price, bool) or not isinstance(price, int | float) or price < 0:
-        raise InvalidEvent(f"`{where}.price` must be a number >= 0; got {_show(price)}")
+        raise InvalidEvent(f"`{where}.price` must be a number >= 0; got {shown(price)}")
     quantity = item.get("quantity", 1)
     if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
-        raise InvalidEvent(f"`{where}.quantity` must be a whole number >= 1; got {_show(quantity)}")
+        raise InvalidEvent(f"`{where}.quantity` must be a whole number >= 1; got {shown(quantity)}")
 
 
 def _item(properties: Mapping[str, Any]) -> None:
@@ -180,7 +180,7 @@ def _item(properties: Mapping[str, Any]) -> None:
 def _items(properties: Mapping[str, Any]) -> None:
     items = properties.get("items")
     if not isinstance(items, list) or not items:
-        raise InvalidEvent(f"`properties.items` must be a non-empty list of items; got {_show(items)}")
+        raise InvalidEvent(f"`properties.items` must be a non-empty list of items; got {shown(items)}")
     for index, item in enumerate(items):
         check_item(item, f"properties.items[{index}]")
 
@@ -188,13 +188,13 @@ def _items(properties: Mapping[str, Any]) -> None:
 def _bounce_kind(properties: Mapping[str, Any]) -> None:
     value = properties.get("bounce")
     if value not in BOUNCE_KINDS:
-        raise InvalidEvent(f"`properties.bounce` must be one of {', '.join(BOUNCE_KINDS)}; got {_show(value)}")
+        raise InvalidEvent(f"`properties.bounce` must be one of {', '.join(BOUNCE_KINDS)}; got {shown(value)}")
 
 
 def _traits(properties: Mapping[str, Any]) -> None:
     traits = properties.get("traits")
     if not isinstance(traits, dict) or not traits:
-        raise InvalidEvent(f"`properties.traits` must be a non-empty object; got {_show(traits)}")
+        raise InvalidEvent(f"`properties.traits` must be a non-empty object; got {shown(traits)}")
     for name, value in traits.items():
         if value is not None and not isinstance(value, str | int | float | bool):
             raise InvalidEvent(
@@ -232,10 +232,3 @@ def _json_kind(value: Any) -> str:
         case dict():
             return "an object"
     return type(value).__name__
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "null or nothing"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
