@@ -17,7 +17,6 @@ import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import aiohttp
@@ -27,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from app.api_bench import _spawn
 from app.bench import _delete_topics, _deployment_env, _stats, _wait_until, flows_without_segment_triggers
 from app.settings import Settings
+from streams.delivery import parse_time
 from streams.flows import JobRequest
 from streams.governance import GovernancePolicy, QuietHours, decide
 from streams.state import UserState
@@ -149,14 +149,10 @@ class JobWatcher:
             for records in (await self._consumer.getmany(timeout_ms=500)).values():
                 for record in records:
                     job = orjson.loads(record.value)
-                    lags.append(_millis(job["created_at"]) - _millis(job["send_at"]))
+                    lags.append(parse_time(job["created_at"], "created_at") - parse_time(job["send_at"], "send_at"))
         if len(lags) < count:
             raise TimeoutError(f"only {len(lags):,} of {count:,} jobs in {timeout:.0f}s")
         return lags
-
-
-def _millis(stamp: str) -> float:
-    return datetime.fromisoformat(stamp).timestamp() * 1000
 
 
 def _carts(prefix: str, quiet_since: list[int]) -> Iterator[tuple[bytes, bytes]]:
