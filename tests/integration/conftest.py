@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import ROOT, WorkerHarness, delete_deployment_topics
+from tests.integration.harness import ROOT, WorkerHarness, delete_deployment
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -20,4 +20,4 @@ async def worker(tmp_path: Path) -> AsyncIterator[WorkerHarness]:
     harness = WorkerHarness(tmp_path)
     yield harness
     harness.stop()
-    await delete_deployment_topics(harness.settings)
+    await delete_deployment(harness.settings)

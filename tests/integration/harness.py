@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import redis.asyncio as redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
@@ -361,8 +362,9 @@ async def ensure_all_topics(settings: Settings) -> None:
     await ensure_deployment_topics(settings)
 
 
-async def delete_deployment_topics(settings: Settings) -> None:
-    """Drop every topic of a test deployment, so the shared local broker stays small."""
+async def delete_deployment(settings: Settings) -> None:
+    """Drop every topic and Redis key of a test deployment (prediction cache, delivery
+    claims), so the shared local broker and Redis stay small."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
@@ -372,3 +374,10 @@ async def delete_deployment_topics(settings: Settings) -> None:
             await admin.delete_topics(mine)
     finally:
         await admin.close()
+    client = redis.from_url(settings.redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(f"tidemail:{settings.app_id}:*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

@@ -15,7 +15,7 @@ from tests.factories import event_doc, item
 from tests.integration.harness import (
     ROOT,
     WorkerHarness,
-    delete_deployment_topics,
+    delete_deployment,
     keyed,
     produce,
     read_topic,
@@ -36,7 +36,7 @@ async def fragile_worker(tmp_path: Path) -> AsyncIterator[WorkerHarness]:
     harness = WorkerHarness(tmp_path, {"TIDEMAIL_TEMPLATES_DIR": str(templates)})
     yield harness
     harness.stop()
-    await delete_deployment_topics(harness.settings)
+    await delete_deployment(harness.settings)
 
 
 async def test_render_failure_is_dead_lettered_and_other_users_still_get_email(fragile_worker: WorkerHarness) -> None:

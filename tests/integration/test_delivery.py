@@ -11,14 +11,13 @@ from typing import Any
 
 import orjson
 import pytest
-import redis.asyncio as redis
 
 from streams.events import validate_event
 from streams.jobs import format_time
 from tests.integration.harness import (
     DelivererHarness,
     WorkerHarness,
-    delete_deployment_topics,
+    delete_deployment,
     ensure_all_topics,
     produce,
     read_topic,
@@ -35,12 +34,7 @@ async def deployment(tmp_path: Path) -> AsyncIterator[WorkerHarness]:
     harness = WorkerHarness(tmp_path)
     await ensure_all_topics(harness.settings)
     yield harness
-    await delete_deployment_topics(harness.settings)
-    client = redis.from_url(harness.settings.redis_url)
-    keys = [key async for key in client.scan_iter(f"tidemail:{harness.settings.app_id}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+    await delete_deployment(harness.settings)
 
 
 def job(n: int, send_at_ms: int | None = None, to: str | None = None) -> tuple[bytes, bytes]:

@@ -18,7 +18,7 @@ from tests.factories import event_doc, item
 from tests.integration.harness import (
     DelivererHarness,
     WorkerHarness,
-    delete_deployment_topics,
+    delete_deployment,
     keyed,
     produce,
     read_topic,
@@ -234,4 +234,4 @@ async def test_pending_reminders_fire_once_on_whichever_worker_owns_them_after_a
     finally:
         first.stop()
         second.stop()
-        await delete_deployment_topics(first.settings)
+        await delete_deployment(first.settings)

@@ -15,7 +15,7 @@ import redis.asyncio as redis
 from tests.factories import event_doc, item
 from tests.integration.harness import (
     WorkerHarness,
-    delete_deployment_topics,
+    delete_deployment,
     ensure_all_topics,
     free_port,
     keyed,
@@ -151,7 +151,7 @@ async def test_without_redis_the_api_answers_from_the_tables(tmp_path: Path) -> 
         assert 'outcome="hit"' not in metrics
     finally:
         worker.stop()
-        await delete_deployment_topics(worker.settings)
+        await delete_deployment(worker.settings)
 
 
 async def test_propensity_learns_from_probes_the_clock_closes(worker: WorkerHarness) -> None:

@@ -12,7 +12,7 @@ from tests.integration.harness import (
     PARTITIONS,
     WorkerHarness,
     assert_durable_state_is_single_pass,
-    delete_deployment_topics,
+    delete_deployment,
     ensure_all_topics,
     produce,
 )
@@ -44,4 +44,4 @@ async def test_second_worker_takes_over_half_the_partitions_mid_stream(tmp_path:
     finally:
         first.stop()
         second.stop()
-        await delete_deployment_topics(s)
+        await delete_deployment(s)

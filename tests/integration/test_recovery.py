@@ -14,7 +14,7 @@ from app.generator import EventGenerator
 from tests.integration.harness import (
     WorkerHarness,
     assert_durable_state_is_single_pass,
-    delete_deployment_topics,
+    delete_deployment,
     ensure_all_topics,
     produce,
     read_topic,
@@ -39,7 +39,7 @@ async def worker(tmp_path: Path) -> AsyncIterator[WorkerHarness]:
     )
     yield harness
     harness.stop()
-    await delete_deployment_topics(harness.settings)
+    await delete_deployment(harness.settings)
 
 
 async def test_kill_9_mid_stream_then_restart_gives_exactly_once_state(worker: WorkerHarness) -> None:
