@@ -379,5 +379,7 @@ async def delete_deployment(settings: Settings) -> None:
         keys = [key async for key in client.scan_iter(f"tidemail:{settings.app_id}:*")]
         if keys:
             await client.delete(*keys)
+    except redis.ConnectionError:
+        pass  # a deployment pointed at no Redis (a test of running without one) left nothing there
     finally:
         await client.aclose()
