@@ -10,8 +10,9 @@ lost batch already published are then not published a second time on replay.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import groupby
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -19,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from streams.batching import Outgoing, send_grouped
 from streams.jobs import format_time
 from streams.pipeline import BatchResult, DeadLetter
+from streams.segments import SegmentChange, change_id, evaluation_identity
 
 ID_HEADER = "tidemail.id"
 
@@ -101,22 +103,31 @@ class OutputPublisher:
         for job in result.jobs:
             partition = result.job_triggers[job["job_id"]].partition
             records.append(self._record(self._topics.jobs, partition, job["user_id"], orjson.dumps(job), job["job_id"]))
-        for partition, change in result.segment_changes:
-            change_id = change.change_id
-            value = {
-                "change_id": change_id,
-                "user_id": change.user_id,
-                "segment": change.segment,
-                "change": change.change,
-                "at": format_time(change.at_ms),
-                "cause": change.cause,
-                "definition_version": change.definition_version,
-            }
-            records.append(
-                self._record(self._topics.segment_changes, partition, change.user_id, orjson.dumps(value), change_id)
-            )
+        records.extend(self._segment_change_records(result.segment_changes))
         records.extend(self._dead_letter_record(dead) for dead in result.dead_letters)
         return records
+
+    def _segment_change_records(self, changes: list[tuple[int, SegmentChange]]) -> Iterator[OutputRecord]:
+        # Segment changes are most of a busy batch's outputs (a new user enters several
+        # segments at once). Those of one evaluation come together and share the user, the
+        # instant and the cause, so that part of their ids and values is encoded once.
+        topic = self._topics.segment_changes
+        for (user_id, at_ms, cause, version), evaluated in groupby(changes, _evaluation_of):
+            identity = evaluation_identity(user_id, cause, at_ms)
+            key = user_id.encode()
+            # `{"user_id": ..., "definition_version": ...}` less its opening brace.
+            shared = orjson.dumps(
+                {"user_id": user_id, "at": format_time(at_ms), "cause": cause, "definition_version": version}
+            )[1:]
+            for partition, change in evaluated:
+                output_id = change_id(identity, change.segment, change.change)
+                value = b'{"change_id":"%s","segment":%s,"change":"%s",%s' % (
+                    output_id.encode(),
+                    orjson.dumps(change.segment),
+                    change.change.encode(),
+                    shared,
+                )
+                yield OutputRecord(topic, partition, key, value, ((ID_HEADER, output_id.encode()),), output_id)
 
     def _record(self, topic: str, partition: int, user_id: str, value: bytes, output_id: str) -> OutputRecord:
         return OutputRecord(topic, partition, user_id.encode(), value, ((ID_HEADER, output_id.encode()),), output_id)
@@ -136,3 +147,8 @@ class OutputPublisher:
         )
         # The original bytes travel unchanged so a fixed record can be replayed as it was.
         return OutputRecord(self._topics.dead_letters, source.partition, source.key, source.value, headers, output_id)
+
+
+def _evaluation_of(item: tuple[int, SegmentChange]) -> tuple[str, int, str, str]:
+    change = item[1]
+    return change.user_id, change.at_ms, change.cause, change.definition_version

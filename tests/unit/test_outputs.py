@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
 
 from streams.jobs import format_time
@@ -96,6 +97,35 @@ async def test_full_batches_are_split_and_offsets_still_add_up() -> None:
     ends = await OutputPublisher(producer, "unused", TOPICS, max_record_bytes=10_000).publish(result)  # type: ignore[arg-type]
     assert [len(batch.records) for _, _, batch in producer.sent] == [2, 2, 1]
     assert ends == {0: {"changes": 5}}
+
+
+async def test_segment_changes_carry_every_documented_field_and_their_own_ids() -> None:
+    producer = FakeProducer()
+    result = BatchResult()
+    changes = [
+        SegmentChange("u1", "vip", "entered", 1_795_860_000_123, "e1", "v1"),
+        SegmentChange("u1", "lapsed", "exited", 1_795_860_000_123, "e1", "v1"),
+        SegmentChange("u2", "vip", "entered", 1_795_860_000_124, "e2", "v1"),
+    ]
+    result.segment_changes = [(0, change) for change in changes]
+    await OutputPublisher(producer, "unused", TOPICS, max_record_bytes=10_000).publish(result)  # type: ignore[arg-type]
+    records = [r for _, _, batch in producer.sent for r in batch.records]
+    assert [orjson.loads(r["value"]) for r in records] == [
+        {
+            "change_id": c.change_id,
+            "user_id": c.user_id,
+            "segment": c.segment,
+            "change": c.change,
+            "at": format_time(c.at_ms),
+            "cause": c.cause,
+            "definition_version": c.definition_version,
+        }
+        for c in changes
+    ]
+    assert [(r["key"], r["headers"][ID_HEADER]) for r in records] == [
+        (c.user_id.encode(), c.change_id.encode()) for c in changes
+    ]
+    assert len({c.change_id for c in changes}) == 3
 
 
 def test_checkpoints_round_trip_and_bare_offsets_still_read() -> None:

@@ -7,7 +7,7 @@ import yaml
 
 from streams.errors import ConfigError
 from streams.rules import EvalContext, Moves, parse_condition
-from streams.segments import SegmentBook
+from streams.segments import SegmentBook, SegmentChange
 from streams.state import StatePolicy, UserState, apply
 from tests.factories import BASE_TS, item, make_event
 
@@ -197,6 +197,13 @@ def test_change_ids_are_deterministic() -> None:
     one = segments.after_events(state, {"cart_add"}, BASE_TS, "add").changes[0]
     two = segments.after_events(state, {"cart_add"}, BASE_TS, "add").changes[0]
     assert one.change_id == two.change_id
+
+
+def test_entering_again_on_the_clock_is_a_new_change() -> None:
+    # Lapsing, coming back and lapsing again: two entries with the same cause, `clock`.
+    first = SegmentChange("u1", "lapsed", "entered", BASE_TS, "clock", "v1")
+    again = SegmentChange("u1", "lapsed", "entered", BASE_TS + 40 * DAY, "clock", "v1")
+    assert first.change_id != again.change_id
 
 
 @pytest.mark.parametrize(
