@@ -2,46 +2,45 @@
 
 `AIOKafkaProducer.send` costs ~10 us per record in Python; appending to a batch
 builder and sending whole batches costs a fraction of that, and the hot path knows
-the partition of every record it writes.
+the partition of every record it writes. Records are plain tuples grouped by
+topic-partition up front: a busy batch produces tens of thousands.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
-
-# Not frozen, like Event: one is built per produced record.
-@dataclass(slots=True)
-class Outgoing:
-    topic: str
-    partition: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
+Headers = list[tuple[str, bytes]]
+# key, value, headers
+Record = tuple[bytes | None, bytes | None, Headers]
+NO_HEADERS: Headers = []
 
 
-async def send_grouped(producer: AIOKafkaProducer, records: Iterable[Outgoing]) -> dict[tuple[str, int], int]:
-    """Send `records` in order per topic-partition, await the broker's acknowledgement, and
-    return each topic-partition's offset after its last record."""
-    grouped: dict[tuple[str, int], list[Outgoing]] = {}
-    for record in records:
-        grouped.setdefault((record.topic, record.partition), []).append(record)
+async def send_grouped(
+    producer: AIOKafkaProducer, grouped: Mapping[tuple[str, int], Sequence[Record]]
+) -> dict[tuple[str, int], int]:
+    """Send each topic-partition's records in order, await the broker's acknowledgement,
+    and return each topic-partition's offset after its last record."""
+    # One timestamp for the whole batch instead of a clock read per record.
+    timestamp_ms = int(time.time() * 1000)
     sent: list[tuple[str, int, int, asyncio.Future[Any]]] = []
-    for (topic, partition), items in grouped.items():
+    for (topic, partition), records in grouped.items():
+        if not records:
+            continue
         batch = producer.create_batch()
         count = 0
-        for record in items:
-            if not _append(batch, record):
+        for key, value, headers in records:
+            if batch.append(key=key, value=value, timestamp=timestamp_ms, headers=headers) is None:
                 sent.append((topic, partition, count, await producer.send_batch(batch, topic, partition=partition)))
                 batch = producer.create_batch()
                 count = 0
-                if not _append(batch, record):
+                if batch.append(key=key, value=value, timestamp=timestamp_ms, headers=headers) is None:
                     raise MessageSizeTooLargeError(f"a record for {topic}[{partition}] does not fit in one batch")
             count += 1
         sent.append((topic, partition, count, await producer.send_batch(batch, topic, partition=partition)))
@@ -50,7 +49,3 @@ async def send_grouped(producer: AIOKafkaProducer, records: Iterable[Outgoing]) 
         metadata = await future
         ends[(topic, partition)] = max(ends.get((topic, partition), 0), metadata.offset + count)
     return ends
-
-
-def _append(batch: Any, record: Outgoing) -> bool:
-    return batch.append(key=record.key, value=record.value, timestamp=None, headers=list(record.headers)) is not None

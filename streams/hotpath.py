@@ -33,7 +33,7 @@ from mode import Service
 
 from models.bandits import REWARD_EVENTS
 from streams import metrics
-from streams.batching import Outgoing, send_grouped
+from streams.batching import NO_HEADERS, Record, send_grouped
 from streams.cache import StateCache
 from streams.clock import Clock
 from streams.outputs import OutputPublisher, OutputTopics
@@ -290,7 +290,10 @@ class HotPath(Service):
             )
             for partition in {*result.last_offsets, *output_ends}
         }
-        sizes = {partition: self._sizes_after(partition, deltas) for partition, deltas in result.segment_deltas.items()}
+        deltas: dict[int, Counter[str]] = {}
+        for (partition, segment, change), n in result.segment_moves.items():
+            deltas.setdefault(partition, Counter())[segment] += n if change == "entered" else -n
+        sizes = {partition: self._sizes_after(partition, moved) for partition, moved in deltas.items()}
         changelog = self._changelog_items(result, checkpoints, sizes)
         changelog_offsets = await self._publish_changelog(changelog)
         for partition, items in changelog.items():
@@ -310,8 +313,8 @@ class HotPath(Service):
         # interaction twice, which moves a model about as much as one more view.
         if result.training:
             topic = self._interactions_topic
-            chunks = [Outgoing(topic, 0, None, chunk.encode()) for chunk in result.training.split()]
-            await send_grouped(self._producer, chunks)
+            chunks: list[Record] = [(None, chunk.encode(), NO_HEADERS) for chunk in result.training.split()]
+            await send_grouped(self._producer, {(topic, 0): chunks})
 
     def _load(self, partition: int, user_id: str) -> UserState | None:
         state = self._cache.get(partition, user_id)
@@ -344,12 +347,11 @@ class HotPath(Service):
     async def _publish_changelog(self, changelog: dict[int, dict[bytes, bytes | None]]) -> dict[int, int]:
         """Send every partition's changes to the changelog; return the last offset written per partition."""
         topic = self._store.changelog_topic
-        records = (
-            Outgoing(topic, partition, key, value)
+        grouped = {
+            (topic, partition): [(key, value, NO_HEADERS) for key, value in items.items()]
             for partition, items in changelog.items()
-            for key, value in items.items()
-        )
-        ends = await send_grouped(self._producer, records)
+        }
+        ends = await send_grouped(self._producer, grouped)
         return {partition: end - 1 for (_, partition), end in ends.items()}
 
     def _sizes_after(self, partition: int, deltas: Counter[str]) -> Counter[str]:
@@ -395,8 +397,10 @@ class HotPath(Service):
             )
         for job in result.jobs:
             metrics.JOBS_EMITTED.labels(job["flow"]).inc()
-        # Counted first: a labelled child lookup costs microseconds, and a batch can hold thousands.
-        changes = Counter((change.segment, change.change) for _, change in result.segment_changes)
+        # Summed over partitions first: a labelled child lookup costs microseconds.
+        changes: Counter[tuple[str, str]] = Counter()
+        for (_, segment, change), n in result.segment_moves.items():
+            changes[(segment, change)] += n
         for (segment, change), n in changes.items():
             metrics.SEGMENT_CHANGES.labels(segment, change).inc(n)
         metrics.BATCH_SECONDS.observe(seconds)

@@ -10,14 +10,14 @@ lost batch already published are then not published a second time on replay.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import groupby
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.batching import Outgoing, send_grouped
+from streams.batching import Record, send_grouped
 from streams.jobs import format_time
 from streams.pipeline import BatchResult, DeadLetter
 from streams.segments import SegmentChange, change_id, evaluation_identity
@@ -35,11 +35,6 @@ class OutputTopics:
     @property
     def outputs(self) -> tuple[str, str, str]:
         return (self.jobs, self.segment_changes, self.dead_letters)
-
-
-@dataclass(slots=True)
-class OutputRecord(Outgoing):
-    output_id: str = ""
 
 
 class OutputPublisher:
@@ -80,75 +75,92 @@ class OutputPublisher:
 
     async def publish(self, result: BatchResult) -> dict[int, dict[str, int]]:
         """Send and await every output; return per partition each output topic's next offset."""
-        records = []
-        for record in self._records(result):
-            if record.output_id in self._published.get(record.partition, ()):
-                self.suppressed += 1
-            elif record.topic == self._topics.jobs and (size := len(record.value or b"")) > self._max_record_bytes:
-                trigger = result.job_triggers[record.output_id]
-                reason = f"job {record.output_id} is {size} bytes; Kafka takes {self._max_record_bytes}"
-                dead = DeadLetter(trigger, "job_too_large", reason)
-                # Part of the batch's result, so it is counted and logged like every dead letter.
-                result.dead_letters.append(dead)
-                records.append(self._dead_letter_record(dead))
-            else:
-                records.append(record)
         ends: dict[int, dict[str, int]] = {}
-        for (topic, partition), end in (await send_grouped(self._producer, records)).items():
+        for (topic, partition), end in (await send_grouped(self._producer, self.records(result))).items():
             ends.setdefault(partition, {})[topic] = end
         return ends
 
-    def _records(self, result: BatchResult) -> list[OutputRecord]:
-        records = []
-        for job in result.jobs:
-            partition = result.job_triggers[job["job_id"]].partition
-            records.append(self._record(self._topics.jobs, partition, job["user_id"], orjson.dumps(job), job["job_id"]))
-        records.extend(self._segment_change_records(result.segment_changes))
-        records.extend(self._dead_letter_record(dead) for dead in result.dead_letters)
-        return records
+    def records(self, result: BatchResult) -> dict[tuple[str, int], list[Record]]:
+        """Every output of `result` not yet published, by topic-partition, in order."""
+        grouped: dict[tuple[str, int], list[Record]] = {}
+        self._add_jobs(result, grouped)
+        self._add_segment_changes(result.segment_changes, grouped)
+        for dead in result.dead_letters:
+            self._add_dead_letter(dead, grouped)
+        return grouped
 
-    def _segment_change_records(self, changes: list[tuple[int, SegmentChange]]) -> Iterator[OutputRecord]:
+    def _is_published(self, partition: int, output_id: str) -> bool:
+        published = self._published.get(partition)
+        if published and output_id in published:
+            self.suppressed += 1
+            return True
+        return False
+
+    def _add_jobs(self, result: BatchResult, grouped: dict[tuple[str, int], list[Record]]) -> None:
+        topic = self._topics.jobs
+        for job in result.jobs:
+            job_id = job["job_id"]
+            trigger = result.job_triggers[job_id]
+            if self._is_published(trigger.partition, job_id):
+                continue
+            value = orjson.dumps(job)
+            if len(value) > self._max_record_bytes:
+                reason = f"job {job_id} is {len(value)} bytes; Kafka takes {self._max_record_bytes}"
+                # Part of the batch's result, so it is counted and logged like every dead letter.
+                result.dead_letters.append(DeadLetter(trigger, "job_too_large", reason))
+                continue
+            record = (job["user_id"].encode(), value, [(ID_HEADER, job_id.encode())])
+            grouped.setdefault((topic, trigger.partition), []).append(record)
+
+    def _add_segment_changes(
+        self, changes: list[tuple[int, SegmentChange]], grouped: dict[tuple[str, int], list[Record]]
+    ) -> None:
         # Segment changes are most of a busy batch's outputs (a new user enters several
         # segments at once). Those of one evaluation come together and share the user, the
         # instant and the cause, so that part of their ids and values is encoded once.
         topic = self._topics.segment_changes
-        for (user_id, at_ms, cause, version), evaluated in groupby(changes, _evaluation_of):
+        for (partition, user_id, at_ms, cause, version), evaluated in groupby(changes, _evaluation_of):
+            records = grouped.setdefault((topic, partition), [])
             identity = evaluation_identity(user_id, cause, at_ms)
             key = user_id.encode()
             # `{"user_id": ..., "definition_version": ...}` less its opening brace.
             shared = orjson.dumps(
                 {"user_id": user_id, "at": format_time(at_ms), "cause": cause, "definition_version": version}
             )[1:]
-            for partition, change in evaluated:
+            for _, change in evaluated:
                 output_id = change_id(identity, change.segment, change.change)
+                if self._is_published(partition, output_id):
+                    continue
+                encoded_id = output_id.encode()
                 value = b'{"change_id":"%s","segment":%s,"change":"%s",%s' % (
-                    output_id.encode(),
+                    encoded_id,
                     orjson.dumps(change.segment),
                     change.change.encode(),
                     shared,
                 )
-                yield OutputRecord(topic, partition, key, value, ((ID_HEADER, output_id.encode()),), output_id)
+                records.append((key, value, [(ID_HEADER, encoded_id)]))
 
-    def _record(self, topic: str, partition: int, user_id: str, value: bytes, output_id: str) -> OutputRecord:
-        return OutputRecord(topic, partition, user_id.encode(), value, ((ID_HEADER, output_id.encode()),), output_id)
-
-    def _dead_letter_record(self, dead: DeadLetter) -> OutputRecord:
+    def _add_dead_letter(self, dead: DeadLetter, grouped: dict[tuple[str, int], list[Record]]) -> None:
         source = dead.record
         # A timer firing has no offset (-1); its record names the user and the instant.
         origin = str(source.offset) if source.offset >= 0 else f"{(source.key or b'').decode()}@{source.timestamp_ms}"
         output_id = f"{source.partition}:{origin}:{dead.kind}"
-        headers = (
+        if self._is_published(source.partition, output_id):
+            return
+        headers = [
             (ID_HEADER, output_id.encode()),
             ("tidemail.kind", dead.kind.encode()),
             ("tidemail.reason", dead.reason.encode()),
             ("tidemail.source.topic", self._topics.events.encode()),
             ("tidemail.source.partition", str(source.partition).encode()),
             ("tidemail.source.offset", str(source.offset).encode()),
-        )
+        ]
         # The original bytes travel unchanged so a fixed record can be replayed as it was.
-        return OutputRecord(self._topics.dead_letters, source.partition, source.key, source.value, headers, output_id)
+        grouped.setdefault((self._topics.dead_letters, source.partition), []).append(
+            (source.key, source.value, headers)
+        )
 
 
-def _evaluation_of(item: tuple[int, SegmentChange]) -> tuple[str, int, str, str]:
-    change = item[1]
-    return change.user_id, change.at_ms, change.cause, change.definition_version
+def _evaluation_of(item: tuple[int, SegmentChange]) -> tuple[int, str, int, str, str]:
+    partition, change = item
+    return partition, change.user_id, change.at_ms, change.cause, change.definition_version

@@ -80,7 +80,8 @@ class BatchResult:
     # Timer index entries `(due_ms, user_id)` to add and to remove, per partition.
     timer_additions: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
     timer_removals: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
-    segment_deltas: dict[int, Counter[str]] = field(default_factory=dict)
+    # How many entries and exits each segment had: (partition, segment, "entered" | "exited").
+    segment_moves: Counter[tuple[int, str, str]] = field(default_factory=Counter)
     # What the trainer learns from this batch: interactions, opens and clicks by local hour,
     # propensity examples, experiment sends and rewards ([kind, experiment, variant, event, first]).
     training: TrainingBatch = field(default_factory=TrainingBatch)
@@ -236,7 +237,7 @@ class BatchProcessor:
                 break
             evaluation = self.segments.on_clock(current, due)
             current = self._with_evaluation(current, evaluation, partition, result)
-            entered = [c.segment for c in evaluation.changes if c.change == "entered"]
+            entered = self.flows.triggers_among(evaluation.changes)
             if entered:
                 requests += self.flows.on_entered(current, entered, due, "clock", result.flow_transitions)
         return current
@@ -246,11 +247,10 @@ class BatchProcessor:
     ) -> UserState:
         state.segments = evaluation.segments
         state.next_check_ms = evaluation.next_check_ms
-        if evaluation.changes:
-            result.segment_changes.extend((partition, change) for change in evaluation.changes)
-            deltas = result.segment_deltas.setdefault(partition, Counter())
-            for change in evaluation.changes:
-                deltas[change.segment] += 1 if change.change == "entered" else -1
+        changes = evaluation.changes
+        if changes:
+            result.segment_changes += [(partition, change) for change in changes]
+            result.segment_moves.update([(partition, change.segment, change.change) for change in changes])
         return state
 
     def _learn_interactions(
@@ -326,10 +326,10 @@ class BatchProcessor:
         evaluation = self.segments.after_events(applied, changed_inputs, applied.last_seen_ms, event.event_id)
         applied = self._with_evaluation(applied, evaluation, record.partition, result)
         flows = self.flows
-        if applied.flow_runs or event.type in flows.book.by_trigger_event or evaluation.changes:
+        entered = flows.triggers_among(evaluation.changes)
+        if applied.flow_runs or event.type in flows.book.by_trigger_event or entered:
             # Waits that ended before this event run out first; their steps see the state after it.
             requests = flows.fire_due(applied, event.timestamp_ms - 1, result.flow_transitions)
-            entered = [c.segment for c in evaluation.changes if c.change == "entered"]
             requests += flows.on_event(applied, event, entered, result.flow_transitions)
             for request in requests:
                 self._emit(request, applied, record, result)
