@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import groupby
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -20,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from streams.batching import Record, send_grouped
 from streams.jobs import format_time
 from streams.pipeline import BatchResult, DeadLetter
-from streams.segments import SegmentChange, change_id, evaluation_identity
+from streams.segments import SegmentChange, change_id, evaluation_id
 
 ID_HEADER = "tidemail.id"
 
@@ -117,28 +116,46 @@ class OutputPublisher:
     ) -> None:
         # Segment changes are most of a busy batch's outputs (a new user enters several
         # segments at once). Those of one evaluation come together and share the user, the
-        # instant and the cause, so that part of their ids and values is encoded once.
+        # instant and the cause (the very same objects), so that part is encoded once.
         topic = self._topics.segment_changes
-        for (partition, user_id, at_ms, cause, version), evaluated in groupby(changes, _evaluation_of):
-            records = grouped.setdefault((topic, partition), [])
-            identity = evaluation_identity(user_id, cause, at_ms)
-            key = user_id.encode()
-            # `{"user_id": ..., "definition_version": ...}` less its opening brace.
-            shared = orjson.dumps(
-                {"user_id": user_id, "at": format_time(at_ms), "cause": cause, "definition_version": version}
-            )[1:]
-            for _, change in evaluated:
-                output_id = change_id(identity, change.segment, change.change)
-                if self._is_published(partition, output_id):
-                    continue
-                encoded_id = output_id.encode()
-                value = b'{"change_id":"%s","segment":%s,"change":"%s",%s' % (
-                    encoded_id,
-                    orjson.dumps(change.segment),
-                    change.change.encode(),
-                    shared,
-                )
-                records.append((key, value, [(ID_HEADER, encoded_id)]))
+        shared_by: SegmentChange | None = None
+        records: list[Record] = []
+        published: set[str] = set()
+        evaluation = ""
+        key = shared = b""
+        for partition, change in changes:
+            if (
+                shared_by is None
+                or change.user_id is not shared_by.user_id
+                or change.cause is not shared_by.cause
+                or change.at_ms != shared_by.at_ms
+                or change.definition_version is not shared_by.definition_version
+            ):
+                shared_by = change
+                records = grouped.setdefault((topic, partition), [])
+                published = self._published.get(partition) or set()
+                evaluation = evaluation_id(change.user_id, change.cause, change.at_ms)
+                key = change.user_id.encode()
+                # `{"user_id": ..., "definition_version": ...}` less its opening brace.
+                shared = orjson.dumps(
+                    {
+                        "user_id": change.user_id,
+                        "at": format_time(change.at_ms),
+                        "cause": change.cause,
+                        "definition_version": change.definition_version,
+                    }
+                )[1:]
+            output_id = change_id(evaluation, change.segment, change.change)
+            if published and output_id in published:
+                self.suppressed += 1
+                continue
+            value = b'{"change_id":%s,"segment":%s,"change":"%s",%s' % (
+                orjson.dumps(output_id),
+                orjson.dumps(change.segment),
+                change.change.encode(),
+                shared,
+            )
+            records.append((key, value, [(ID_HEADER, output_id.encode())]))
 
     def _add_dead_letter(self, dead: DeadLetter, grouped: dict[tuple[str, int], list[Record]]) -> None:
         source = dead.record
@@ -159,8 +176,3 @@ class OutputPublisher:
         grouped.setdefault((self._topics.dead_letters, source.partition), []).append(
             (source.key, source.value, headers)
         )
-
-
-def _evaluation_of(item: tuple[int, SegmentChange]) -> tuple[int, str, int, str, str]:
-    partition, change = item
-    return partition, change.user_id, change.at_ms, change.cause, change.definition_version

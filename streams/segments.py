@@ -31,7 +31,7 @@ from streams.rules import (
     parse_condition,
 )
 from streams.state import UserState
-from streams.windows import AggregateIndex, AggregateSpec, add
+from streams.windows import AggregateIndex, AggregateSpec, Buckets, add
 
 # Distinct sets of changed inputs are few (event type, aggregates touched, traits, first
 # seen); the cap only guards against a definition set that makes them many.
@@ -61,22 +61,22 @@ class SegmentChange:
 
     @property
     def change_id(self) -> str:
-        return change_id(evaluation_identity(self.user_id, self.cause, self.at_ms), self.segment, self.change)
+        return change_id(evaluation_id(self.user_id, self.cause, self.at_ms), self.segment, self.change)
 
 
-# Change ids are deterministic, so a transition re-published after a crash is recognisable
-# downstream. blake2b rather than uuid5: a busy batch publishes thousands (~0.4 vs 3.5 us),
-# and the part the changes of one evaluation share is hashed once for all of them. The
-# instant is part of it: the clock can move a user into the same segment again later.
-def evaluation_identity(user_id: str, cause: str, at_ms: int) -> hashlib.blake2b:
-    """The hash state shared by the change ids of one evaluation."""
-    return hashlib.blake2b(f"{user_id}\x1f{cause}\x1f{at_ms}\x1f".encode(), digest_size=16)
+def evaluation_id(user_id: str, cause: str, at_ms: int) -> str:
+    """What the ids of the changes one evaluation makes share.
+
+    Change ids are deterministic, so a transition re-published after a crash is
+    recognisable downstream. The instant is part of them: the clock can move a user
+    into the same segment again later. A hash keeps them short; blake2b rather than
+    uuid5 because a busy batch makes thousands (~0.4 vs 3.5 us), and only once per
+    evaluation: the segment and direction are appended as they are."""
+    return hashlib.blake2b(f"{user_id}\x1f{cause}\x1f{at_ms}".encode(), digest_size=16).hexdigest()
 
 
-def change_id(identity: hashlib.blake2b, segment: str, change: str) -> str:
-    hasher = identity.copy()
-    hasher.update(f"{segment}\x1f{change}".encode())
-    return hasher.hexdigest()
+def change_id(evaluation: str, segment: str, change: str) -> str:
+    return f"{evaluation}:{segment}:{change}"
 
 
 # A segment to evaluate: its position in dependency order, and the membership its changed
@@ -126,9 +126,7 @@ class SegmentBook:
         refuse_duplicates([s.name for s in segments], source, "segment")
         return cls(segments, version_of(text))
 
-    def accumulate(
-        self, windows: dict[str, dict[str, float]], event: Event
-    ) -> tuple[dict[str, dict[str, float]], AbstractSet[str]]:
+    def accumulate(self, windows: dict[str, Buckets], event: Event) -> tuple[dict[str, Buckets], AbstractSet[str]]:
         """Windowed aggregates after `event` (the input map is not modified), and the keys it changed."""
         specs = self._aggregates.candidates(event)
         if not specs:
@@ -140,7 +138,7 @@ class SegmentBook:
             if amount is not None:
                 if updated is windows:
                     updated = windows.copy()
-                updated[spec.key] = add(windows.get(spec.key, {}), spec, event.timestamp_ms, amount, horizon)
+                updated[spec.key] = add(windows.get(spec.key, []), spec, event.timestamp_ms, amount, horizon)
                 touched.add(spec.key)
         return updated, touched
 

@@ -13,6 +13,7 @@ import orjson
 
 from models import interests
 from streams.events import CONTEXT_FIELDS, Event
+from streams.windows import Buckets, from_bucket_map
 
 MILLIS_PER_DAY = 86_400_000
 # How strongly each kind of behaviour signals interest in a category.
@@ -62,7 +63,7 @@ class UserState:
     flow_runs: list[dict[str, Any]] = field(default_factory=list)
     # When marketing emails to this user are (to be) sent, for the frequency cap.
     marketing_sends: list[int] = field(default_factory=list)
-    windows: dict[str, dict[str, float]] = field(default_factory=dict)
+    windows: dict[str, Buckets] = field(default_factory=dict)
     segments: dict[str, int] = field(default_factory=dict)
     next_check_ms: int | None = None
     indexed_due_ms: int | None = None
@@ -130,7 +131,13 @@ def encode_state(state: UserState) -> bytes:
 
 
 def decode_state(raw: bytes) -> UserState:
-    return UserState(**orjson.loads(raw))
+    state = UserState(**orjson.loads(raw))
+    if any(isinstance(buckets, dict) for buckets in state.windows.values()):
+        state.windows = {
+            key: from_bucket_map(buckets) if isinstance(buckets, dict) else buckets
+            for key, buckets in state.windows.items()
+        }
+    return state
 
 
 def is_duplicate(state: UserState, event: Event) -> bool:

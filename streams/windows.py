@@ -14,6 +14,9 @@ from typing import Any
 
 from streams.events import Event
 
+# One aggregate's buckets, oldest first, flat: [start_ms, amount, start_ms, amount, ...].
+# A flat list rather than a map: most aggregates hold one or two buckets, read newest first.
+Buckets = list[float]
 GRANULARITIES_MS = (60_000, 300_000, 900_000, 3_600_000, 21_600_000, 86_400_000)
 
 
@@ -105,34 +108,56 @@ def value_at(properties: dict[str, Any], steps: tuple[str, ...]) -> Any:
     return value
 
 
-def add(buckets: dict[str, float], spec: AggregateSpec, ts: int, amount: float, horizon_ms: int) -> dict[str, float]:
-    """A new bucket map with `amount` added at `ts`, without buckets older than the horizon."""
-    start = str(ts - ts % spec.granularity_ms)
-    current = buckets.get(start)
-    if current is not None:
-        # An existing bucket: the newest bucket stays the same, so no other bucket leaves.
-        # (Buckets past a horizon shortened by new definitions wait for the next new bucket;
-        # they are older than any window that now uses the aggregate, so they never count.)
-        updated = buckets.copy()
-        updated[start] = current + amount
-        return updated
+def add(buckets: Buckets, spec: AggregateSpec, ts: int, amount: float, horizon_ms: int) -> Buckets:
+    """New buckets with `amount` added at `ts`, without buckets older than the horizon."""
+    start = ts - ts % spec.granularity_ms
     if not buckets:
-        return {start: amount}
-    updated = {**buckets, start: amount}
-    newest = max(int(b) for b in updated)
-    return {b: v for b, v in updated.items() if int(b) + spec.granularity_ms + horizon_ms > newest}
+        return [start, amount]
+    newest = buckets[-2]
+    if start == newest:
+        # The newest bucket: no other bucket leaves. (Buckets past a horizon shortened by
+        # new definitions wait for the next new bucket; they are older than any window
+        # that now uses the aggregate, so they never count.)
+        updated = buckets.copy()
+        updated[-1] += amount
+        return updated
+    if start > newest:
+        oldest_kept = start - spec.granularity_ms - horizon_ms
+        first = 0
+        while first < len(buckets) and buckets[first] <= oldest_kept:
+            first += 2
+        return [*buckets[first:], start, amount]
+    if start <= newest - spec.granularity_ms - horizon_ms:
+        return buckets  # a late event older than anything still kept
+    updated = buckets.copy()
+    position = len(updated) - 2
+    while position >= 0 and updated[position] > start:
+        position -= 2
+    if position >= 0 and updated[position] == start:
+        updated[position + 1] += amount
+    else:
+        updated[position + 2 : position + 2] = [start, amount]
+    return updated
 
 
-def total_and_next_expiry(buckets: dict[str, float], span_ms: int, now_ms: int) -> tuple[float, int | None]:
+def total_and_next_expiry(buckets: Buckets, span_ms: int, now_ms: int) -> tuple[float, int | None]:
     """The sum of the buckets still inside the window at `now_ms`, and the next instant
     after it at which one of them leaves the window; `span_ms` is the window plus one
     bucket (a bucket counts until its start plus the span)."""
     amount = 0.0
     earliest: int | None = None
-    for bucket, value in buckets.items():
-        end = int(bucket) + span_ms
-        if end > now_ms:
-            amount += value
-            if earliest is None or end < earliest:
-                earliest = end
+    position = len(buckets) - 2
+    # Newest first: once one bucket has left the window, every older one has too.
+    while position >= 0:
+        end = int(buckets[position]) + span_ms
+        if end <= now_ms:
+            break
+        amount += buckets[position + 1]
+        earliest = end
+        position -= 2
     return amount, earliest
+
+
+def from_bucket_map(buckets: dict[str, float]) -> Buckets:
+    """Buckets as states written before 2026-11-29 kept them: {start: amount}."""
+    return [value for start in sorted(buckets, key=int) for value in (int(start), buckets[start])]
