@@ -250,7 +250,10 @@ class BatchProcessor:
         changes = evaluation.changes
         if changes:
             result.segment_changes += [(partition, change) for change in changes]
-            result.segment_moves.update([(partition, change.segment, change.change) for change in changes])
+            moves = result.segment_moves
+            for change in changes:
+                move = (partition, change.segment, change.change)
+                moves[move] = moves.get(move, 0) + 1
         return state
 
     def _learn_interactions(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 from collections import defaultdict
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,9 +80,9 @@ def change_id(evaluation: str, segment: str, change: str) -> str:
     return f"{evaluation}:{segment}:{change}"
 
 
-# A segment to evaluate: its position in dependency order, and the membership its changed
-# inputs cannot move (None: they may move either).
-PlanStep = tuple[int, Segment, bool | None]
+# A segment to evaluate: its position in dependency order, name and condition's check,
+# and the membership its changed inputs cannot move (None: they may move either).
+PlanStep = tuple[int, str, Callable[[EvalContext], tuple[bool, int | None]], bool | None]
 Plan = tuple[PlanStep, ...]
 
 
@@ -107,7 +108,7 @@ class SegmentBook:
             for tag in inputs:
                 self._by_input[tag].append(position)
         self._plans: dict[frozenset[str], Plan] = {}
-        self._everything: Plan = tuple((position, segment, None) for position, segment in enumerate(self.segments))
+        self._everything: Plan = tuple(self._step(position, None) for position in range(len(self.segments)))
         self._has_dependents = any(tag.startswith("segment:") for tag in self._by_input)
         horizons: dict[AggregateSpec, int] = {}
         for segment in self.segments:
@@ -167,6 +168,10 @@ class SegmentBook:
     def on_clock(self, state: UserState, now_ms: int) -> Evaluation:
         return self._evaluate(state, now_ms, "clock", self._everything, None)
 
+    def _step(self, position: int, unmoved_if: bool | None) -> PlanStep:
+        segment = self.segments[position]
+        return position, segment.name, segment.condition.check, unmoved_if
+
     def _plan(self, tags: frozenset[str]) -> Plan:
         """The segments these changed inputs can affect, in dependency order, each with
         the membership for which the change cannot move it."""
@@ -174,8 +179,7 @@ class SegmentBook:
         if plan is None:
             positions = sorted({position for tag in tags for position in self._by_input.get(tag, ())})
             plan = tuple(
-                (position, self.segments[position], _unmoved_if(_moved_by(self._inputs[position], tags)))
-                for position in positions
+                self._step(position, _unmoved_if(_moved_by(self._inputs[position], tags))) for position in positions
             )
             if len(self._plans) < MAX_CACHED_PLANS:
                 self._plans[tags] = plan
@@ -198,12 +202,11 @@ class SegmentBook:
         if self._has_dependents:
             return self._evaluate_in_order(state, now_ms, cause, plan, next_check, members, changes)
         ctx = EvalContext(state, now_ms, members)
-        for _, segment, unmoved_if in plan:
-            name = segment.name
+        for _, name, check, unmoved_if in plan:
             was_member = name in members
             if was_member is unmoved_if:
                 continue
-            member, flip = segment.condition.check(ctx)
+            member, flip = check(ctx)
             if flip is not None and flip > now_ms and (next_check is None or flip < next_check):
                 next_check = flip
             if member == was_member:
@@ -232,36 +235,34 @@ class SegmentBook:
         """`_evaluate` for definitions with `segment:` conditions: a segment that changes
         queues the segments built on it, which are evaluated after it, in dependency order."""
         # Filtered up front, so a skipped segment is queued again if one it builds on changes.
-        pending = [
-            (position, segment, None)
-            for position, segment, unmoved_if in plan
-            if (segment.name in members) is not unmoved_if
+        pending: list[PlanStep] = [
+            (position, name, check, None)
+            for position, name, check, unmoved_if in plan
+            if (name in members) is not unmoved_if
         ]
-        queued = {position for position, _, _ in pending}
+        queued = {step[0] for step in pending}
         members = dict(members)
         ctx = EvalContext(state, now_ms, members)
         i = 0
         while i < len(pending):
-            _, segment, _ = pending[i]
+            _, name, check, _ = pending[i]
             i += 1
-            member, flip = segment.condition.check(ctx)
+            member, flip = check(ctx)
             if flip is not None and flip > now_ms and (next_check is None or flip < next_check):
                 next_check = flip
-            if member == (segment.name in members):
+            if member == (name in members):
                 continue
             if member:
-                members[segment.name] = now_ms
+                members[name] = now_ms
             else:
-                del members[segment.name]
+                del members[name]
             changes.append(
-                SegmentChange(
-                    state.user_id, segment.name, "entered" if member else "exited", now_ms, cause, self.version
-                )
+                SegmentChange(state.user_id, name, "entered" if member else "exited", now_ms, cause, self.version)
             )
-            for dependent in self._by_input.get(f"segment:{segment.name}", ()):
+            for dependent in self._by_input.get(f"segment:{name}", ()):
                 if dependent not in queued:
                     queued.add(dependent)
-                    bisect.insort(pending, (dependent, self.segments[dependent], None), lo=i, key=_position)
+                    pending.insert(bisect.bisect(pending, dependent, lo=i, key=_position), self._step(dependent, None))
         if not changes:
             return Evaluation(state.segments, [], next_check)
         return Evaluation(members, changes, next_check)
