@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from streams.events import Event
+from streams.events import NUMBERS, SCALARS, Event
 
 # One aggregate's buckets, oldest first, flat: [start_ms, amount, start_ms, amount, ...].
 # A flat list rather than a map: most aggregates hold one or two buckets, read newest first.
@@ -56,7 +56,7 @@ class AggregateSpec:
         if self.field is None:
             return 1.0
         value = value_at(event.properties, self._field_path)
-        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        return float(value) if isinstance(value, NUMBERS) and not isinstance(value, bool) else None
 
 
 class AggregateIndex:
@@ -88,7 +88,7 @@ class AggregateIndex:
         found = self._unfiltered.get(event.type, ())
         for path, group in self._filters.get(event.type, ()):
             value = value_at(event.properties, path)
-            if isinstance(value, str | int | float | bool):  # only these can equal a filter value
+            if isinstance(value, SCALARS):  # only these can equal a filter value
                 found += group.get(value, ())
         return found
 
