@@ -159,5 +159,5 @@ def total_and_next_expiry(buckets: Buckets, span_ms: int, now_ms: int) -> tuple[
 
 
 def from_bucket_map(buckets: dict[str, float]) -> Buckets:
-    """Buckets as states written before 2026-11-29 kept them: {start: amount}."""
+    """Buckets as earlier versions kept them in state: {start: amount}."""
     return [value for start in sorted(buckets, key=int) for value in (int(start), buckets[start])]
