@@ -275,8 +275,9 @@ class HotPath(Service):
         }
         result = self._processor.process(batch, self._load)
         await self._make_durable(result)
-        await self._consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
+        # Counted before the commit, so whoever sees the offsets committed sees the counts.
         self._record_outputs(result, time.perf_counter() - started)
+        await self._consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
         changed_users = [user for states in result.states.values() for user in states]
         for listener in self.on_users_changed:
             await listener(changed_users)

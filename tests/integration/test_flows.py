@@ -148,12 +148,8 @@ async def test_governance_caps_respects_quiet_hours_per_zone_and_skips_unsubscri
     assert set(reminders) == {"owl", "lark"}
     assert reminders["owl"]["send_at"] == next_local(8, now + HOUR, night)
     assert reminders["lark"]["send_at"] == format_time(now + HOUR)
-    _, metrics = await worker.text("/metrics")
-    decisions = {
-        line.split('decision="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
-        for line in metrics.splitlines()
-        if line.startswith("tidemail_governance_decisions_total{")
-    }
+    # Jobs are visible once published; the batch's metrics are recorded just after.
+    decisions = await governance_decisions(worker, until_seen={"unsubscribed", "capped_24h"})
     assert decisions["unsubscribed"] == 1 and decisions["capped_24h"] == 1
     assert decisions["delayed_quiet_hours"] == 1 and decisions["allowed"] == 3
 
@@ -235,3 +231,18 @@ async def test_pending_reminders_fire_once_on_whichever_worker_owns_them_after_a
         first.stop()
         second.stop()
         await delete_deployment(first.settings)
+
+
+async def governance_decisions(worker: WorkerHarness, until_seen: set[str], timeout: float = 30) -> dict[str, float]:
+    """The worker's governance decision counts, once every decision in `until_seen` is among them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _, metrics = await worker.text("/metrics")
+        decisions = {
+            line.split('decision="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("tidemail_governance_decisions_total{")
+        }
+        if until_seen <= decisions.keys() or time.monotonic() > deadline:
+            return decisions
+        await asyncio.sleep(0.2)
