@@ -129,7 +129,6 @@ class OutputPublisher:
         topic = self._topics.segment_changes
         shared_by: SegmentChange | None = None
         records: list[Record] = []
-        published: set[str] = set()
         evaluation = ""
         key = shared = b""
         for partition, change in changes:
@@ -142,7 +141,6 @@ class OutputPublisher:
             ):
                 shared_by = change
                 records = grouped.setdefault((topic, partition), [])
-                published = self._published.get(partition) or set()
                 evaluation = evaluation_id(change.user_id, change.cause, change.at_ms)
                 key = change.user_id.encode()
                 # `{"user_id": ..., "definition_version": ...}` less its opening brace.
@@ -155,8 +153,7 @@ class OutputPublisher:
                     }
                 )[1:]
             output_id = change_id(evaluation, change.segment, change.change)
-            if published and output_id in published:
-                self.suppressed += 1
+            if self._is_published(partition, output_id):
                 continue
             value = b'{"change_id":%s,"segment":%s,"change":"%s",%s' % (
                 orjson.dumps(output_id),

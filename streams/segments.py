@@ -213,13 +213,7 @@ class SegmentBook:
                 continue
             if members is state.segments:
                 members = ctx.members_of = dict(members)
-            if member:
-                members[name] = now_ms
-            else:
-                del members[name]
-            changes.append(
-                SegmentChange(state.user_id, name, "entered" if member else "exited", now_ms, cause, self.version)
-            )
+            changes.append(self._move(members, state.user_id, name, member, now_ms, cause))
         return Evaluation(members, changes, next_check)
 
     def _evaluate_in_order(
@@ -252,13 +246,7 @@ class SegmentBook:
                 next_check = flip
             if member == (name in members):
                 continue
-            if member:
-                members[name] = now_ms
-            else:
-                del members[name]
-            changes.append(
-                SegmentChange(state.user_id, name, "entered" if member else "exited", now_ms, cause, self.version)
-            )
+            changes.append(self._move(members, state.user_id, name, member, now_ms, cause))
             for dependent in self._by_input.get(f"segment:{name}", ()):
                 if dependent not in queued:
                     queued.add(dependent)
@@ -266,6 +254,16 @@ class SegmentBook:
         if not changes:
             return Evaluation(state.segments, [], next_check)
         return Evaluation(members, changes, next_check)
+
+    def _move(
+        self, members: dict[str, int], user_id: str, name: str, member: bool, now_ms: int, cause: str
+    ) -> SegmentChange:
+        """Enter `name` into `members` or take it out, and say so as a change."""
+        if member:
+            members[name] = now_ms
+        else:
+            del members[name]
+        return SegmentChange(user_id, name, "entered" if member else "exited", now_ms, cause, self.version)
 
 
 def _position(step: PlanStep) -> int:
