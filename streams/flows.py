@@ -21,7 +21,7 @@ from typing import Any, Final
 from streams.events import Event
 from streams.flowbook import END, Flow, FlowBook, Send, Split, Wait, WaitFor
 from streams.rules import EvalContext
-from streams.segments import SegmentChange
+from streams.segments import Transitions
 from streams.state import UserState
 
 # Fixed so that job ids are the same on every machine and in every release.
@@ -104,10 +104,10 @@ class FlowEngine:
         requests += self.on_entered(state, entered_segments, event.timestamp_ms, event.event_id, counts)
         return requests
 
-    def triggers_among(self, changes: Sequence[SegmentChange]) -> list[str]:
-        """The segments among `changes` that users entered and that start a flow."""
+    def triggers_among(self, moved: Transitions | None) -> list[str]:
+        """The segments the user entered that start a flow."""
         starting = self.book.by_trigger_segment
-        return [c.segment for c in changes if c.change == "entered" and c.segment in starting] if starting else []
+        return [segment for segment in moved.entered if segment in starting] if moved and starting else []
 
     def on_entered(
         self, state: UserState, segments: Sequence[str], at_ms: int, cause: str, counts: Counter[str]

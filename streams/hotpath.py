@@ -292,8 +292,12 @@ class HotPath(Service):
             for partition in {*result.last_offsets, *output_ends}
         }
         deltas: dict[int, Counter[str]] = {}
-        for (partition, segment, change), n in result.segment_moves.items():
-            deltas.setdefault(partition, Counter())[segment] += n if change == "entered" else -n
+        for (partition, change), counts in result.segment_moves.items():
+            delta = deltas.setdefault(partition, Counter())
+            if change == "entered":
+                delta.update(counts)
+            else:
+                delta.subtract(counts)
         sizes = {partition: self._sizes_after(partition, moved) for partition, moved in deltas.items()}
         changelog = self._changelog_items(result, checkpoints, sizes)
         changelog_offsets = await self._publish_changelog(changelog)
@@ -400,8 +404,9 @@ class HotPath(Service):
             metrics.JOBS_EMITTED.labels(job["flow"]).inc()
         # Summed over partitions first: a labelled child lookup costs microseconds.
         changes: Counter[tuple[str, str]] = Counter()
-        for (_, segment, change), n in result.segment_moves.items():
-            changes[(segment, change)] += n
+        for (_, change), counts in result.segment_moves.items():
+            for segment, n in counts.items():
+                changes[(segment, change)] += n
         for (segment, change), n in changes.items():
             metrics.SEGMENT_CHANGES.labels(segment, change).inc(n)
         metrics.BATCH_SECONDS.observe(seconds)

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from streams.batching import NO_HEADERS, Record, send_grouped
 from streams.jobs import format_time
 from streams.pipeline import BatchResult, DeadLetter
-from streams.segments import SegmentChange, change_id, evaluation_id
+from streams.segments import Transitions, change_id
 
 ID_HEADER = "tidemail.id"
 
@@ -46,6 +46,7 @@ class OutputPublisher:
         self._bootstrap = bootstrap
         self._topics = topics
         self._published: dict[int, set[str]] = {}
+        self._change_parts: dict[str, dict[str, bytes]] = {"entered": {}, "exited": {}}
         self.suppressed = 0
 
     async def recall(self, partition: int, since: dict[str, int]) -> None:
@@ -92,7 +93,7 @@ class OutputPublisher:
         """Every output of `result` not yet published, by topic-partition, in order."""
         grouped: dict[tuple[str, int], list[Record]] = {}
         self._add_jobs(result, grouped)
-        self._add_segment_changes(result.segment_changes, grouped)
+        self._add_segment_changes(result.segment_transitions, grouped)
         for dead in result.dead_letters:
             self._add_dead_letter(dead, grouped)
         return grouped
@@ -121,48 +122,42 @@ class OutputPublisher:
             grouped.setdefault((topic, trigger.partition), []).append(record)
 
     def _add_segment_changes(
-        self, changes: list[tuple[int, SegmentChange]], grouped: dict[tuple[str, int], list[Record]]
+        self, transitions: list[tuple[int, Transitions]], grouped: dict[tuple[str, int], list[Record]]
     ) -> None:
-        # Segment changes are most of a busy batch's outputs (a new user enters several
-        # segments at once). Those of one evaluation come together and share the user, the
-        # instant and the cause (the very same objects), so that part is encoded once.
+        # Segment changes are most of a busy batch's outputs (a new user enters a dozen
+        # segments at once), so a record is put together from parts encoded once: what the
+        # changes of one evaluation share, and what each segment and direction adds.
         topic = self._topics.segment_changes
-        shared_by: SegmentChange | None = None
-        records: list[Record] = []
-        evaluation = ""
-        key = shared = b""
-        for partition, change in changes:
-            if (
-                shared_by is None
-                or change.user_id is not shared_by.user_id
-                or change.cause is not shared_by.cause
-                or change.at_ms != shared_by.at_ms
-                or change.definition_version is not shared_by.definition_version
-            ):
-                shared_by = change
-                records = grouped.setdefault((topic, partition), [])
-                evaluation = evaluation_id(change.user_id, change.cause, change.at_ms)
-                key = change.user_id.encode()
-                # `{"user_id": ..., "definition_version": ...}` less its opening brace.
-                shared = orjson.dumps(
-                    {
-                        "user_id": change.user_id,
-                        "at": format_time(change.at_ms),
-                        "cause": change.cause,
-                        "definition_version": change.definition_version,
-                    }
-                )[1:]
-            output_id = change_id(evaluation, change.segment, change.change)
-            if self._is_published(partition, output_id):
-                continue
-            value = b'{"change_id":%s,"segment":%s,"change":"%s",%s' % (
-                orjson.dumps(output_id),
-                orjson.dumps(change.segment),
-                change.change.encode(),
-                shared,
-            )
-            # No header: the value has the id, and a header costs ~2 us a record to write.
-            records.append((key, value, NO_HEADERS))
+        for partition, moved in transitions:
+            records = grouped.setdefault((topic, partition), [])
+            evaluation = moved.evaluation_id
+            opening = b'{"change_id":"%s' % evaluation.encode()
+            key = moved.user_id.encode()
+            # `{"user_id": ..., "definition_version": ...}` less its opening brace.
+            shared = orjson.dumps(
+                {
+                    "user_id": moved.user_id,
+                    "at": format_time(moved.at_ms),
+                    "cause": moved.cause,
+                    "definition_version": moved.definition_version,
+                }
+            )[1:]
+            published = self._published.get(partition)
+            for change, segments in moved.by_change():
+                parts = self._change_parts[change]
+                for segment in segments:
+                    if published and self._is_published(partition, change_id(evaluation, segment, change)):
+                        continue
+                    part = parts.get(segment) or self._change_part(change, segment)
+                    # No header: the value has the id, and a header costs ~2 us a record to write.
+                    records.append((key, opening + part + shared, NO_HEADERS))
+
+    def _change_part(self, change: str, segment: str) -> bytes:
+        """What one segment and direction add to a change record: the end of its id, `segment`, `change`."""
+        id_end = orjson.dumps(change_id("", segment, change))[1:]
+        part = b'%s,"segment":%s,"change":"%s",' % (id_end, orjson.dumps(segment), change.encode())
+        self._change_parts[change][segment] = part
+        return part
 
     def _add_dead_letter(self, dead: DeadLetter, grouped: dict[tuple[str, int], list[Record]]) -> None:
         source = dead.record

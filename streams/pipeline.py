@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +27,7 @@ from streams.flowbook import FlowBook
 from streams.flows import FlowEngine, JobRequest, job_id
 from streams.governance import GovernancePolicy, decide, record_send
 from streams.jobs import JobContext, build_job, email_context, signed_unsubscribe_url
-from streams.segments import Evaluation, SegmentBook, SegmentChange
+from streams.segments import Evaluation, SegmentBook, Transitions
 from streams.state import DEFAULT_LIST, StatePolicy, UserState, apply
 
 log = logging.getLogger(__name__)
@@ -76,12 +76,13 @@ class BatchResult:
     job_triggers: dict[str, InputRecord] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     last_offsets: dict[int, int] = field(default_factory=dict)
-    segment_changes: list[tuple[int, SegmentChange]] = field(default_factory=list)
+    # What each evaluation that moved a user published, with the user's partition.
+    segment_transitions: list[tuple[int, Transitions]] = field(default_factory=list)
     # Timer index entries `(due_ms, user_id)` to add and to remove, per partition.
     timer_additions: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
     timer_removals: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
-    # How many entries and exits each segment had: (partition, segment, "entered" | "exited").
-    segment_moves: Counter[tuple[int, str, str]] = field(default_factory=Counter)
+    # How many users entered and exited each segment, by (partition, "entered" | "exited").
+    segment_moves: defaultdict[tuple[int, str], Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     # What the trainer learns from this batch: interactions, opens and clicks by local hour,
     # propensity examples, experiment sends and rewards ([kind, experiment, variant, event, first]).
     training: TrainingBatch = field(default_factory=TrainingBatch)
@@ -237,7 +238,7 @@ class BatchProcessor:
                 break
             evaluation = self.segments.on_clock(current, due)
             current = self._with_evaluation(current, evaluation, partition, result)
-            entered = self.flows.triggers_among(evaluation.changes)
+            entered = self.flows.triggers_among(evaluation.transitions)
             if entered:
                 requests += self.flows.on_entered(current, entered, due, "clock", result.flow_transitions)
         return current
@@ -247,13 +248,12 @@ class BatchProcessor:
     ) -> UserState:
         state.segments = evaluation.segments
         state.next_check_ms = evaluation.next_check_ms
-        changes = evaluation.changes
-        if changes:
-            result.segment_changes += [(partition, change) for change in changes]
-            moves = result.segment_moves
-            for change in changes:
-                move = (partition, change.segment, change.change)
-                moves[move] = moves.get(move, 0) + 1
+        moved = evaluation.transitions
+        if moved is not None:
+            result.segment_transitions.append((partition, moved))
+            for change, segments in moved.by_change():
+                if segments:
+                    result.segment_moves[(partition, change)].update(segments)
         return state
 
     def _learn_interactions(
@@ -329,7 +329,7 @@ class BatchProcessor:
         evaluation = self.segments.after_events(applied, changed_inputs, applied.last_seen_ms, event.event_id)
         applied = self._with_evaluation(applied, evaluation, record.partition, result)
         flows = self.flows
-        entered = flows.triggers_among(evaluation.changes)
+        entered = flows.triggers_among(evaluation.transitions)
         if applied.flow_runs or event.type in flows.book.by_trigger_event or entered:
             # Waits that ended before this event run out first; their steps see the state after it.
             requests = flows.fire_due(applied, event.timestamp_ms - 1, result.flow_transitions)

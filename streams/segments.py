@@ -13,7 +13,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,7 @@ from streams.windows import AggregateIndex, AggregateSpec, Buckets, add
 
 # Distinct sets of changed inputs are few (event type, aggregates touched, traits, first
 # seen); the cap only guards against a definition set that makes them many.
-MAX_CACHED_PLANS = 4096
-NOTHING_TOUCHED: frozenset[str] = frozenset()
+MAX_CACHED = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,21 +47,31 @@ class Segment:
     definition: dict[str, Any]
 
 
-# Not frozen, like Event: a busy batch builds thousands.
 @dataclass(slots=True)
-class SegmentChange:
-    """One transition of one user into or out of one segment."""
+class Transitions:
+    """The transitions one evaluation made for one user: all at one instant, for one cause.
+
+    One object per evaluation rather than one per transition: a new user enters a dozen
+    segments at once, and what those transitions share is hashed and encoded once."""
 
     user_id: str
-    segment: str
-    change: str
     at_ms: int
     cause: str
     definition_version: str
+    entered: list[str] = field(default_factory=list)
+    exited: list[str] = field(default_factory=list)
 
     @property
-    def change_id(self) -> str:
-        return change_id(evaluation_id(self.user_id, self.cause, self.at_ms), self.segment, self.change)
+    def evaluation_id(self) -> str:
+        return evaluation_id(self.user_id, self.cause, self.at_ms)
+
+    def by_change(self) -> tuple[tuple[str, list[str]], tuple[str, list[str]]]:
+        """The segments entered, then those exited, each with the change's name."""
+        return (("entered", self.entered), ("exited", self.exited))
+
+    def change_ids(self) -> list[str]:
+        evaluation = self.evaluation_id
+        return [change_id(evaluation, segment, change) for change, segments in self.by_change() for segment in segments]
 
 
 def evaluation_id(user_id: str, cause: str, at_ms: int) -> str:
@@ -83,13 +92,40 @@ def change_id(evaluation: str, segment: str, change: str) -> str:
 # A segment to evaluate: its position in dependency order, name and condition's check,
 # and the membership its changed inputs cannot move (None: they may move either).
 PlanStep = tuple[int, str, Callable[[EvalContext], tuple[bool, int | None]], bool | None]
-Plan = tuple[PlanStep, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The segments some changed inputs can affect, in dependency order.
+
+    Most of them the change can only move one way, and a segment it can only move
+    members out of needs no check for a non-member. Every event is a change of `any`
+    event, so a definition set with several "inactive for N days" segments would make
+    every event walk past them; `unless_leaving` leaves them out, for the common case
+    of a user who is a member of none of them."""
+
+    steps: tuple[PlanStep, ...]
+    unless_leaving: tuple[PlanStep, ...]
+    # The segments the change can only move members out of.
+    leaving: frozenset[str]
+
+    @classmethod
+    def of(cls, steps: tuple[PlanStep, ...]) -> Plan:
+        return cls(
+            steps,
+            tuple(step for step in steps if step[3] is not False),
+            frozenset(step[1] for step in steps if step[3] is False),
+        )
+
+    def for_members(self, members: dict[str, int]) -> tuple[PlanStep, ...]:
+        return self.unless_leaving if members.keys().isdisjoint(self.leaving) else self.steps
 
 
 @dataclass(slots=True)
 class Evaluation:
     segments: dict[str, int]
-    changes: list[SegmentChange]
+    # None when nothing moved, as after most events.
+    transitions: Transitions | None
     next_check_ms: int | None
 
 
@@ -108,7 +144,8 @@ class SegmentBook:
             for tag in inputs:
                 self._by_input[tag].append(position)
         self._plans: dict[frozenset[str], Plan] = {}
-        self._everything: Plan = tuple(self._step(position, None) for position in range(len(self.segments)))
+        self._inputs_by_situation: dict[tuple[str, tuple[str, ...], bool, bool], frozenset[str]] = {}
+        self._everything = Plan.of(tuple(self._step(position, None) for position in range(len(self.segments))))
         self._has_dependents = any(tag.startswith("segment:") for tag in self._by_input)
         horizons: dict[AggregateSpec, int] = {}
         for segment in self.segments:
@@ -127,33 +164,42 @@ class SegmentBook:
         refuse_duplicates([s.name for s in segments], source, "segment")
         return cls(segments, version_of(text))
 
-    def accumulate(self, windows: dict[str, Buckets], event: Event) -> tuple[dict[str, Buckets], AbstractSet[str]]:
+    def accumulate(self, windows: dict[str, Buckets], event: Event) -> tuple[dict[str, Buckets], tuple[str, ...]]:
         """Windowed aggregates after `event` (the input map is not modified), and the keys it changed."""
         specs = self._aggregates.candidates(event)
         if not specs:
-            return windows, NOTHING_TOUCHED
+            return windows, ()
         updated = windows
-        touched: set[str] = set()
+        touched: tuple[str, ...] = ()
         for spec, horizon in specs:
             amount = spec.contribution(event)
             if amount is not None:
                 if updated is windows:
                     updated = windows.copy()
                 updated[spec.key] = add(windows.get(spec.key, []), spec, event.timestamp_ms, amount, horizon)
-                touched.add(spec.key)
+                touched += (spec.key,)
         return updated, touched
 
-    @staticmethod
     def inputs_changed_by(
-        before: UserState, after: UserState, event: Event, touched: AbstractSet[str]
+        self, before: UserState, after: UserState, event: Event, touched: tuple[str, ...]
     ) -> frozenset[str]:
         """The inputs `event` changed: its type, the aggregates it added to, and what else moved."""
-        tags = [event.type, ANY_EVENT, *touched]
-        if after.traits is not before.traits and after.traits != before.traits:
-            tags.append(TRAITS)
-        if before.first_seen_ms != after.first_seen_ms:
-            tags.append(FIRST_SEEN)
-        return frozenset(tags)
+        traits_changed = after.traits is not before.traits and after.traits != before.traits
+        first_seen_changed = before.first_seen_ms != after.first_seen_ms
+        situation = (event.type, touched, traits_changed, first_seen_changed)
+        # Few situations recur, each with one set: its hash is computed once, and the plan
+        # cache finds it by identity.
+        tags = self._inputs_by_situation.get(situation)
+        if tags is None:
+            found = [event.type, ANY_EVENT, *touched]
+            if traits_changed:
+                found.append(TRAITS)
+            if first_seen_changed:
+                found.append(FIRST_SEEN)
+            tags = frozenset(found)
+            if len(self._inputs_by_situation) < MAX_CACHED:
+                self._inputs_by_situation[situation] = tags
+        return tags
 
     def after_events(self, state: UserState, changed_inputs: AbstractSet[str], now_ms: int, cause: str) -> Evaluation:
         """Re-evaluate the segments whose inputs changed; `cause` names the (last) event."""
@@ -178,31 +224,31 @@ class SegmentBook:
         plan = self._plans.get(tags)
         if plan is None:
             positions = sorted({position for tag in tags for position in self._by_input.get(tag, ())})
-            plan = tuple(
-                self._step(position, _unmoved_if(_moved_by(self._inputs[position], tags))) for position in positions
+            plan = Plan.of(
+                tuple(
+                    self._step(position, _unmoved_if(_moved_by(self._inputs[position], tags))) for position in positions
+                )
             )
-            if len(self._plans) < MAX_CACHED_PLANS:
+            if len(self._plans) < MAX_CACHED:
                 self._plans[tags] = plan
         return plan
 
     def _evaluate(self, state: UserState, now_ms: int, cause: str, plan: Plan, next_check: int | None) -> Evaluation:
         # Most events move no segment: memberships are copied only once one changes.
         members = state.segments
-        changes: list[SegmentChange] = []
+        moved: Transitions | None = None
         if not members.keys() <= self._names:
             # A segment no longer defined is left at the user's next evaluation, so consumers
             # of the change stream see an exit rather than a member forever.
-            changes = [
-                SegmentChange(state.user_id, name, "exited", now_ms, cause, self.version)
-                for name in sorted(members.keys() - self._names)
-            ]
+            gone = sorted(members.keys() - self._names)
+            moved = Transitions(state.user_id, now_ms, cause, self.version, [], gone)
             members = {name: since for name, since in members.items() if name in self._names}
-        if not plan:
-            return Evaluation(members, changes, next_check)
+        if not plan.steps:
+            return Evaluation(members, moved, next_check)
         if self._has_dependents:
-            return self._evaluate_in_order(state, now_ms, cause, plan, next_check, members, changes)
+            return self._evaluate_in_order(state, now_ms, cause, plan, next_check, members, moved)
         ctx = EvalContext(state, now_ms, members)
-        for _, name, check, unmoved_if in plan:
+        for _, name, check, unmoved_if in plan.for_members(members):
             was_member = name in members
             if was_member is unmoved_if:
                 continue
@@ -213,8 +259,10 @@ class SegmentBook:
                 continue
             if members is state.segments:
                 members = ctx.members_of = dict(members)
-            changes.append(self._move(members, state.user_id, name, member, now_ms, cause))
-        return Evaluation(members, changes, next_check)
+            if moved is None:
+                moved = Transitions(state.user_id, now_ms, cause, self.version)
+            _move(members, moved, name, member, now_ms)
+        return Evaluation(members, moved, next_check)
 
     def _evaluate_in_order(
         self,
@@ -224,14 +272,14 @@ class SegmentBook:
         plan: Plan,
         next_check: int | None,
         members: dict[str, int],
-        changes: list[SegmentChange],
+        moved: Transitions | None,
     ) -> Evaluation:
         """`_evaluate` for definitions with `segment:` conditions: a segment that changes
         queues the segments built on it, which are evaluated after it, in dependency order."""
         # Filtered up front, so a skipped segment is queued again if one it builds on changes.
         pending: list[PlanStep] = [
             (position, name, check, None)
-            for position, name, check, unmoved_if in plan
+            for position, name, check, unmoved_if in plan.steps
             if (name in members) is not unmoved_if
         ]
         queued = {step[0] for step in pending}
@@ -246,24 +294,26 @@ class SegmentBook:
                 next_check = flip
             if member == (name in members):
                 continue
-            changes.append(self._move(members, state.user_id, name, member, now_ms, cause))
+            if moved is None:
+                moved = Transitions(state.user_id, now_ms, cause, self.version)
+            _move(members, moved, name, member, now_ms)
             for dependent in self._by_input.get(f"segment:{name}", ()):
                 if dependent not in queued:
                     queued.add(dependent)
                     pending.insert(bisect.bisect(pending, dependent, lo=i, key=_position), self._step(dependent, None))
-        if not changes:
-            return Evaluation(state.segments, [], next_check)
-        return Evaluation(members, changes, next_check)
+        if moved is None:
+            return Evaluation(state.segments, None, next_check)
+        return Evaluation(members, moved, next_check)
 
-    def _move(
-        self, members: dict[str, int], user_id: str, name: str, member: bool, now_ms: int, cause: str
-    ) -> SegmentChange:
-        """Enter `name` into `members` or take it out, and say so as a change."""
-        if member:
-            members[name] = now_ms
-        else:
-            del members[name]
-        return SegmentChange(user_id, name, "entered" if member else "exited", now_ms, cause, self.version)
+
+def _move(members: dict[str, int], moved: Transitions, name: str, member: bool, now_ms: int) -> None:
+    """Enter `name` into `members` or take it out, and say so among the transitions."""
+    if member:
+        members[name] = now_ms
+        moved.entered.append(name)
+    else:
+        del members[name]
+        moved.exited.append(name)
 
 
 def _position(step: PlanStep) -> int:

@@ -9,7 +9,7 @@ import pytest
 from streams.jobs import format_time
 from streams.outputs import ID_HEADER, OutputPublisher, OutputTopics
 from streams.pipeline import BatchResult, DeadLetter, InputRecord
-from streams.segments import SegmentChange
+from streams.segments import Transitions, change_id, evaluation_id
 from streams.store import Checkpoint
 
 TOPICS = OutputTopics("events", "jobs", "changes", "dead")
@@ -52,7 +52,7 @@ def batch_result() -> BatchResult:
     result = BatchResult()
     result.jobs = [{"job_id": "j1", "user_id": "u1"}]
     result.job_triggers = {"j1": trigger}
-    result.segment_changes = [(3, SegmentChange("u1", "vip", "entered", 0, "e1", "v1"))]
+    result.segment_transitions = [(3, Transitions("u1", 0, "e1", "v1", entered=["vip"]))]
     result.dead_letters = [DeadLetter(InputRecord(5, 7, b"x", b"{bad", 0), "invalid_event", "not JSON")]
     return result
 
@@ -66,15 +66,15 @@ async def test_outputs_go_to_the_input_partition_with_their_ids() -> None:
         ]
         for topic, partition, batch in producer.sent
     }
-    change_id = SegmentChange("u1", "vip", "entered", 0, "e1", "v1").change_id
-    assert placed == {("jobs", 3): [b"j1"], ("changes", 3): [change_id], ("dead", 5): [b"5:7:invalid_event"]}
+    vip_entered = change_id(evaluation_id("u1", "e1", 0), "vip", "entered")
+    assert placed == {("jobs", 3): [b"j1"], ("changes", 3): [vip_entered], ("dead", 5): [b"5:7:invalid_event"]}
     assert ends == {3: {"jobs": 1, "changes": 1}, 5: {"dead": 1}}
 
 
 async def test_ids_published_before_a_crash_are_not_published_again() -> None:
     producer = FakeProducer()
     publisher = OutputPublisher(producer, "unused", TOPICS, max_record_bytes=10_000)  # type: ignore[arg-type]
-    publisher._published[3] = {"j1", SegmentChange("u1", "vip", "entered", 0, "e1", "v1").change_id}
+    publisher._published[3] = {"j1", change_id(evaluation_id("u1", "e1", 0), "vip", "entered")}
     await publisher.publish(batch_result())
     assert {topic for topic, _, _ in producer.sent} == {"dead"}
     assert publisher.suppressed == 2
@@ -95,7 +95,7 @@ async def test_a_job_too_large_for_kafka_is_dead_lettered_with_its_trigger() -> 
 async def test_full_batches_are_split_and_offsets_still_add_up() -> None:
     producer = FakeProducer(batch_limit=2)
     result = BatchResult()
-    result.segment_changes = [(0, SegmentChange("u1", f"s{n}", "entered", 0, "e", "v")) for n in range(5)]
+    result.segment_transitions = [(0, Transitions("u1", 0, "e", "v", entered=[f"s{n}" for n in range(5)]))]
     ends = await OutputPublisher(producer, "unused", TOPICS, max_record_bytes=10_000).publish(result)  # type: ignore[arg-type]
     assert [len(batch.records) for _, _, batch in producer.sent] == [2, 2, 1]
     assert ends == {0: {"changes": 5}}
@@ -104,28 +104,31 @@ async def test_full_batches_are_split_and_offsets_still_add_up() -> None:
 async def test_segment_changes_carry_every_documented_field_and_their_own_ids() -> None:
     producer = FakeProducer()
     result = BatchResult()
-    changes = [
-        SegmentChange("u1", "vip", "entered", 1_795_860_000_123, "e1", "v1"),
-        SegmentChange("u1", "lapsed", "exited", 1_795_860_000_123, "e1", "v1"),
-        SegmentChange("u2", "vip", "entered", 1_795_860_000_124, "e2", "v1"),
-    ]
-    result.segment_changes = [(0, change) for change in changes]
+    first = Transitions("u1", 1_795_860_000_123, "e1", "v1", entered=["vip"], exited=["lapsed"])
+    second = Transitions("u2", 1_795_860_000_124, "e2", "v1", entered=["vip"])
+    result.segment_transitions = [(0, first), (0, second)]
     await OutputPublisher(producer, "unused", TOPICS, max_record_bytes=10_000).publish(result)  # type: ignore[arg-type]
     records = [r for _, _, batch in producer.sent for r in batch.records]
+    expected = [
+        (moved, segment, change)
+        for moved in (first, second)
+        for change, segments in moved.by_change()
+        for segment in segments
+    ]
     assert [orjson.loads(r["value"]) for r in records] == [
         {
-            "change_id": c.change_id,
-            "user_id": c.user_id,
-            "segment": c.segment,
-            "change": c.change,
-            "at": format_time(c.at_ms),
-            "cause": c.cause,
-            "definition_version": c.definition_version,
+            "change_id": change_id(moved.evaluation_id, segment, change),
+            "user_id": moved.user_id,
+            "segment": segment,
+            "change": change,
+            "at": format_time(moved.at_ms),
+            "cause": moved.cause,
+            "definition_version": moved.definition_version,
         }
-        for c in changes
+        for moved, segment, change in expected
     ]
-    assert [(r["key"], r["headers"]) for r in records] == [(c.user_id.encode(), {}) for c in changes]
-    assert len({c.change_id for c in changes}) == 3
+    assert [(r["key"], r["headers"]) for r in records] == [(moved.user_id.encode(), {}) for moved, _, _ in expected]
+    assert len({orjson.loads(r["value"])["change_id"] for r in records}) == 3
 
 
 def test_checkpoints_round_trip_and_bare_offsets_still_read() -> None:
