@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,7 +82,7 @@ class BatchResult:
     timer_additions: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
     timer_removals: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
     # How many users entered and exited each segment, by (partition, "entered" | "exited").
-    segment_moves: defaultdict[tuple[int, str], Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    segment_moves: dict[tuple[int, str], Counter[str]] = field(default_factory=dict)
     # What the trainer learns from this batch: interactions, opens and clicks by local hour,
     # propensity examples, experiment sends and rewards ([kind, experiment, variant, event, first]).
     training: TrainingBatch = field(default_factory=TrainingBatch)
@@ -142,6 +142,7 @@ class BatchProcessor:
         result = BatchResult()
         for partition, records in batch.items():
             self._process_partition(partition, records, load, result)
+        result.segment_moves = count_moves(result.segment_transitions)
         return result
 
     def _process_partition(
@@ -162,6 +163,7 @@ class BatchProcessor:
         now_ms = self._clock_ms()
         for partition, entries in due.items():
             self._fire_partition(partition, entries, now_ms, load, result)
+        result.segment_moves = count_moves(result.segment_transitions)
         return result
 
     def _fire_partition(
@@ -248,12 +250,8 @@ class BatchProcessor:
     ) -> UserState:
         state.segments = evaluation.segments
         state.next_check_ms = evaluation.next_check_ms
-        moved = evaluation.transitions
-        if moved is not None:
-            result.segment_transitions.append((partition, moved))
-            for change, segments in moved.by_change():
-                if segments:
-                    result.segment_moves[(partition, change)].update(segments)
+        if evaluation.transitions is not None:
+            result.segment_transitions.append((partition, evaluation.transitions))
         return state
 
     def _learn_interactions(
@@ -398,6 +396,18 @@ class BatchProcessor:
     def _scores_of(self, state: UserState, at_ms: int) -> dict[str, float]:
         x = propensity.features(state, at_ms)
         return {f"{target}_7d": scorer.probability(x) for target, scorer in self.item_model.propensity.items()}
+
+
+def count_moves(transitions: list[tuple[int, Transitions]]) -> dict[tuple[int, str], Counter[str]]:
+    """Entries and exits per (partition, "entered" | "exited") and segment."""
+    # Gathered per partition and counted once per batch: `Counter.update` has a large
+    # fixed cost, and most evaluations move only a few names.
+    names: dict[tuple[int, str], list[str]] = {}
+    for partition, moved in transitions:
+        for change, segments in moved.by_change():
+            if segments:
+                names.setdefault((partition, change), []).extend(segments)
+    return {move: Counter(found) for move, found in names.items()}
 
 
 def _attribute_reward(jobs: list[list[Any]], event: Event, result: BatchResult) -> list[list[Any]]:
