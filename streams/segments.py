@@ -171,8 +171,8 @@ class SegmentBook:
             return windows, ()
         updated = windows
         touched: tuple[str, ...] = ()
-        for spec, horizon in specs:
-            amount = spec.contribution(event)
+        for spec, horizon, settled in specs:
+            amount = 1.0 if settled else spec.contribution(event)
             if amount is not None:
                 if updated is windows:
                     updated = windows.copy()

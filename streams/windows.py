@@ -59,32 +59,39 @@ class AggregateSpec:
         return float(value) if isinstance(value, NUMBERS) and not isinstance(value, bool) else None
 
 
+# An aggregate an event may add to, the horizon its buckets are kept for, and whether
+# being found already settles that the event adds 1 (a count whose filters the lookup
+# has matched), so that `contribution` need not look again.
+Candidate = tuple[AggregateSpec, int, bool]
+
+
 class AggregateIndex:
     """The aggregates an event may add to, found without trying every aggregate of its type.
 
     Aggregates filtered on a property are grouped by the value their first filter wants,
     so an event is matched against one group per filtered property rather than against
-    each category (say) in turn; `contribution` still checks every filter.
+    each category (say) in turn; `contribution` still checks every other filter.
     """
 
     def __init__(self, horizons: dict[AggregateSpec, int]) -> None:
-        unfiltered: dict[str, list[tuple[AggregateSpec, int]]] = {}
-        by_value: dict[tuple[str, str], dict[Any, list[tuple[AggregateSpec, int]]]] = {}
+        unfiltered: dict[str, list[Candidate]] = {}
+        by_value: dict[tuple[str, str], dict[Any, list[Candidate]]] = {}
         for spec, horizon in horizons.items():
+            settled = spec.field is None and len(spec.where) <= 1
             if spec.where:
                 name, expected = spec.where[0]
                 group = by_value.setdefault((spec.event_type, name), {})
-                group.setdefault(expected, []).append((spec, horizon))
+                group.setdefault(expected, []).append((spec, horizon, settled))
             else:
-                unfiltered.setdefault(spec.event_type, []).append((spec, horizon))
+                unfiltered.setdefault(spec.event_type, []).append((spec, horizon, settled))
         self._unfiltered = {event_type: tuple(found) for event_type, found in unfiltered.items()}
-        self._filters: dict[str, list[tuple[tuple[str, ...], dict[Any, tuple[tuple[AggregateSpec, int], ...]]]]] = {}
+        self._filters: dict[str, list[tuple[tuple[str, ...], dict[Any, tuple[Candidate, ...]]]]] = {}
         for (event_type, name), group in by_value.items():
             by_expected = {expected: tuple(found) for expected, found in group.items()}
             self._filters.setdefault(event_type, []).append((tuple(name.split(".")), by_expected))
 
-    def candidates(self, event: Event) -> tuple[tuple[AggregateSpec, int], ...]:
-        """Each aggregate `event` may contribute to, with the horizon its buckets are kept for."""
+    def candidates(self, event: Event) -> tuple[Candidate, ...]:
+        """Each aggregate `event` may contribute to."""
         found = self._unfiltered.get(event.type, ())
         for path, group in self._filters.get(event.type, ()):
             value = value_at(event.properties, path)
