@@ -81,7 +81,8 @@ class BatchResult:
     # Timer index entries `(due_ms, user_id)` to add and to remove, per partition.
     timer_additions: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
     timer_removals: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
-    # How many users entered and exited each segment, by (partition, "entered" | "exited").
+    # How many users entered and exited each segment, by (partition, "entered" | "exited"):
+    # derived from `segment_transitions` once the batch is processed (see `count_moves`).
     segment_moves: dict[tuple[int, str], Counter[str]] = field(default_factory=dict)
     # What the trainer learns from this batch: interactions, opens and clicks by local hour,
     # propensity examples, experiment sends and rewards ([kind, experiment, variant, event, first]).
