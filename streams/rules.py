@@ -11,8 +11,10 @@ import operator
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import cached_property
 from typing import Any, ClassVar, Protocol
 
+from streams.codegen import Code, literal
 from streams.durations import parse_duration
 from streams.errors import ConfigError
 from streams.events import EVENT_TYPES
@@ -69,9 +71,18 @@ class EvalContext:
     scores: Mapping[str, float] | None = None
 
 
+# Whether a condition holds now, and the next instant it may flip without a new event.
+Check = Callable[[EvalContext], tuple[bool, int | None]]
+
+
 class Condition(Protocol):
-    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
-        """Whether it holds now, and the next instant it may flip without a new event."""
+    @property
+    def check(self) -> Check: ...
+
+    def emit(self, code: Code, holds: str, flip: str) -> None:
+        """Write statements that set the locals named `holds` and `flip` to what `check`
+        returns. They may read the locals `state`, `now_ms`, `members` (the memberships
+        decided so far) and `scores` (a mapping or None), as `EvalContext` has them."""
         ...
 
     def holds(self, ctx: EvalContext) -> bool: ...
@@ -86,10 +97,27 @@ class Condition(Protocol):
 
 
 class Checked:
-    """`holds` and `next_change` as views of `check`, which evaluation calls once."""
+    """`check` compiled from the condition's `emit`; `holds` and `next_change` are views of it."""
 
-    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
+    def emit(self, code: Code, holds: str, flip: str) -> None:
         raise NotImplementedError
+
+    @cached_property
+    def check(self) -> Check:
+        code = Code()
+        code.write(
+            """
+            state = ctx.state
+            now_ms = ctx.now_ms
+            members = ctx.members_of
+            scores = ctx.scores
+            """
+        )
+        holds, flip = code.fresh("holds"), code.fresh("flip")
+        self.emit(code, holds, flip)
+        code.write(f"return {holds}, {flip}")
+        check: Check = code.build("check", "ctx")
+        return check
 
     def holds(self, ctx: EvalContext) -> bool:
         return self.check(ctx)[0]
@@ -133,22 +161,36 @@ def parse_condition(raw: Any, where: str) -> Condition:
 # ---- combinators -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+# Conditions are frozen dataclasses without slots: `check` is cached on the instance.
+@dataclass(frozen=True)
 class AllOf(Checked):
     parts: tuple[Condition, ...]
 
-    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
+    def emit(self, code: Code, holds: str, flip: str) -> None:
         # A failing part keeps the whole failing at least until that part's next change
         # (or an event, when it has none), whatever the other parts do: they need no
         # checking. While every part holds, the whole holds until the earliest next change.
-        earliest: int | None = None
-        for part in self.parts:
-            holds, change = part.check(ctx)
-            if not holds:
-                return False, change
-            if change is not None and (earliest is None or change < earliest):
-                earliest = change
-        return True, earliest
+        self._emit_parts(code, holds, flip, deciding=False)
+
+    def _emit_parts(self, code: Code, holds: str, flip: str, deciding: bool) -> None:
+        """The parts in turn until one has `holds` equal to `deciding`, whose next change
+        then stands for the whole; otherwise the earliest next change of them all."""
+        undecided, decides = ("{}", "not {}") if not deciding else ("not {}", "{}")
+        first, *rest = self.parts
+        first.emit(code, holds, flip)
+        for part in rest:
+            # Flat rather than nested: the depth of generated code stays that of the definition.
+            with code.block(f"if {undecided.format(holds)}:"):
+                part_holds, part_flip = code.fresh("holds"), code.fresh("flip")
+                part.emit(code, part_holds, part_flip)
+                code.write(
+                    f"""
+                    if {decides.format(part_holds)}:
+                        {holds}, {flip} = {deciding}, {part_flip}
+                    elif {part_flip} is not None and ({flip} is None or {part_flip} < {flip}):
+                        {flip} = {part_flip}
+                    """
+                )
 
     def inputs(self) -> Inputs:
         # Both combinators are monotone in every part, so a part's direction carries through.
@@ -158,27 +200,20 @@ class AllOf(Checked):
         return tuple(spec for part in self.parts for spec in part.aggregates())
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AnyOf(AllOf):
-    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
+    def emit(self, code: Code, holds: str, flip: str) -> None:
         # The dual of `AllOf`: a holding part decides the whole until its next change.
-        earliest: int | None = None
-        for part in self.parts:
-            holds, change = part.check(ctx)
-            if holds:
-                return True, change
-            if change is not None and (earliest is None or change < earliest):
-                earliest = change
-        return False, earliest
+        self._emit_parts(code, holds, flip, deciding=True)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Not(Checked):
     part: Condition
 
-    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
-        holds, change = self.part.check(ctx)
-        return not holds, change
+    def emit(self, code: Code, holds: str, flip: str) -> None:
+        self.part.emit(code, holds, flip)
+        code.write(f"{holds} = not {holds}")
 
     def inputs(self) -> Inputs:
         return {tag: moves.inverted() for tag, moves in self.part.inputs().items()}
@@ -208,6 +243,8 @@ COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
     "lt": operator.lt,
     "lte": operator.le,
 }
+# The same comparisons as written in generated code.
+OPERATORS = {"eq": "==", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
 def _compare(op: str, actual: Any, expected: Any) -> bool:
@@ -250,18 +287,20 @@ def _event_type(value: Any, where: str, allow_any: bool = False) -> str:
     return ANY_EVENT if value == "any" else str(value)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TraitIs(Leaf):
     trait: str
     op: str
     value: Any
     OPS: ClassVar[tuple[str, ...]] = (*COMPARISONS, "in", "not_in", "exists", "missing")
 
-    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
-        present = self.trait in ctx.state.traits
+    def emit(self, code: Code, holds: str, flip: str) -> None:
+        trait = literal(self.trait)
         if self.op in ("exists", "missing"):
-            return present == (self.op == "exists"), None
-        return present and _compare(self.op, ctx.state.traits[self.trait], self.value), None
+            code.write(f"{holds}, {flip} = {trait} {'in' if self.op == 'exists' else 'not in'} state.traits, None")
+            return
+        compare = f"{code.constant(_compare)}({literal(self.op)}, state.traits[{trait}], {code.constant(self.value)})"
+        code.write(f"{holds}, {flip} = {trait} in state.traits and {compare}, None")
 
     def inputs(self) -> Inputs:
         return {TRAITS: Moves.EITHER}
@@ -284,21 +323,27 @@ def _parse_trait(body: Any, where: str) -> Condition:
 # ---- behaviour over rolling windows ------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class WindowTotal(Checked):
     spec: AggregateSpec
     window_ms: int
     op: str
     value: float
 
-    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
+    def emit(self, code: Code, holds: str, flip: str) -> None:
         # Totals are numbers, so the comparison needs none of `_compare`'s guards.
-        compare = COMPARISONS[self.op]
-        buckets = ctx.state.windows.get(self.spec.key)
-        if not buckets:
-            return compare(0.0, self.value), None
-        amount, expiry = total_and_next_expiry(buckets, self.spec.granularity_ms + self.window_ms, ctx.now_ms)
-        return compare(amount, self.value), expiry
+        buckets, amount = code.fresh("buckets"), code.fresh("amount")
+        total = code.constant(total_and_next_expiry)
+        code.write(
+            f"""
+            {buckets} = state.windows.get({literal(self.spec.key)})
+            if not {buckets}:
+                {holds}, {flip} = {COMPARISONS[self.op](0.0, self.value)}, None
+            else:
+                {amount}, {flip} = {total}({buckets}, {self.spec.granularity_ms + self.window_ms}, now_ms)
+                {holds} = {amount} {OPERATORS[self.op]} {code.constant(self.value)}
+            """
+        )
 
     def inputs(self) -> Inputs:
         # Only an event that adds to this aggregate changes it; time does the rest. A count
@@ -341,7 +386,19 @@ kind("sum")(lambda body, where: _parse_window(body, where, summed=True))
 # ---- recency, first seen, cart -----------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+def _emit_deadline(code: Code, holds: str, flip: str, since: str, span_ms: int, holds_before: bool) -> None:
+    """A condition that turns at `since` plus `span_ms`: it holds until then, or from then on."""
+    code.write(
+        f"""
+        {flip} = {since} + {span_ms}
+        {holds} = now_ms {"<" if holds_before else ">="} {flip}
+        if {flip} <= now_ms:
+            {flip} = None
+        """
+    )
+
+
+@dataclass(frozen=True)
 class LastSeen(Leaf):
     """The last event of a type happened within a duration, longer ago than one, or never."""
 
@@ -349,21 +406,21 @@ class LastSeen(Leaf):
     within_ms: int | None
     older_than_ms: int | None
 
-    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
-        state = ctx.state
-        last = (
-            (state.last_seen_ms or None)
-            if self.event_type == ANY_EVENT
-            else state.last_seen_by_type.get(self.event_type)
-        )
-        if last is None:
-            return self.within_ms is None and self.older_than_ms is None, None
-        span = self.within_ms if self.within_ms is not None else self.older_than_ms
-        if span is None:  # `never`, and it happened
-            return False, None
-        flip = last + span
-        holds = ctx.now_ms < flip if self.within_ms is not None else ctx.now_ms >= flip
-        return holds, flip if flip > ctx.now_ms else None
+    def emit(self, code: Code, holds: str, flip: str) -> None:
+        last = code.fresh("last")
+        if self.event_type == ANY_EVENT:
+            code.write(f"{last} = state.last_seen_ms or None")
+        else:
+            code.write(f"{last} = state.last_seen_by_type.get({literal(self.event_type)})")
+        with code.block(f"if {last} is None:"):
+            code.write(f"{holds}, {flip} = {self.within_ms is None and self.older_than_ms is None}, None")
+        with code.block("else:"):
+            if self.within_ms is not None:
+                _emit_deadline(code, holds, flip, last, self.within_ms, holds_before=True)
+            elif self.older_than_ms is not None:
+                _emit_deadline(code, holds, flip, last, self.older_than_ms, holds_before=False)
+            else:  # `never`, and it happened
+                code.write(f"{holds}, {flip} = False, None")
 
     def inputs(self) -> Inputs:
         # The last-seen time never moves back (late events keep the maximum).
@@ -384,16 +441,17 @@ def _parse_last(body: Any, where: str) -> Condition:
     return LastSeen(event_type, within, older)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class FirstSeenWithin(Leaf):
     within_ms: int
 
-    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
-        first = ctx.state.first_seen_ms
-        if not first:
-            return False, None
-        flip = first + self.within_ms
-        return ctx.now_ms < flip, flip if flip > ctx.now_ms else None
+    def emit(self, code: Code, holds: str, flip: str) -> None:
+        first = code.fresh("first")
+        code.write(f"{first} = state.first_seen_ms")
+        with code.block(f"if not {first}:"):
+            code.write(f"{holds}, {flip} = False, None")
+        with code.block("else:"):
+            _emit_deadline(code, holds, flip, first, self.within_ms, holds_before=True)
 
     def inputs(self) -> Inputs:
         # Only an event that sets the first-seen time changes it; time does the rest.
@@ -407,18 +465,20 @@ def _parse_first_seen(body: Any, where: str) -> Condition:
     return FirstSeenWithin(parse_duration(fields["within"], f"{where}.within"))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CartIdle(Leaf):
     """A non-empty cart untouched for at least `idle_ms` (0: merely non-empty)."""
 
     idle_ms: int
 
-    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
-        cart = ctx.state.cart
-        if not cart or not cart["items"]:
-            return False, None
-        flip = int(cart["updated_ms"]) + self.idle_ms
-        return ctx.now_ms >= flip, flip if flip > ctx.now_ms else None
+    def emit(self, code: Code, holds: str, flip: str) -> None:
+        cart, updated = code.fresh("cart"), code.fresh("updated")
+        code.write(f"{cart} = state.cart")
+        with code.block(f'if not {cart} or not {cart}["items"]:'):
+            code.write(f"{holds}, {flip} = False, None")
+        with code.block("else:"):
+            code.write(f'{updated} = int({cart}["updated_ms"])')
+            _emit_deadline(code, holds, flip, updated, self.idle_ms, holds_before=False)
 
     def inputs(self) -> Inputs:
         # A late cart_add can start a new cart that is idle already: either way.
@@ -431,12 +491,12 @@ def _parse_cart(body: Any, where: str) -> Condition:
     return CartIdle(parse_duration(fields["idle_for"], f"{where}.idle_for") if "idle_for" in fields else 0)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class InSegment(Leaf):
     name: str
 
-    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
-        return self.name in ctx.members_of, None
+    def emit(self, code: Code, holds: str, flip: str) -> None:
+        code.write(f"{holds}, {flip} = {literal(self.name)} in members, None")
 
     def inputs(self) -> Inputs:
         return {f"segment:{self.name}": Moves.EITHER}
@@ -449,7 +509,7 @@ def _parse_segment(body: Any, where: str) -> Condition:
     return InSegment(body)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ModelScore(Leaf):
     """A propensity model's chance for the user, compared with a threshold.
 
@@ -460,9 +520,15 @@ class ModelScore(Leaf):
     op: str
     value: float
 
-    def check(self, ctx: EvalContext) -> tuple[bool, int | None]:
-        actual = ctx.scores.get(self.score) if ctx.scores is not None else None
-        return actual is not None and _compare(self.op, actual, self.value), None
+    def emit(self, code: Code, holds: str, flip: str) -> None:
+        actual = code.fresh("actual")
+        compare = f"{code.constant(_compare)}({literal(self.op)}, {actual}, {code.constant(self.value)})"
+        code.write(
+            f"""
+            {actual} = scores.get({literal(self.score)}) if scores is not None else None
+            {holds}, {flip} = {actual} is not None and {compare}, None
+            """
+        )
 
     def inputs(self) -> Inputs:
         return {MODEL_SCORE: Moves.EITHER}

@@ -8,10 +8,8 @@ can flip without a new event.
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 from collections import defaultdict
-from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +18,13 @@ from typing import Any
 from streams.definitions import read_definitions, refuse_duplicates, top_level_list, version_of
 from streams.errors import ConfigError
 from streams.events import Event
+from streams.plans import Movable, PlanFunction, PlanStep, compile_plan
 from streams.rules import (
     ANY_EVENT,
     FIRST_SEEN,
     MODEL_SCORE,
     TRAITS,
     Condition,
-    EvalContext,
     Inputs,
     Moves,
     parse_condition,
@@ -89,38 +87,6 @@ def change_id(evaluation: str, segment: str, change: str) -> str:
     return f"{evaluation}:{segment}:{change}"
 
 
-# A segment to evaluate: its position in dependency order, name and condition's check,
-# and the membership its changed inputs cannot move (None: they may move either).
-PlanStep = tuple[int, str, Callable[[EvalContext], tuple[bool, int | None]], bool | None]
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """The segments some changed inputs can affect, in dependency order.
-
-    Most of them the change can only move one way, and a segment it can only move
-    members out of needs no check for a non-member. Every event is a change of `any`
-    event, so a definition set with several "inactive for N days" segments would make
-    every event walk past them; `unless_leaving` leaves them out, for the common case
-    of a user who is a member of none of them."""
-
-    steps: tuple[PlanStep, ...]
-    unless_leaving: tuple[PlanStep, ...]
-    # The segments the change can only move members out of.
-    leaving: frozenset[str]
-
-    @classmethod
-    def of(cls, steps: tuple[PlanStep, ...]) -> Plan:
-        return cls(
-            steps,
-            tuple(step for step in steps if step[3] is not False),
-            frozenset(step[1] for step in steps if step[3] is False),
-        )
-
-    def for_members(self, members: dict[str, int]) -> tuple[PlanStep, ...]:
-        return self.unless_leaving if members.keys().isdisjoint(self.leaving) else self.steps
-
-
 @dataclass(slots=True)
 class Evaluation:
     segments: dict[str, int]
@@ -143,10 +109,15 @@ class SegmentBook:
         for position, inputs in enumerate(self._inputs):
             for tag in inputs:
                 self._by_input[tag].append(position)
-        self._plans: dict[frozenset[str], Plan] = {}
+        # Positions of the segments each one is built on (`segment:` conditions).
+        position_of = {segment.name: position for position, segment in enumerate(self.segments)}
+        self._built_on = [
+            [position_of[tag.removeprefix("segment:")] for tag in inputs if tag.startswith("segment:")]
+            for inputs in self._inputs
+        ]
+        self._plans: dict[frozenset[str], PlanFunction] = {}
         self._inputs_by_situation: dict[tuple[str, tuple[str, ...], bool, bool], frozenset[str]] = {}
-        self._everything = Plan.of(tuple(self._step(position, None) for position in range(len(self.segments))))
-        self._has_dependents = any(tag.startswith("segment:") for tag in self._by_input)
+        self._everything = compile_plan([PlanStep(s.name, s.condition, Movable.ANYONE) for s in self.segments])
         horizons: dict[AggregateSpec, int] = {}
         for segment in self.segments:
             for spec, window_ms in segment.condition.aggregates():
@@ -214,115 +185,53 @@ class SegmentBook:
     def on_clock(self, state: UserState, now_ms: int) -> Evaluation:
         return self._evaluate(state, now_ms, "clock", self._everything, None)
 
-    def _step(self, position: int, unmoved_if: bool | None) -> PlanStep:
-        segment = self.segments[position]
-        return position, segment.name, segment.condition.check, unmoved_if
-
-    def _plan(self, tags: frozenset[str]) -> Plan:
-        """The segments these changed inputs can affect, in dependency order, each with
-        the membership for which the change cannot move it."""
+    def _plan(self, tags: frozenset[str]) -> PlanFunction:
         plan = self._plans.get(tags)
         if plan is None:
-            positions = sorted({position for tag in tags for position in self._by_input.get(tag, ())})
-            plan = Plan.of(
-                tuple(
-                    self._step(position, _unmoved_if(_moved_by(self._inputs[position], tags))) for position in positions
-                )
-            )
+            plan = compile_plan(self._steps_for(tags))
             if len(self._plans) < MAX_CACHED:
                 self._plans[tags] = plan
         return plan
 
-    def _evaluate(self, state: UserState, now_ms: int, cause: str, plan: Plan, next_check: int | None) -> Evaluation:
-        # Most events move no segment: memberships are copied only once one changes.
+    def _steps_for(self, tags: frozenset[str]) -> list[PlanStep]:
+        """The segments these changed inputs can affect, and those built on them, in dependency order."""
+        affected = {position for tag in tags for position in self._by_input.get(tag, ())}
+        steps: list[PlanStep] = []
+        included: set[int] = set()
+        for position, segment in enumerate(self.segments):
+            built_on = tuple(self.segments[base].name for base in self._built_on[position] if base in included)
+            if position in affected:
+                movable = _movable(_moved_by(self._inputs[position], tags))
+            elif built_on:
+                movable = Movable.NOBODY
+            else:
+                continue
+            included.add(position)
+            steps.append(PlanStep(segment.name, segment.condition, movable, built_on))
+        return steps
+
+    def _evaluate(
+        self, state: UserState, now_ms: int, cause: str, plan: PlanFunction, next_check: int | None
+    ) -> Evaluation:
         members = state.segments
-        moved: Transitions | None = None
+        gone: list[str] = []
         if not members.keys() <= self._names:
             # A segment no longer defined is left at the user's next evaluation, so consumers
             # of the change stream see an exit rather than a member forever.
             gone = sorted(members.keys() - self._names)
-            moved = Transitions(state.user_id, now_ms, cause, self.version, [], gone)
             members = {name: since for name, since in members.items() if name in self._names}
-        if not plan.steps:
-            return Evaluation(members, moved, next_check)
-        if self._has_dependents:
-            return self._evaluate_in_order(state, now_ms, cause, plan, next_check, members, moved)
-        ctx = EvalContext(state, now_ms, members)
-        for _, name, check, unmoved_if in plan.for_members(members):
-            was_member = name in members
-            if was_member is unmoved_if:
-                continue
-            member, flip = check(ctx)
-            if flip is not None and flip > now_ms and (next_check is None or flip < next_check):
-                next_check = flip
-            if member == was_member:
-                continue
-            if members is state.segments:
-                members = ctx.members_of = dict(members)
-            if moved is None:
-                moved = Transitions(state.user_id, now_ms, cause, self.version)
-            _move(members, moved, name, member, now_ms)
-        return Evaluation(members, moved, next_check)
-
-    def _evaluate_in_order(
-        self,
-        state: UserState,
-        now_ms: int,
-        cause: str,
-        plan: Plan,
-        next_check: int | None,
-        members: dict[str, int],
-        moved: Transitions | None,
-    ) -> Evaluation:
-        """`_evaluate` for definitions with `segment:` conditions: a segment that changes
-        queues the segments built on it, which are evaluated after it, in dependency order."""
-        # Filtered up front, so a skipped segment is queued again if one it builds on changes.
-        pending: list[PlanStep] = [
-            (position, name, check, None)
-            for position, name, check, unmoved_if in plan.steps
-            if (name in members) is not unmoved_if
-        ]
-        queued = {step[0] for step in pending}
-        members = dict(members)
-        ctx = EvalContext(state, now_ms, members)
-        i = 0
-        while i < len(pending):
-            _, name, check, _ = pending[i]
-            i += 1
-            member, flip = check(ctx)
-            if flip is not None and flip > now_ms and (next_check is None or flip < next_check):
-                next_check = flip
-            if member == (name in members):
-                continue
-            if moved is None:
-                moved = Transitions(state.user_id, now_ms, cause, self.version)
-            _move(members, moved, name, member, now_ms)
-            for dependent in self._by_input.get(f"segment:{name}", ()):
-                if dependent not in queued:
-                    queued.add(dependent)
-                    pending.insert(bisect.bisect(pending, dependent, lo=i, key=_position), self._step(dependent, None))
-        if moved is None:
-            return Evaluation(state.segments, None, next_check)
-        return Evaluation(members, moved, next_check)
+        members, entered, exited, next_check = plan(state, now_ms, members, next_check)
+        if not (entered or exited or gone):
+            return Evaluation(members, None, next_check)
+        transitions = Transitions(state.user_id, now_ms, cause, self.version, entered, gone + exited)
+        return Evaluation(members, transitions, next_check)
 
 
-def _move(members: dict[str, int], moved: Transitions, name: str, member: bool, now_ms: int) -> None:
-    """Enter `name` into `members` or take it out, and say so among the transitions."""
-    if member:
-        members[name] = now_ms
-        moved.entered.append(name)
-    else:
-        del members[name]
-        moved.exited.append(name)
-
-
-def _position(step: PlanStep) -> int:
-    return step[0]
-
-
-def _unmoved_if(moves: Moves) -> bool | None:
-    """The membership a change moving a condition this way leaves as it is (None: either may move)."""
-    return None if moves is Moves.EITHER else moves is Moves.RISES
+def _movable(moves: Moves) -> Movable:
+    """Whom a change moving a condition this way can move into or out of its segment."""
+    if moves is Moves.RISES:
+        return Movable.NON_MEMBERS
+    return Movable.MEMBERS if moves is Moves.FALLS else Movable.ANYONE
 
 
 def _moved_by(inputs: Inputs, changed: frozenset[str]) -> Moves:
