@@ -94,28 +94,31 @@ def _emit_check(code: Code, step: PlanStep, was_member: bool | None, moved_flag:
     step.condition.emit(code, holds, flip)
     code.write(
         f"""
-        if {flip} is not None and {flip} > now_ms and (next_check is None or {flip} < next_check):
+        if {flip} is not None and (next_check is None or {flip} < next_check):
             next_check = {flip}
         """
     )
-    if was_member is not True:
-        with code.block(f"if {holds}:" if was_member is False else f"if {holds} and {name} not in members:"):
-            _emit_move(code, f"members[{name}] = now_ms", f"entered.append({name})", moved_flag)
-    if was_member is not False:
-        with code.block(f"if not {holds}:" if was_member is True else f"if not {holds} and {name} in members:"):
-            _emit_move(code, f"del members[{name}]", f"exited.append({name})", moved_flag)
+    enter = f"members[{name}] = now_ms\nentered.append({name})"
+    leave = f"del members[{name}]\nexited.append({name})"
+    if was_member is None:
+        with code.block(f"if {holds}:"), code.block(f"if {name} not in members:"):
+            _emit_move(code, enter, moved_flag)
+        with code.block(f"elif {name} in members:"):
+            _emit_move(code, leave, moved_flag)
+    else:
+        with code.block(f"if not {holds}:" if was_member else f"if {holds}:"):
+            _emit_move(code, leave if was_member else enter, moved_flag)
 
 
-def _emit_move(code: Code, membership: str, transition: str, moved_flag: str | None) -> None:
+def _emit_move(code: Code, move: str, moved_flag: str | None) -> None:
     # Most evaluations move nothing: the memberships are copied at the first move only.
     code.write(
-        f"""
+        """
         if not copied:
             members = dict(members)
             copied = True
-        {membership}
-        {transition}
         """
     )
+    code.write(move)
     if moved_flag is not None:
         code.write(f"{moved_flag} = True")

@@ -81,8 +81,9 @@ class Condition(Protocol):
 
     def emit(self, code: Code, holds: str, flip: str) -> None:
         """Write statements that set the locals named `holds` and `flip` to what `check`
-        returns. They may read the locals `state`, `now_ms`, `members` (the memberships
-        decided so far) and `scores` (a mapping or None), as `EvalContext` has them."""
+        returns: whether it holds, and an instant after `now_ms` or None. They may read
+        the locals `state`, `now_ms`, `members` (the memberships decided so far) and
+        `scores` (a mapping or None), as `EvalContext` has them."""
         ...
 
     def holds(self, ctx: EvalContext) -> bool: ...
@@ -472,13 +473,12 @@ class CartIdle(Leaf):
     idle_ms: int
 
     def emit(self, code: Code, holds: str, flip: str) -> None:
-        cart, updated = code.fresh("cart"), code.fresh("updated")
+        cart = code.fresh("cart")
         code.write(f"{cart} = state.cart")
         with code.block(f'if not {cart} or not {cart}["items"]:'):
             code.write(f"{holds}, {flip} = False, None")
         with code.block("else:"):
-            code.write(f'{updated} = int({cart}["updated_ms"])')
-            _emit_deadline(code, holds, flip, updated, self.idle_ms, holds_before=False)
+            _emit_deadline(code, holds, flip, f'{cart}["updated_ms"]', self.idle_ms, holds_before=False)
 
     def inputs(self) -> Inputs:
         # A late cart_add can start a new cart that is idle already: either way.
