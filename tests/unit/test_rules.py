@@ -1,17 +1,14 @@
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
 import yaml
 
-from streams.codegen import Code
 from streams.errors import ConfigError
-from streams.rules import Checked, EvalContext, Inputs, Moves, parse_condition
+from streams.rules import EvalContext, Moves, parse_condition
 from streams.segments import Evaluation, SegmentBook, Transitions
 from streams.state import StatePolicy, UserState, apply
-from streams.windows import AggregateSpec
 from tests.factories import BASE_TS, item, make_event
 
 HOUR = 3_600_000
@@ -240,27 +237,6 @@ def test_each_input_knows_which_way_it_can_move_a_condition(text: str, expected:
     assert dict(cond(text).inputs()) == expected
 
 
-def test_an_event_that_cannot_move_a_segment_skips_its_evaluation() -> None:
-    segments = book(
-        """
-        segments:
-          - {name: active, condition: {last: {event: any, within: 7d}}}
-          - {name: dormant, condition: {not: {last: {event: any, within: 7d}}}}
-        """
-    )
-    event = make_event("page_view")
-    state = run(event)
-    checked: list[str] = []
-    segments = spied(segments, checked)
-    state.segments = {"active": BASE_TS}
-    evaluation = segments.after_events(state, {"page_view", "*"}, BASE_TS, event.event_id)
-    assert checked == [] and evaluation.transitions is None
-    state.segments = {"dormant": BASE_TS}
-    evaluation = segments.after_events(state, {"page_view", "*"}, BASE_TS, event.event_id)
-    assert checked == ["active", "dormant"]
-    assert changes_of(evaluation) == [("active", "entered"), ("dormant", "exited")]
-
-
 def test_filtered_aggregates_are_found_by_property_value() -> None:
     segments = book(
         """
@@ -282,34 +258,6 @@ def test_filtered_aggregates_are_found_by_property_value() -> None:
 def changes_of(evaluation: Evaluation) -> list[tuple[str, str]]:
     moved = evaluation.transitions
     return [] if moved is None else [(s, change) for change, segments in moved.by_change() for s in segments]
-
-
-@dataclass(frozen=True, eq=False)
-class Spied(Checked):
-    """A condition that records each evaluation of the one it wraps."""
-
-    name: str
-    part: Any
-    checked: list[str]
-
-    def emit(self, code: Code, holds: str, flip: str) -> None:
-        code.write(f"{code.constant(self.checked.append)}({self.name!r})")
-        self.part.emit(code, holds, flip)
-
-    def inputs(self) -> Inputs:
-        inputs: Inputs = self.part.inputs()
-        return inputs
-
-    def aggregates(self) -> tuple[tuple[AggregateSpec, int], ...]:
-        aggregates: tuple[tuple[AggregateSpec, int], ...] = self.part.aggregates()
-        return aggregates
-
-
-def spied(segments: SegmentBook, checked: list[str]) -> SegmentBook:
-    """The same definitions, recording in `checked` the name of each segment evaluated."""
-    return SegmentBook(
-        [replace(s, condition=Spied(s.name, s.condition, checked)) for s in segments.segments], segments.version
-    )
 
 
 def test_a_segment_removed_from_the_definitions_is_exited_at_the_next_evaluation() -> None:
