@@ -60,13 +60,12 @@ def compile_plan(steps: Sequence[PlanStep]) -> PlanFunction:
     # checked last under one guard: a user in none of them (most users, for segments
     # such as "inactive for 30 days") skips them all with one test.
     leaving = [s for s in steps if s.movable is Movable.MEMBERS and not s.built_on and s.segment not in watched]
-    if len(leaving) < 2:
-        leaving = []
+    leaving_names = frozenset(step.segment for step in leaving) if len(leaving) > 1 else frozenset()
     for step in steps:
-        if step not in leaving:
+        if step.segment not in leaving_names:
             _emit_step(code, step, moved)
-    if leaving:
-        names = code.constant(frozenset(step.segment for step in leaving))
+    if leaving_names:
+        names = code.constant(leaving_names)
         with code.block(f"if not members.keys().isdisjoint({names}):"):
             for step in leaving:
                 _emit_step(code, step, moved)

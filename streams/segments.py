@@ -33,7 +33,8 @@ from streams.state import UserState
 from streams.windows import AggregateIndex, AggregateSpec, Buckets, add
 
 # Distinct sets of changed inputs are few (event type, aggregates touched, traits, first
-# seen); the cap only guards against a definition set that makes them many.
+# seen), each with its compiled plan; the cap only guards against a definition set that
+# makes them many.
 MAX_CACHED = 4096
 
 
@@ -188,9 +189,10 @@ class SegmentBook:
     def _plan(self, tags: frozenset[str]) -> PlanFunction:
         plan = self._plans.get(tags)
         if plan is None:
-            plan = compile_plan(self._steps_for(tags))
-            if len(self._plans) < MAX_CACHED:
-                self._plans[tags] = plan
+            if len(self._plans) >= MAX_CACHED:
+                # Compiling costs milliseconds: past the cap, check every segment instead.
+                return self._everything
+            plan = self._plans[tags] = compile_plan(self._steps_for(tags))
         return plan
 
     def _steps_for(self, tags: frozenset[str]) -> list[PlanStep]:

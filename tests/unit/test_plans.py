@@ -11,6 +11,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams import segments as segments_module
 from streams.codegen import Code
 from streams.events import validate_event
 from streams.rules import CONDITION_KINDS, Checked, EvalContext, Inputs, parse_condition
@@ -169,3 +170,22 @@ def test_segments_an_event_can_only_leave_are_checked_for_their_members_only() -
     evaluation = segments.after_events(state, {"page_view", "*"}, BASE_TS, "e")
     assert checked == ["quiet_30d"]
     assert changes_of(evaluation) == [("quiet_30d", "exited")]
+
+
+def test_past_the_cap_on_compiled_plans_every_segment_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(segments_module, "MAX_CACHED", 1)
+    checked: list[str] = []
+    segments = spied(
+        """
+        segments:
+          - {name: viewer, condition: {last: {event: page_view, within: 7d}}}
+          - {name: clicker, condition: {last: {event: click, within: 7d}}}
+        """,
+        checked,
+    )
+    state = run(make_event("page_view"))
+    segments.after_events(state, {"page_view", "*"}, BASE_TS, "a")
+    assert checked == ["viewer"]
+    evaluation = segments.after_events(state, {"click", "*"}, BASE_TS, "b")
+    assert checked == ["viewer", "viewer", "clicker"]
+    assert changes_of(evaluation) == [("viewer", "entered")]
