@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from streams.batching import NO_HEADERS, Record, send_grouped
 from streams.jobs import format_time
 from streams.pipeline import BatchResult, DeadLetter
-from streams.segments import Transitions, change_id
+from streams.segments import Transitions, change_id, evaluation_id
 
 ID_HEADER = "tidemail.id"
 
@@ -128,28 +128,50 @@ class OutputPublisher:
         # segments at once), so a record is put together from parts encoded once: what the
         # changes of one evaluation share, and what each segment and direction adds.
         topic = self._topics.segment_changes
+        entered_parts, exited_parts = self._change_parts["entered"], self._change_parts["exited"]
         for partition, moved in transitions:
-            records = grouped.setdefault((topic, partition), [])
-            evaluation = moved.evaluation_id
+            records = grouped.get((topic, partition))
+            if records is None:
+                records = grouped[(topic, partition)] = []
+            user_id = moved.user_id
+            evaluation = evaluation_id(user_id, moved.cause, moved.at_ms)
             opening = b'{"change_id":"%s' % evaluation.encode()
-            key = moved.user_id.encode()
+            key = user_id.encode()
             # `{"user_id": ..., "definition_version": ...}` less its opening brace.
             shared = orjson.dumps(
                 {
-                    "user_id": moved.user_id,
+                    "user_id": user_id,
                     "at": format_time(moved.at_ms),
                     "cause": moved.cause,
                     "definition_version": moved.definition_version,
                 }
             )[1:]
-            published = self._published.get(partition)
-            for change, segments in moved.by_change():
-                parts = self._change_parts[change]
-                for segment in segments:
-                    if published and self._is_published(partition, change_id(evaluation, segment, change)):
-                        continue
-                    part = parts.get(segment) or self._change_part(change, segment)
-                    # No header: the value has the id, and a header costs ~2 us a record to write.
+            if self._published.get(partition):
+                self._add_unpublished(partition, moved, evaluation, key, opening, shared, records)
+                continue
+            # No header: the value has the id, and a header costs ~2 us a record to write.
+            for segment in moved.entered:
+                part = entered_parts.get(segment) or self._change_part("entered", segment)
+                records.append((key, opening + part + shared, NO_HEADERS))
+            for segment in moved.exited:
+                part = exited_parts.get(segment) or self._change_part("exited", segment)
+                records.append((key, opening + part + shared, NO_HEADERS))
+
+    def _add_unpublished(
+        self,
+        partition: int,
+        moved: Transitions,
+        evaluation: str,
+        key: bytes,
+        opening: bytes,
+        shared: bytes,
+        records: list[Record],
+    ) -> None:
+        """`_add_segment_changes` for a partition whose recalled outputs may include some of these."""
+        for change, segments in moved.by_change():
+            for segment in segments:
+                if not self._is_published(partition, change_id(evaluation, segment, change)):
+                    part = self._change_parts[change].get(segment) or self._change_part(change, segment)
                     records.append((key, opening + part + shared, NO_HEADERS))
 
     def _change_part(self, change: str, segment: str) -> bytes:

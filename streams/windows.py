@@ -85,16 +85,20 @@ class AggregateIndex:
             else:
                 unfiltered.setdefault(spec.event_type, []).append((spec, horizon, settled))
         self._unfiltered = {event_type: tuple(found) for event_type, found in unfiltered.items()}
-        self._filters: dict[str, list[tuple[tuple[str, ...], dict[Any, tuple[Candidate, ...]]]]] = {}
+        # Per event type: the filtered property (its name, and its path when nested) and
+        # the aggregates by the value they want.
+        self._filters: dict[str, list[tuple[str, tuple[str, ...] | None, dict[Any, tuple[Candidate, ...]]]]] = {}
         for (event_type, name), group in by_value.items():
             by_expected = {expected: tuple(found) for expected, found in group.items()}
-            self._filters.setdefault(event_type, []).append((tuple(name.split(".")), by_expected))
+            path = tuple(name.split(".")) if "." in name else None
+            self._filters.setdefault(event_type, []).append((name, path, by_expected))
 
     def candidates(self, event: Event) -> tuple[Candidate, ...]:
         """Each aggregate `event` may contribute to."""
         found = self._unfiltered.get(event.type, ())
-        for path, group in self._filters.get(event.type, ()):
-            value = value_at(event.properties, path)
+        for name, path, group in self._filters.get(event.type, ()):
+            # Most filters name a top-level property (`category`): one lookup, no path walk.
+            value = event.properties.get(name) if path is None else value_at(event.properties, path)
             if isinstance(value, SCALARS):  # only these can equal a filter value
                 found += group.get(value, ())
         return found
