@@ -387,16 +387,25 @@ kind("sum")(lambda body, where: _parse_window(body, where, summed=True))
 # ---- recency, first seen, cart -----------------------------------------------------
 
 
-def _emit_deadline(code: Code, holds: str, flip: str, since: str, span_ms: int, holds_before: bool) -> None:
-    """A condition that turns at `since` plus `span_ms`: it holds until then, or from then on."""
-    code.write(
-        f"""
-        {flip} = {since} + {span_ms}
-        {holds} = now_ms {"<" if holds_before else ">="} {flip}
-        if {flip} <= now_ms:
-            {flip} = None
-        """
-    )
+def _emit_turning(
+    code: Code, holds: str, flip: str, read: str, missing: str, since: str, span_ms: int, holds_before: bool
+) -> None:
+    """A condition on something read from the state (`read`): false when `missing` is true
+    of it, otherwise turning at the instant `since` of it plus `span_ms` (it holds until
+    then, or from then on). `missing` and `since` have `{}` where the value goes."""
+    value = code.fresh("value")
+    code.write(f"{value} = {read}")
+    with code.block(f"if {missing.format(value)}:"):
+        code.write(f"{holds}, {flip} = False, None")
+    with code.block("else:"):
+        code.write(
+            f"""
+            {flip} = {since.format(value)} + {span_ms}
+            {holds} = now_ms {"<" if holds_before else ">="} {flip}
+            if {flip} <= now_ms:
+                {flip} = None
+            """
+        )
 
 
 @dataclass(frozen=True)
@@ -408,20 +417,17 @@ class LastSeen(Leaf):
     older_than_ms: int | None
 
     def emit(self, code: Code, holds: str, flip: str) -> None:
-        last = code.fresh("last")
-        if self.event_type == ANY_EVENT:
-            code.write(f"{last} = state.last_seen_ms or None")
-        else:
-            code.write(f"{last} = state.last_seen_by_type.get({literal(self.event_type)})")
-        with code.block(f"if {last} is None:"):
-            code.write(f"{holds}, {flip} = {self.within_ms is None and self.older_than_ms is None}, None")
-        with code.block("else:"):
-            if self.within_ms is not None:
-                _emit_deadline(code, holds, flip, last, self.within_ms, holds_before=True)
-            elif self.older_than_ms is not None:
-                _emit_deadline(code, holds, flip, last, self.older_than_ms, holds_before=False)
-            else:  # `never`, and it happened
-                code.write(f"{holds}, {flip} = False, None")
+        last = (
+            "state.last_seen_ms or None"
+            if self.event_type == ANY_EVENT
+            else f"state.last_seen_by_type.get({literal(self.event_type)})"
+        )
+        if self.within_ms is not None:
+            _emit_turning(code, holds, flip, last, "{} is None", "{}", self.within_ms, holds_before=True)
+        elif self.older_than_ms is not None:
+            _emit_turning(code, holds, flip, last, "{} is None", "{}", self.older_than_ms, holds_before=False)
+        else:  # `never`
+            code.write(f"{holds}, {flip} = ({last}) is None, None")
 
     def inputs(self) -> Inputs:
         # The last-seen time never moves back (late events keep the maximum).
@@ -447,12 +453,7 @@ class FirstSeenWithin(Leaf):
     within_ms: int
 
     def emit(self, code: Code, holds: str, flip: str) -> None:
-        first = code.fresh("first")
-        code.write(f"{first} = state.first_seen_ms")
-        with code.block(f"if not {first}:"):
-            code.write(f"{holds}, {flip} = False, None")
-        with code.block("else:"):
-            _emit_deadline(code, holds, flip, first, self.within_ms, holds_before=True)
+        _emit_turning(code, holds, flip, "state.first_seen_ms", "not {}", "{}", self.within_ms, holds_before=True)
 
     def inputs(self) -> Inputs:
         # Only an event that sets the first-seen time changes it; time does the rest.
@@ -473,12 +474,8 @@ class CartIdle(Leaf):
     idle_ms: int
 
     def emit(self, code: Code, holds: str, flip: str) -> None:
-        cart = code.fresh("cart")
-        code.write(f"{cart} = state.cart")
-        with code.block(f'if not {cart} or not {cart}["items"]:'):
-            code.write(f"{holds}, {flip} = False, None")
-        with code.block("else:"):
-            _emit_deadline(code, holds, flip, f'{cart}["updated_ms"]', self.idle_ms, holds_before=False)
+        missing = 'not {0} or not {0}["items"]'
+        _emit_turning(code, holds, flip, "state.cart", missing, '{}["updated_ms"]', self.idle_ms, holds_before=False)
 
     def inputs(self) -> Inputs:
         # A late cart_add can start a new cart that is idle already: either way.
