@@ -59,10 +59,10 @@ def merge_inputs(parts: list[Inputs]) -> dict[str, Moves]:
     return merged
 
 
-# Not frozen: one is built per evaluation, and a frozen dataclass is slower to build.
 @dataclass(slots=True)
 class EvalContext:
-    """One user at one instant, plus the memberships already decided in this evaluation."""
+    """One user at one instant, plus the memberships already decided: what a condition's
+    `check` reads (flow splits, the API). Segment plans read the same from their locals."""
 
     state: UserState
     now_ms: int
