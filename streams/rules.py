@@ -62,7 +62,7 @@ def merge_inputs(parts: list[Inputs]) -> dict[str, Moves]:
 @dataclass(slots=True)
 class EvalContext:
     """One user at one instant, plus the memberships already decided: what a condition's
-    `check` reads (flow splits, the API). Segment plans read the same from their locals."""
+    `check` reads (flow splits). Segment plans read the same from their locals."""
 
     state: UserState
     now_ms: int
