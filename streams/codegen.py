@@ -3,7 +3,8 @@
 Segment evaluation runs after every event. Walked as a tree of condition objects, a
 plan of a dozen segments spends more time in calls, loops and tuples than in the
 conditions themselves; written out as one function (every condition inline, constants
-as literals) the same evaluation costs about a third. Conditions write their own code
+as literals) the same evaluation costs about half (a cart event's plan of nine segments:
+3.9 -> 1.9 us). Conditions write their own code
 (`Condition.emit`), so a new kind of condition is still one class in one place.
 """
 

@@ -128,7 +128,6 @@ class OutputPublisher:
         # segments at once), so a record is put together from parts encoded once: what the
         # changes of one evaluation share, and what each segment and direction adds.
         topic = self._topics.segment_changes
-        entered_parts, exited_parts = self._change_parts["entered"], self._change_parts["exited"]
         for partition, moved in transitions:
             records = grouped.get((topic, partition))
             if records is None:
@@ -146,32 +145,15 @@ class OutputPublisher:
                     "definition_version": moved.definition_version,
                 }
             )[1:]
-            if self._published.get(partition):
-                self._add_unpublished(partition, moved, evaluation, key, opening, shared, records)
-                continue
-            # No header: the value has the id, and a header costs ~2 us a record to write.
-            for segment in moved.entered:
-                part = entered_parts.get(segment) or self._change_part("entered", segment)
-                records.append((key, opening + part + shared, NO_HEADERS))
-            for segment in moved.exited:
-                part = exited_parts.get(segment) or self._change_part("exited", segment)
-                records.append((key, opening + part + shared, NO_HEADERS))
-
-    def _add_unpublished(
-        self,
-        partition: int,
-        moved: Transitions,
-        evaluation: str,
-        key: bytes,
-        opening: bytes,
-        shared: bytes,
-        records: list[Record],
-    ) -> None:
-        """`_add_segment_changes` for a partition whose recalled outputs may include some of these."""
-        for change, segments in moved.by_change():
-            for segment in segments:
-                if not self._is_published(partition, change_id(evaluation, segment, change)):
-                    part = self._change_parts[change].get(segment) or self._change_part(change, segment)
+            # Ids are built and checked only where a new owner recalled outputs.
+            published = self._published.get(partition)
+            for change, segments in moved.by_change():
+                parts = self._change_parts[change]
+                for segment in segments:
+                    if published and self._is_published(partition, change_id(evaluation, segment, change)):
+                        continue
+                    part = parts.get(segment) or self._change_part(change, segment)
+                    # No header: the value has the id, and a header costs ~2 us a record to write.
                     records.append((key, opening + part + shared, NO_HEADERS))
 
     def _change_part(self, change: str, segment: str) -> bytes:
