@@ -223,7 +223,7 @@ class SegmentBook:
     ) -> Evaluation:
         members = state.segments
         gone: list[str] = []
-        if not members.keys() <= self._names:
+        if not self._names.issuperset(members):
             # A segment no longer defined is left at the user's next evaluation, so consumers
             # of the change stream see an exit rather than a member forever.
             gone = sorted(members.keys() - self._names)
