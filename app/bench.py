@@ -21,7 +21,7 @@ import aiohttp
 import yaml
 from aiokafka import AIOKafkaProducer
 
-from app.api_bench import LoadResult, run_api_bench
+from app.api_bench import LoadResult, freeze_heap, run_api_bench
 from app.generator import EventGenerator
 from app.model_quality import trained_item_model
 from app.settings import Settings
@@ -109,6 +109,7 @@ async def run_bench(
     item_model = trained_item_model(users=20_000, events=100_000, seed=11).encode()
     results = []
     for contender in contenders:
+        freeze_heap()
         # Each contender gets its own topic holding the same seeded events.
         topic = f"bench-{run_id}-{contender.slug}.events"
         await ensure_topics(base.kafka_bootstrap, partitions, 1, [topic])
