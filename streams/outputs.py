@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from streams.batching import NO_HEADERS, Record, send_grouped
 from streams.jobs import format_time
 from streams.pipeline import BatchResult, DeadLetter
-from streams.segments import Transitions, change_id, evaluation_id
+from streams.segments import Transitions, change_id
 
 ID_HEADER = "tidemail.id"
 
@@ -129,17 +129,14 @@ class OutputPublisher:
         # changes of one evaluation share, and what each segment and direction adds.
         topic = self._topics.segment_changes
         for partition, moved in transitions:
-            records = grouped.get((topic, partition))
-            if records is None:
-                records = grouped[(topic, partition)] = []
-            user_id = moved.user_id
-            evaluation = evaluation_id(user_id, moved.cause, moved.at_ms)
+            records = grouped.setdefault((topic, partition), [])
+            evaluation = moved.evaluation_id
             opening = b'{"change_id":"%s' % evaluation.encode()
-            key = user_id.encode()
+            key = moved.user_id.encode()
             # `{"user_id": ..., "definition_version": ...}` less its opening brace.
             shared = orjson.dumps(
                 {
-                    "user_id": user_id,
+                    "user_id": moved.user_id,
                     "at": format_time(moved.at_ms),
                     "cause": moved.cause,
                     "definition_version": moved.definition_version,
