@@ -31,6 +31,11 @@ from streams.topics import ensure_topics
 API_RATE = 500
 API_SECONDS = 10
 API_PORT = 6174
+# The segment cost is a ratio of runs with 0 and with 50 segments, and this machine's
+# speed drifts and jumps by more than the target's margin: they run in rounds of
+# 0, 50, 50, 0 (a drift within a round favours neither), and the ratio is over all runs.
+SEGMENT_ROUNDS = 2
+SEGMENT_COUNTS = (0, 50)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +47,8 @@ class Contender:
     segments_file: Path
     # A second pass over the same users: the steady state a running deployment is in.
     warm_pass: bool = True
+    # Set for the runs compared to price segments.
+    segment_count: int | None = None
 
     @property
     def slug(self) -> str:
@@ -56,6 +63,7 @@ class Measurement:
     latency_p50_ms: float
     latency_p99_ms: float
     warm_rate: float | None
+    segment_count: int | None = None
 
     @property
     def rate(self) -> float:
@@ -93,13 +101,7 @@ async def run_bench(
     segment_files = _segment_files(Path(".cache/bench") / run_id)
     contenders = [
         Contender("hot path, 12 default segments", [python, "-m", "app.cli", "worker"], 6173, 600, base.segments_file),
-        Contender("hot path, 0 segments", [python, "-m", "app.cli", "worker"], 6170, 600, segment_files[0]),
-        Contender("hot path, 50 segments", [python, "-m", "app.cli", "worker"], 6172, 600, segment_files[50]),
-        # The segment cost is a ratio of two runs, and this machine drifts by more than the
-        # target's margin: each runs twice, in the order 0, 50, 50, 0, so a drift over the
-        # run favours neither.
-        Contender("hot path, 50 segments, again", [python, "-m", "app.cli", "worker"], 6176, 600, segment_files[50]),
-        Contender("hot path, 0 segments, again", [python, "-m", "app.cli", "worker"], 6177, 600, segment_files[0]),
+        *_segment_contenders(python, segment_files),
         Contender("naive faust agent", [python, "-m", "app.naive_agent"], 6171, 90, segment_files[0], warm_pass=False),
     ]
     # The hot path ranks with the trainer's snapshot (prequential quality): each contender
@@ -211,7 +213,13 @@ async def _measure(
                 flush=True,
             )
             return Measurement(
-                contender.name, drained, seconds, steady["latency_p50_ms"], steady["latency_p99_ms"], warm_rate
+                contender.name,
+                drained,
+                seconds,
+                steady["latency_p50_ms"],
+                steady["latency_p99_ms"],
+                warm_rate,
+                contender.segment_count,
             )
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -276,6 +284,18 @@ async def _produce(bootstrap: str, topic: str, generator: EventGenerator, count:
         await producer.stop()
 
 
+def _segment_contenders(python: str, segment_files: dict[int, Path]) -> list[Contender]:
+    runs: dict[int, int] = {}
+    contenders = []
+    low, high = SEGMENT_COUNTS
+    for position, count in enumerate([low, high, high, low] * SEGMENT_ROUNDS):
+        runs[count] = runs.get(count, 0) + 1
+        name = f"hot path, {count} segments, run {runs[count]}"
+        command = [python, "-m", "app.cli", "worker"]
+        contenders.append(Contender(name, command, 6180 + position, 600, segment_files[count], segment_count=count))
+    return contenders
+
+
 def _segment_files(directory: Path) -> dict[int, Path]:
     """An empty definition file and one with 50 segments mixing every kind of condition."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -322,9 +342,14 @@ def mixed_segments_yaml(count: int) -> str:
 
 
 def report(results: list[Measurement]) -> str:
-    default, hot, segmented, segmented_again, hot_again, naive = results
-    hot_rate, segmented_rate = _combined_rate(hot, hot_again), _combined_rate(segmented, segmented_again)
-    hot_warm, segmented_warm = _mean_warm_rate(hot, hot_again), _mean_warm_rate(segmented, segmented_again)
+    default, naive = results[0], results[-1]
+    without = [m for m in results if m.segment_count == SEGMENT_COUNTS[0]]
+    segmented = [m for m in results if m.segment_count == SEGMENT_COUNTS[1]]
+    hot_rate, segmented_rate = _combined_rate(without), _combined_rate(segmented)
+    hot_warm, segmented_warm = _mean_warm_rate(without), _mean_warm_rate(segmented)
+    # Pairs in the order they ran: the n-th run with segments against the n-th without.
+    first_sight = ", ".join(f"{s.rate / w.rate:.0%}" for s, w in zip(segmented, without, strict=True))
+    known = ", ".join(f"{(s.warm_rate or 0) / (w.warm_rate or 1):.0%}" for s, w in zip(segmented, without, strict=True))
     lines = [
         "",
         f"{'pipeline':<32}{'events':>10}{'seconds':>10}{'events/s':>12}{'warm ev/s':>12}{'p50 ms':>10}{'p99 ms':>10}",
@@ -337,17 +362,15 @@ def report(results: list[Measurement]) -> str:
         f"{default.rate:,.0f} events/s (target >= 15,000)",
         f"speed-up without segments: {hot_rate / naive.rate:.1f}x the naive agent",
         f"50 segments keep {segmented_rate / hot_rate:.0%} of the throughput without segments on first sight of "
-        f"every user, {segmented_warm / hot_warm:.0%} once users are known (target >= 75%; both runs of each: "
-        f"first sight {segmented.rate / hot.rate:.0%} and {segmented_again.rate / hot_again.rate:.0%}, known "
-        f"{(segmented.warm_rate or 0) / (hot.warm_rate or 1):.0%} and "
-        f"{(segmented_again.warm_rate or 0) / (hot_again.warm_rate or 1):.0%})",
+        f"every user, {segmented_warm / hot_warm:.0%} once users are known (target >= 75%; over {len(segmented)} "
+        f"runs of each; run by run, first sight {first_sight}, known {known})",
     ]
     return "\n".join(lines)
 
 
-def _combined_rate(first: Measurement, second: Measurement) -> float:
-    return (first.events + second.events) / (first.seconds + second.seconds)
+def _combined_rate(runs: list[Measurement]) -> float:
+    return sum(m.events for m in runs) / sum(m.seconds for m in runs)
 
 
-def _mean_warm_rate(first: Measurement, second: Measurement) -> float:
-    return ((first.warm_rate or 0) + (second.warm_rate or 0)) / 2
+def _mean_warm_rate(runs: list[Measurement]) -> float:
+    return sum(m.warm_rate or 0 for m in runs) / len(runs)
