@@ -135,6 +135,10 @@ class HotPath(Service):
         self._clients_started.set()
 
     async def on_stop(self) -> None:
+        # A worker whose start failed earlier (its web port taken, say) stops this service
+        # too, and there are no clients to close.
+        if not self._clients_started.is_set():
+            return
         async with self._lock:
             await self._consumer.stop()
             await self._producer.stop()
