@@ -197,7 +197,12 @@ def preview(template: str, user_id: str | None, output: str, worker_url: str | N
 
 
 @main.command()
-@click.option("--events", default=200_000, show_default=True, help="Events pre-produced for the throughput run.")
+@click.option(
+    "--events",
+    default=200_000,
+    show_default=True,
+    help="Events per throughput pass (hot path contenders get two passes: users new, then known).",
+)
 @click.option("--latency-rate", default=1_000, show_default=True, help="Events/s during the latency run.")
 @click.option("--latency-seconds", default=10, show_default=True)
 @click.option("--partitions", default=8, show_default=True)
