@@ -16,14 +16,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models import bandits, interests
 from models.bandits import Experiment
-from models.propensity import features as propensity_features
-from models.reco import bought_skus, owned_skus, recommend
+from models.reco import recommend
 from models.send_time import best_send_time, next_occurrence
 from streams import metrics
-from streams.errors import RenderError
-from streams.jobs import format_time
-from streams.state import UserState, decode_state
-from streams.unsubscribe import verify_token
+from streams.core.errors import RenderError
+from streams.core.jobs import format_time
+from streams.core.learning import bought_skus, owned_skus
+from streams.core.learning import features as propensity_features
+from streams.core.state import UserState, decode_state
+from streams.core.unsubscribe import verify_token
 
 if TYPE_CHECKING:
     from app.faust_app import TidemailApp

@@ -82,9 +82,9 @@ def deliver() -> None:
 
     from aiohttp import web
 
-    from app.deliverer import Deliverer, web_app
     from app.faust_app import ensure_deployment_topics
-    from streams.clock import Clock
+    from streams.core.clock import Clock
+    from streams.delivery.deliverer import Deliverer, web_app
 
     settings = Settings.from_env()
     logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] [deliver] %(message)s")
@@ -116,7 +116,7 @@ def smtp_sink(host: str | None, port: int | None, directory: str | None) -> None
     """A local SMTP server that keeps every message as an .eml file (for the demo and tests)."""
     from pathlib import Path
 
-    from app.smtp_sink import serve
+    from app.tools.smtp_sink import serve
 
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [smtp-sink] %(message)s")
@@ -142,7 +142,7 @@ def smtp_sink(host: str | None, port: int | None, directory: str | None) -> None
 @click.option("--seed", default=7, show_default=True)
 def generate(users: int, events: int, rate: float, seed: int) -> None:
     """Publish a realistic stream of shop events to the events topic."""
-    from app.generator import publish
+    from app.tools.generator import publish
 
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -160,7 +160,7 @@ def generate(users: int, events: int, rate: float, seed: int) -> None:
 )
 def demo(users: int, rate: float, time_lapse: float) -> None:
     """Run a worker and a live event stream; print what comes out until Ctrl-C."""
-    from app.demo import run_demo
+    from app.tools.demo import run_demo
 
     if time_lapse != 1:
         os.environ["TIDEMAIL_ALLOW_CLOCK_CONTROL"] = "true"  # for the processes the demo starts
@@ -212,15 +212,15 @@ def bench(
     events: int, latency_rate: int, latency_seconds: int, partitions: int, render_only: bool, flows_only: bool
 ) -> None:
     """Measure the hot path against a naive Faust agent, rendering against per-job MJML, and flow timers."""
-    from app.flow_bench import report_flows, run_flow_bench
+    from app.tools.flow_bench import report_flows, run_flow_bench
 
     if flows_only:
         click.echo(report_flows(asyncio.run(run_flow_bench())))
         return
-    from app.api_bench import report_api
-    from app.bench import API_RATE, report, run_bench
-    from app.model_quality import model_state_sizes, prequential_quality, report_models
-    from app.render_bench import measure_render_cost, report_render_cost
+    from app.tools.api_bench import report_api
+    from app.tools.bench import API_RATE, report, run_bench
+    from app.tools.model_quality import model_state_sizes, prequential_quality, report_models
+    from app.tools.render_bench import measure_render_cost, report_render_cost
 
     click.echo(report_render_cost(measure_render_cost()))
     quality = prequential_quality(users=2_000, events=100_000, seed=3)

@@ -10,21 +10,21 @@ from faust.web import Web
 
 from app.api import add_routes
 from app.settings import Settings
-from models.bandits import load_experiments
 from models.reco import ItemModel
-from streams.cache import StateCache
-from streams.clock import Clock
-from streams.content import EmailRenderer
-from streams.flowbook import FlowBook
-from streams.hotpath import HotPath
-from streams.item_model import MAX_SNAPSHOT_BYTES, SnapshotFeed, Trainer
-from streams.jobs import JobContext
-from streams.pipeline import BatchProcessor
-from streams.prediction_cache import PredictionCache
-from streams.segments import SegmentBook
-from streams.state import StatePolicy
-from streams.store import UserStore
-from streams.topics import ensure_topics
+from streams.core.clock import Clock
+from streams.core.content import EmailRenderer
+from streams.core.experiments import load_experiments
+from streams.core.flow_definitions import FlowBook
+from streams.core.jobs import JobContext
+from streams.core.processing import BatchProcessor
+from streams.core.segments import SegmentBook
+from streams.core.state import StatePolicy
+from streams.core.state_cache import StateCache
+from streams.kafka.hot_path import HotPath
+from streams.kafka.model_feed import MAX_SNAPSHOT_BYTES, SnapshotFeed, Trainer
+from streams.kafka.store import UserStore
+from streams.kafka.topics import ensure_topics
+from streams.serving.prediction_cache import PredictionCache
 
 MIB = 1024 * 1024
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from streams.errors import ConfigError
-from streams.governance import GovernancePolicy, QuietHours
+from streams.core.errors import ConfigError
+from streams.core.governance import GovernancePolicy, QuietHours
 
 SMTP_TLS_MODES = ("none", "starttls", "tls")
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}

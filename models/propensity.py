@@ -21,8 +21,7 @@ from typing import Any
 
 from river import linear_model, metrics, optim, preprocessing
 
-from streams.state import MILLIS_PER_DAY, UserState
-
+MILLIS_PER_DAY = 86_400_000
 HORIZON_MS = 7 * MILLIS_PER_DAY
 TARGETS = ("open", "click", "purchase")
 OUTCOME_OF = {"email_open": "open", "email_click": "click", "purchase": "purchase"}
@@ -37,42 +36,6 @@ FEATURES = (
     "cart_items",
     "mobile",
 )
-
-
-def features(state: UserState, now_ms: int) -> dict[str, float]:
-    """What the models see of a user: activity over the last 7 and 30 days, recency, habits."""
-    today = now_ms // MILLIS_PER_DAY
-    week: dict[str, int] = {}
-    month: dict[str, int] = {}
-    for day, counts in state.daily_counts.items():
-        age = today - int(day)
-        if 0 <= age < 30:
-            for event_type, n in counts.items():
-                month[event_type] = month.get(event_type, 0) + n
-                if age < 7:
-                    week[event_type] = week.get(event_type, 0) + n
-    x = {
-        f"{event_type}_{span}": math.log1p(counts.get(event_type, 0))
-        for span, counts in (("7d", week), ("30d", month))
-        for event_type in ACTIVITY
-    }
-    for name, last in (
-        ("days_since_open", state.last_email_open_ms),
-        ("days_since_click", state.last_email_click_ms),
-        ("days_since_purchase", state.last_seen_by_type.get("purchase")),
-        ("days_since_seen", state.last_seen_ms or None),
-    ):
-        days = (now_ms - last) / MILLIS_PER_DAY if last else RECENCY_CAP_DAYS
-        x[name] = min(max(days, 0.0), RECENCY_CAP_DAYS)
-    x["cart_items"] = float(len(state.cart["items"])) if state.cart else 0.0
-    x["mobile"] = 1.0 if state.traits.get("device") == "mobile" else 0.0
-    return x
-
-
-def open_probe(state: UserState, now_ms: int) -> dict[str, Any]:
-    # Kept in the user's state, so kept small: values only, in FEATURES order, rounded.
-    x = features(state, now_ms)
-    return {"at": now_ms, "x": [round(x[name], 3) for name in FEATURES], "y": []}
 
 
 def probe_features(probe: dict[str, Any]) -> dict[str, float]:

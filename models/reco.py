@@ -33,8 +33,6 @@ from models.bandits import BanditTrainer
 from models.popularity import Popularity, Product
 from models.propensity import PropensityTrainer, Scorer
 from models.send_time import HOURS_PER_WEEK
-from streams.events import Event
-from streams.state import UserState
 
 # A user's recent interactions, flat: [sku, weight, sku, weight, ...]. Flat because a
 # list per pair made every cached user state 20 containers bigger for the garbage
@@ -120,29 +118,6 @@ class TrainingBatch:
 
 
 DEFAULT_WEIGHTS = {"page_view": 1.0, "click": 2.0, "cart_add": 4.0, "purchase": 8.0}
-
-
-def interactions_of(event: Event, weights: dict[str, float]) -> list[tuple[Interaction, Product | None]]:
-    """The implicit feedback in one event, with the product's details where it carries them."""
-    weight = weights.get(event.type)
-    if weight is None:
-        return []
-    props = event.properties
-    if event.type == "cart_add":
-        items = [props["item"]]
-    elif event.type == "purchase":
-        items = props["items"]
-    else:
-        sku = props.get("sku")
-        return [(Interaction(event.user_id, sku, weight, event.timestamp_ms), None)] if isinstance(sku, str) else []
-    order_id = props.get("order_id") if event.type == "purchase" else None
-    return [
-        (
-            Interaction(event.user_id, item["sku"], weight, event.timestamp_ms, order_id),
-            Product(item["sku"], item["name"], item["category"], float(item["price"])),
-        )
-        for item in items
-    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,17 +341,6 @@ class ItemTrainer:
         basket.append(sku)
         if len(self._orders) > 10_000:  # baskets arrive together; old ones are complete
             del self._orders[next(iter(self._orders))]
-
-
-def bought_skus(state: UserState) -> list[str]:
-    """What the user bought recently, oldest first (bought-together rules start from these)."""
-    return [sku for purchase in state.recent_purchases for sku in purchase["skus"]]
-
-
-def owned_skus(state: UserState) -> frozenset[str]:
-    """What a user should not be offered: recent purchases and what is in their cart."""
-    in_cart = state.cart["items"] if state.cart else ()
-    return frozenset(bought_skus(state)) | frozenset(in_cart)
 
 
 def remember(history: History, interaction: Interaction, keep: int = HISTORY_KEPT) -> History:

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from streams.events import Event, validate_event
+from streams.core.events import Event, validate_event
 
 BASE_TS = 1_795_852_800_000  # 2026-11-28T08:00:00Z
 

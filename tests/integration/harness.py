@@ -25,10 +25,10 @@ from aiokafka.structs import ConsumerRecord
 
 from app.faust_app import build_processor, ensure_deployment_topics
 from app.settings import Settings
-from streams.clock import Clock
-from streams.pipeline import BatchResult, InputRecord
-from streams.state import UserState, decode_state, encode_state
-from streams.store import is_user_key
+from streams.core.clock import Clock
+from streams.core.processing import BatchResult, InputRecord
+from streams.core.state import UserState, decode_state, encode_state
+from streams.kafka.store import is_user_key
 from tests.factories import encoded, event_doc
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.events import validate_event
-from streams.jobs import format_time
+from streams.core.events import validate_event
+from streams.core.jobs import format_time
 from tests.integration.harness import (
     DelivererHarness,
     WorkerHarness,
@@ -23,7 +23,7 @@ from tests.integration.harness import (
     read_topic,
 )
 from tests.integration.smtp_server import RecordingHandler, smtp_server
-from tests.unit.test_delivery import job_doc
+from tests.unit.delivery.test_messages import job_doc
 
 pytestmark = pytest.mark.integration
 

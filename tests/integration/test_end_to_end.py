@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streams.flows import job_id
-from streams.topics import ensure_topics
+from streams.core.flow_engine import job_id
+from streams.kafka.topics import ensure_topics
 from tests.factories import encoded, event_doc
 from tests.integration.harness import (
     WorkerHarness,

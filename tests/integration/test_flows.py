@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from streams.jobs import format_time
+from streams.core.jobs import format_time
 from tests.factories import event_doc, item
 from tests.integration.harness import (
     DelivererHarness,

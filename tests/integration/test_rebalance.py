@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.generator import EventGenerator
+from app.tools.generator import EventGenerator
 from tests.integration.harness import (
     PARTITIONS,
     WorkerHarness,

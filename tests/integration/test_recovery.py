@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.generator import EventGenerator
+from app.tools.generator import EventGenerator
 from tests.integration.harness import (
     WorkerHarness,
     assert_durable_state_is_single_pass,

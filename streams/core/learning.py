@@ -1,0 +1,86 @@
+"""What the models learn from and are asked about, read off events and user state.
+
+`models/` knows nothing of events or user state; these functions turn them into the
+plain inputs the models take (interactions, feature vectors, sets of skus).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from models.popularity import Product
+from models.propensity import ACTIVITY, FEATURES, RECENCY_CAP_DAYS
+from models.reco import Interaction
+from streams.core.events import Event
+from streams.core.state import MILLIS_PER_DAY, UserState
+
+
+def interactions_of(event: Event, weights: dict[str, float]) -> list[tuple[Interaction, Product | None]]:
+    """The implicit feedback in one event, with the product's details where it carries them."""
+    weight = weights.get(event.type)
+    if weight is None:
+        return []
+    props = event.properties
+    if event.type == "cart_add":
+        items = [props["item"]]
+    elif event.type == "purchase":
+        items = props["items"]
+    else:
+        sku = props.get("sku")
+        return [(Interaction(event.user_id, sku, weight, event.timestamp_ms), None)] if isinstance(sku, str) else []
+    order_id = props.get("order_id") if event.type == "purchase" else None
+    return [
+        (
+            Interaction(event.user_id, item["sku"], weight, event.timestamp_ms, order_id),
+            Product(item["sku"], item["name"], item["category"], float(item["price"])),
+        )
+        for item in items
+    ]
+
+
+def bought_skus(state: UserState) -> list[str]:
+    """What the user bought recently, oldest first (bought-together rules start from these)."""
+    return [sku for purchase in state.recent_purchases for sku in purchase["skus"]]
+
+
+def owned_skus(state: UserState) -> frozenset[str]:
+    """What a user should not be offered: recent purchases and what is in their cart."""
+    in_cart = state.cart["items"] if state.cart else ()
+    return frozenset(bought_skus(state)) | frozenset(in_cart)
+
+
+def features(state: UserState, now_ms: int) -> dict[str, float]:
+    """What the models see of a user: activity over the last 7 and 30 days, recency, habits."""
+    today = now_ms // MILLIS_PER_DAY
+    week: dict[str, int] = {}
+    month: dict[str, int] = {}
+    for day, counts in state.daily_counts.items():
+        age = today - int(day)
+        if 0 <= age < 30:
+            for event_type, n in counts.items():
+                month[event_type] = month.get(event_type, 0) + n
+                if age < 7:
+                    week[event_type] = week.get(event_type, 0) + n
+    x = {
+        f"{event_type}_{span}": math.log1p(counts.get(event_type, 0))
+        for span, counts in (("7d", week), ("30d", month))
+        for event_type in ACTIVITY
+    }
+    for name, last in (
+        ("days_since_open", state.last_email_open_ms),
+        ("days_since_click", state.last_email_click_ms),
+        ("days_since_purchase", state.last_seen_by_type.get("purchase")),
+        ("days_since_seen", state.last_seen_ms or None),
+    ):
+        days = (now_ms - last) / MILLIS_PER_DAY if last else RECENCY_CAP_DAYS
+        x[name] = min(max(days, 0.0), RECENCY_CAP_DAYS)
+    x["cart_items"] = float(len(state.cart["items"])) if state.cart else 0.0
+    x["mobile"] = 1.0 if state.traits.get("device") == "mobile" else 0.0
+    return x
+
+
+def open_probe(state: UserState, now_ms: int) -> dict[str, Any]:
+    # Kept in the user's state, so kept small: values only, in FEATURES order, rounded.
+    x = features(state, now_ms)
+    return {"at": now_ms, "x": [round(x[name], 3) for name in FEATURES], "y": []}

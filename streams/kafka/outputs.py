@@ -1,0 +1,181 @@
+"""Publishing a batch's outputs (jobs, segment changes, dead letters) at most once per id.
+
+Every output goes to the partition numbered like the input partition it came from,
+carries its deterministic id (jobs and dead letters in a `tidemail.id` header, segment
+changes in their `change_id` field), and its topic's end offset is recorded in the
+partition checkpoint once the batch is durable. A new owner of a partition (after a
+crash or a rebalance) reads each output partition from the checkpointed offset to its
+end and remembers the ids found there: records that a lost batch already published
+are then not published a second time on replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from streams.core.jobs import format_time
+from streams.core.processing import BatchResult, DeadLetter
+from streams.core.segments import Transitions, change_id
+from streams.kafka.produce import NO_HEADERS, Record, send_grouped
+
+ID_HEADER = "tidemail.id"
+
+
+@dataclass(frozen=True, slots=True)
+class OutputTopics:
+    events: str
+    jobs: str
+    segment_changes: str
+    dead_letters: str
+
+    @property
+    def outputs(self) -> tuple[str, str, str]:
+        return (self.jobs, self.segment_changes, self.dead_letters)
+
+
+class OutputPublisher:
+    """Sends outputs, skipping ids already published past the partition's checkpoint."""
+
+    def __init__(self, producer: AIOKafkaProducer, bootstrap: str, topics: OutputTopics, max_record_bytes: int) -> None:
+        self._producer = producer
+        self._max_record_bytes = max_record_bytes
+        self._bootstrap = bootstrap
+        self._topics = topics
+        self._published: dict[int, set[str]] = {}
+        self._change_parts: dict[str, dict[str, bytes]] = {"entered": {}, "exited": {}}
+        self.suppressed = 0
+
+    async def recall(self, partition: int, since: dict[str, int]) -> None:
+        """Remember the ids already published to `partition` of each output topic after `since`."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, partition) for topic in self._topics.outputs]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            found: set[str] = set()
+            for tp in tps:
+                start = since.get(tp.topic, 0)
+                if start >= ends[tp]:
+                    continue
+                consumer.seek(tp, start)
+                while await consumer.position(tp) < ends[tp]:
+                    for record in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                        found.update(self._ids_in(tp.topic, record))
+            self._published[partition] = found
+        finally:
+            await consumer.stop()
+
+    def _ids_in(self, topic: str, record: ConsumerRecord[bytes, bytes]) -> list[str]:
+        if topic != self._topics.segment_changes:
+            return [v.decode() for k, v in record.headers if k == ID_HEADER]
+        try:
+            return [str(orjson.loads(record.value or b"")["change_id"])]
+        except (orjson.JSONDecodeError, KeyError, TypeError):  # not one of ours: nothing to skip on replay
+            return []
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self._published.pop(partition, None)
+
+    async def publish(self, result: BatchResult) -> dict[int, dict[str, int]]:
+        """Send and await every output; return per partition each output topic's next offset."""
+        ends: dict[int, dict[str, int]] = {}
+        for (topic, partition), end in (await send_grouped(self._producer, self.records(result))).items():
+            ends.setdefault(partition, {})[topic] = end
+        return ends
+
+    def records(self, result: BatchResult) -> dict[tuple[str, int], list[Record]]:
+        """Every output of `result` not yet published, by topic-partition, in order."""
+        grouped: dict[tuple[str, int], list[Record]] = {}
+        self._add_jobs(result, grouped)
+        self._add_segment_changes(result.segment_transitions, grouped)
+        for dead in result.dead_letters:
+            self._add_dead_letter(dead, grouped)
+        return grouped
+
+    def _is_published(self, partition: int, output_id: str) -> bool:
+        published = self._published.get(partition)
+        if published and output_id in published:
+            self.suppressed += 1
+            return True
+        return False
+
+    def _add_jobs(self, result: BatchResult, grouped: dict[tuple[str, int], list[Record]]) -> None:
+        topic = self._topics.jobs
+        for job in result.jobs:
+            job_id = job["job_id"]
+            trigger = result.job_triggers[job_id]
+            if self._is_published(trigger.partition, job_id):
+                continue
+            value = orjson.dumps(job)
+            if len(value) > self._max_record_bytes:
+                reason = f"job {job_id} is {len(value)} bytes; Kafka takes {self._max_record_bytes}"
+                # Part of the batch's result, so it is counted and logged like every dead letter.
+                result.dead_letters.append(DeadLetter(trigger, "job_too_large", reason))
+                continue
+            record = (job["user_id"].encode(), value, [(ID_HEADER, job_id.encode())])
+            grouped.setdefault((topic, trigger.partition), []).append(record)
+
+    def _add_segment_changes(
+        self, transitions: list[tuple[int, Transitions]], grouped: dict[tuple[str, int], list[Record]]
+    ) -> None:
+        # Segment changes are most of a busy batch's outputs (a new user enters a dozen
+        # segments at once), so a record is put together from parts encoded once: what the
+        # changes of one evaluation share, and what each segment and direction adds.
+        topic = self._topics.segment_changes
+        for partition, moved in transitions:
+            records = grouped.setdefault((topic, partition), [])
+            evaluation = moved.evaluation_id
+            opening = b'{"change_id":"%s' % evaluation.encode()
+            key = moved.user_id.encode()
+            # `{"user_id": ..., "definition_version": ...}` less its opening brace.
+            shared = orjson.dumps(
+                {
+                    "user_id": moved.user_id,
+                    "at": format_time(moved.at_ms),
+                    "cause": moved.cause,
+                    "definition_version": moved.definition_version,
+                }
+            )[1:]
+            # Ids are built and checked only where a new owner recalled outputs.
+            published = self._published.get(partition)
+            for change, segments in moved.by_change():
+                parts = self._change_parts[change]
+                for segment in segments:
+                    if published and self._is_published(partition, change_id(evaluation, segment, change)):
+                        continue
+                    part = parts.get(segment) or self._change_part(change, segment)
+                    # No header: the value has the id, and a header costs ~2 us a record to write.
+                    records.append((key, opening + part + shared, NO_HEADERS))
+
+    def _change_part(self, change: str, segment: str) -> bytes:
+        """What one segment and direction add to a change record: the end of its id, `segment`, `change`."""
+        id_end = orjson.dumps(change_id("", segment, change))[1:]
+        part = b'%s,"segment":%s,"change":"%s",' % (id_end, orjson.dumps(segment), change.encode())
+        self._change_parts[change][segment] = part
+        return part
+
+    def _add_dead_letter(self, dead: DeadLetter, grouped: dict[tuple[str, int], list[Record]]) -> None:
+        source = dead.record
+        # A timer firing has no offset (-1); its record names the user and the instant.
+        origin = str(source.offset) if source.offset >= 0 else f"{(source.key or b'').decode()}@{source.timestamp_ms}"
+        output_id = f"{source.partition}:{origin}:{dead.kind}"
+        if self._is_published(source.partition, output_id):
+            return
+        headers = [
+            (ID_HEADER, output_id.encode()),
+            ("tidemail.kind", dead.kind.encode()),
+            ("tidemail.reason", dead.reason.encode()),
+            ("tidemail.source.topic", self._topics.events.encode()),
+            ("tidemail.source.partition", str(source.partition).encode()),
+            ("tidemail.source.offset", str(source.offset).encode()),
+        ]
+        # The original bytes travel unchanged so a fixed record can be replayed as it was.
+        grouped.setdefault((self._topics.dead_letters, source.partition), []).append(
+            (source.key, source.value, headers)
+        )

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.settings import Settings
+from streams.core.errors import ConfigError
+
+
+def test_defaults_suit_a_local_run() -> None:
+    settings = Settings.from_env({})
+    assert settings.kafka_bootstrap == "127.0.0.1:9092"
+    assert settings.events_topic == "tidemail.events"
+
+
+def test_environment_overrides_are_typed() -> None:
+    settings = Settings.from_env(
+        {"TIDEMAIL_PARTITIONS": "4", "TIDEMAIL_DATA_DIR": "/tmp/x", "TIDEMAIL_INTEREST_HALF_LIFE_DAYS": "7.5"}
+    )
+    assert settings.partitions == 4
+    assert settings.data_dir == Path("/tmp/x")
+    assert settings.interest_half_life_days == 7.5
+
+
+def test_bad_values_name_the_variable() -> None:
+    with pytest.raises(ConfigError, match="TIDEMAIL_PARTITIONS must be a whole number; got 'many'"):
+        Settings.from_env({"TIDEMAIL_PARTITIONS": "many"})
+    with pytest.raises(ConfigError, match="TIDEMAIL_PARTITIONS must be at least 1; got 0"):
+        Settings.from_env({"TIDEMAIL_PARTITIONS": "0"})
+
+
+def test_secrets_do_not_leak_into_repr() -> None:
+    settings = Settings.from_env({"TIDEMAIL_UNSUBSCRIBE_SECRET": "hunter2"})
+    assert "hunter2" not in repr(settings)
+    assert settings.unsubscribe_secret.reveal() == "hunter2"

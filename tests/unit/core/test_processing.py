@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.settings import Settings
+from models.reco import DEFAULT_WEIGHTS, ItemModel
+from streams.core.content import EmailRenderer
+from streams.core.flow_definitions import FlowBook
+from streams.core.flow_engine import job_id
+from streams.core.governance import GovernancePolicy
+from streams.core.jobs import JobContext
+from streams.core.processing import BatchProcessor, InputRecord
+from streams.core.segments import SegmentBook
+from streams.core.state import StatePolicy, UserState
+from tests.factories import BASE_TS, encoded, event_doc
+
+# Generous caps and no quiet hours: tests of governance set their own.
+OPEN_GOVERNANCE = GovernancePolicy(cap_24h=100, cap_7d=100, quiet_hours=None)
+CONTEXT = JobContext("Shop", "https://shop", "1 Street", "https://unsub", b"secret", 14.0)
+
+
+def processor(
+    templates: Path | None = None,
+    renderer: EmailRenderer | None = None,
+    segments: SegmentBook | None = None,
+    flows_yaml: str | None = None,
+    governance: GovernancePolicy = OPEN_GOVERNANCE,
+    clock_ms: Callable[[], int] = lambda: BASE_TS,
+) -> BatchProcessor:
+    """A processor with the shipped definitions, or the given ones; governance lets all through."""
+    settings = Settings()
+    renderer = renderer or EmailRenderer(templates or settings.templates_dir, defaults={"brand": "Shop"})
+    segments = segments or SegmentBook.load(settings.segments_file)
+    templates_known, segment_names = set(renderer.versions), set(segments.by_name)
+    experiment_names = {"welcome_preheader", "winback_subject"}
+    flows = (
+        FlowBook.from_yaml(flows_yaml, "test", templates_known, experiment_names, segment_names)
+        if flows_yaml is not None
+        else FlowBook.load(settings.flows_file, templates_known, experiment_names, segment_names)
+    )
+    return BatchProcessor(
+        StatePolicy(),
+        renderer,
+        CONTEXT,
+        segments,
+        max_event_bytes=4_096,
+        clock_ms=clock_ms,
+        reco_weights=DEFAULT_WEIGHTS,
+        item_model=ItemModel.empty(4),
+        experiments={},
+        flows=flows,
+        governance=governance,
+    )
+
+
+def record(offset: int, doc: dict[str, Any] | bytes, key: bytes | None = None, partition: int = 0) -> InputRecord:
+    value = doc if isinstance(doc, bytes) else encoded(doc)
+    user = key if key is not None else (doc["user_id"].encode() if isinstance(doc, dict) else b"x")
+    return InputRecord(partition, offset, user, value, BASE_TS)
+
+
+class Store:
+    """A dict standing in for RocksDB: what a batch wrote is what the next batch loads."""
+
+    def __init__(self) -> None:
+        self.states: dict[tuple[int, str], UserState] = {}
+
+    def load(self, partition: int, user_id: str) -> UserState | None:
+        return self.states.get((partition, user_id))
+
+    def save(self, result: Any) -> None:
+        for partition, states in result.states.items():
+            for user_id, state in states.items():
+                self.states[(partition, user_id)] = state
+
+
+def signup(user: str, **context: Any) -> dict[str, Any]:
+    doc = event_doc("signup", user)
+    doc["context"] = {"email": f"{user}@example.com", "first_name": "Ann", **context}
+    return doc
+
+
+def test_signup_emits_one_deterministic_welcome_job() -> None:
+    result = processor().process({0: [record(0, signup("u1"))]}, Store().load)
+    [job] = result.jobs
+    assert job["job_id"] == job_id("welcome", 1, "u1", "u1")
+    assert job["to"] == "u1@example.com"
+    assert job["subject"] == "Welcome to Shop, Ann!"
+    assert job["trigger_event_id"] == "signup-u1-" + str(BASE_TS)
+    assert {"html", "text", "preheader", "template_version", "send_at", "created_at"} <= set(job)
+    assert result.states[0]["u1"].applied_offset == 0
+
+
+def test_bad_records_are_dead_lettered_and_neighbours_still_processed() -> None:
+    batch = [
+        record(0, event_doc("click", "u1", event_id="a")),
+        record(1, b"{broken", key=b"u1"),
+        record(2, event_doc("click", "u2"), key=b"not-u2"),
+        record(3, b"x" * 5_000, key=b"u1"),
+        record(4, event_doc("click", "u1", event_id="b")),
+    ]
+    result = processor().process({0: batch}, Store().load)
+    assert [(d.record.offset, d.kind) for d in result.dead_letters] == [
+        (1, "invalid_event"),
+        (2, "invalid_event"),
+        (3, "invalid_event"),
+    ]
+    assert "message is 5000 bytes; the limit is 4096" in result.dead_letters[2].reason
+    assert result.states[0]["u1"].counts == {"click": 2}
+    assert result.last_offsets == {0: 4}
+
+
+def test_replayed_offsets_and_redelivered_ids_apply_once() -> None:
+    store = Store()
+    proc = processor()
+    first = proc.process({0: [record(0, signup("u1")), record(1, event_doc("click", "u1"))]}, store.load)
+    store.save(first)
+    # A restart replays offsets 0..1, and the producer also retried the click at offset 2.
+    again = proc.process(
+        {0: [record(0, signup("u1")), record(1, event_doc("click", "u1")), record(2, event_doc("click", "u1"))]},
+        store.load,
+    )
+    assert again.skipped == {"replayed": 2, "duplicate": 1}
+    assert again.jobs == []
+    assert again.states[0]["u1"].counts == {"signup": 1, "click": 1}
+    assert again.states[0]["u1"].applied_offset == 2
+
+
+def test_second_signup_sends_no_second_welcome() -> None:
+    result = processor().process(
+        {0: [record(0, signup("u1")), record(1, {**signup("u1"), "event_id": "again"})]}, Store().load
+    )
+    assert len(result.jobs) == 1
+
+
+def test_user_without_address_is_dead_lettered_but_state_kept() -> None:
+    doc = event_doc("signup", "u1")
+    result = processor().process({0: [record(0, doc)]}, Store().load)
+    assert result.jobs == []
+    [dead] = result.dead_letters
+    assert dead.kind == "undeliverable" and "has no email address" in dead.reason
+    assert result.governance == {"no_address": 1}
+    assert result.states[0]["u1"].signed_up_ms == BASE_TS
+
+
+def test_unsubscribed_user_gets_no_job() -> None:
+    batch = [record(0, event_doc("unsubscribe", "u1")), record(1, signup("u1"))]
+    result = processor().process({0: batch}, Store().load)
+    assert result.jobs == []
+    assert result.governance == {"unsubscribed": 1}
+
+
+def test_render_failure_is_dead_lettered_with_template_and_other_users_unaffected(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(Settings().templates_dir, templates)
+    (templates / "emails/welcome/subject.txt.j2").write_text("{{ first_name | int // 0 }}")
+    result = processor(templates).process(
+        {0: [record(0, signup("u1")), record(1, event_doc("click", "u2"))]}, Store().load
+    )
+    [dead] = result.dead_letters
+    assert dead.kind == "render_failed" and "template 'welcome'" in dead.reason
+    assert set(result.states[0]) == {"u1", "u2"}
+
+
+def test_a_bug_in_processing_costs_one_event_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    import streams.core.processing as pipeline
+
+    real_apply = pipeline.apply
+
+    def flaky_apply(state: UserState, event: Any, policy: StatePolicy) -> UserState:
+        if event.user_id == "u2":
+            raise KeyError("boom")
+        return real_apply(state, event, policy)
+
+    monkeypatch.setattr(pipeline, "apply", flaky_apply)
+    result = processor().process(
+        {0: [record(0, event_doc("click", "u2")), record(1, event_doc("click", "u1"))]}, Store().load
+    )
+    [dead] = result.dead_letters
+    assert dead.kind == "internal_error" and "KeyError" in dead.reason
+    assert list(result.states[0]) == ["u1"]
