@@ -90,8 +90,8 @@ def model_state_sizes(users: int, events: int, seed: int) -> StateSizes:
 
     from app.faust_app import build_processor
     from app.settings import Settings
+    from streams.core.batch import InputRecord
     from streams.core.clock import Clock
-    from streams.core.processing import InputRecord
     from streams.core.state import UserState
 
     processor = build_processor(Settings.from_env(), Clock())
@@ -102,7 +102,7 @@ def model_state_sizes(users: int, events: int, seed: int) -> StateSizes:
         batch.append(InputRecord(0, offset, key, value, 0))
         if len(batch) == 2_000:
             result = processor.process({0: batch}, lambda _, user: states.get(user))
-            states.update(result.states.get(0, {}))
+            states.update(result.changes.states.get(0, {}))
             trainer.learn_batch(result.training, 0)
             processor.item_model = trainer.snapshot()
             batch = []

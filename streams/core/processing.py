@@ -10,7 +10,6 @@ import logging
 import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -18,9 +17,10 @@ import orjson
 from models import propensity
 from models.bandits import HOLDOUT, REWARD_EVENTS, Experiment, posteriors_of
 from models.popularity import Product
-from models.reco import Interaction, ItemModel, TrainingBatch, recommend, remember
+from models.reco import Interaction, ItemModel, recommend, remember
 from models.send_time import add_engagement, best_send_time, hour_of_week
 from streams.core import learning
+from streams.core.batch import BatchResult, DeadLetter, InputRecord
 from streams.core.content import EmailRenderer, RenderedEmail
 from streams.core.errors import InvalidEvent, RenderError
 from streams.core.events import Event, parse_event
@@ -46,58 +46,6 @@ QUALITY_K = 10
 # One in this many clicks and purchases is predicted: ranking costs ~40 us, and a fixed
 # sample (by event id, so replays agree) measures the same hit-rate at a sixteenth the cost.
 QUALITY_SAMPLE = 16
-
-
-# Not frozen, like Event: one is built per consumed record.
-@dataclass(slots=True)
-class InputRecord:
-    """One consumed message, stripped to what processing needs."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A record that could not be (fully) processed, with the reason it is parked."""
-
-    record: InputRecord
-    kind: str
-    reason: str
-
-
-@dataclass(slots=True)
-class BatchResult:
-    """What one batch changed; the hot path makes all of it durable before moving on."""
-
-    states: dict[int, dict[str, UserState]] = field(default_factory=dict)
-    jobs: list[dict[str, Any]] = field(default_factory=list)
-    job_triggers: dict[str, InputRecord] = field(default_factory=dict)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    last_offsets: dict[int, int] = field(default_factory=dict)
-    # What each evaluation that moved a user published, with the user's partition.
-    segment_transitions: list[tuple[int, Transitions]] = field(default_factory=list)
-    # Timer index entries `(due_ms, user_id)` to add and to remove, per partition.
-    timer_additions: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
-    timer_removals: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
-    # How many users entered and exited each segment, by (partition, "entered" | "exited"):
-    # derived from `segment_transitions` once the batch is processed (see `count_moves`).
-    segment_moves: dict[tuple[int, str], Counter[str]] = field(default_factory=dict)
-    # What the trainer learns from this batch: interactions, opens and clicks by local hour,
-    # propensity examples, experiment sends and rewards ([kind, experiment, variant, event, first]).
-    training: TrainingBatch = field(default_factory=TrainingBatch)
-    # Prequential recommender quality: predictions made, and hits of each recommender.
-    reco_quality: Counter[str] = field(default_factory=Counter)
-    timer_lateness_ms: int = 0
-    applied_by_type: Counter[str] = field(default_factory=Counter)
-    skipped: Counter[str] = field(default_factory=Counter)
-    # Governance decisions on the jobs flows asked for (`allowed`, `unsubscribed`, `capped_24h`, ...).
-    governance: Counter[str] = field(default_factory=Counter)
-    # Flow run transitions by `flow:what` (entered, goal, completed, superseded, ...).
-    flow_transitions: Counter[str] = field(default_factory=Counter)
 
 
 class BatchProcessor:
@@ -145,17 +93,17 @@ class BatchProcessor:
         result = BatchResult()
         for partition, records in batch.items():
             self._process_partition(partition, records, load, result)
-        result.segment_moves = count_moves(result.segment_transitions)
+        result.changes.segment_moves = count_moves(result.outputs.segment_transitions)
         return result
 
     def _process_partition(
         self, partition: int, records: Sequence[InputRecord], load: StateLoader, result: BatchResult
     ) -> None:
-        changed = result.states.setdefault(partition, {})
+        changed = result.changes.states.setdefault(partition, {})
         for record in records:
             self._process_record(record, changed, load, result)
         if records:
-            result.last_offsets[partition] = records[-1].offset
+            result.changes.last_offsets[partition] = records[-1].offset
         for user_id, state in changed.items():
             self._index_next_check(partition, user_id, state, result)
 
@@ -166,7 +114,7 @@ class BatchProcessor:
         now_ms = self._clock_ms()
         for partition, entries in due.items():
             self._fire_partition(partition, entries, now_ms, load, result)
-        result.segment_moves = count_moves(result.segment_transitions)
+        result.changes.segment_moves = count_moves(result.outputs.segment_transitions)
         return result
 
     def _fire_partition(
@@ -177,8 +125,8 @@ class BatchProcessor:
         load: StateLoader,
         result: BatchResult,
     ) -> None:
-        changed = result.states.setdefault(partition, {})
-        removals = result.timer_removals.setdefault(partition, [])
+        changed = result.changes.states.setdefault(partition, {})
+        removals = result.changes.timer_removals.setdefault(partition, [])
         for due_ms, user_id in due:
             removals.append((due_ms, user_id))
             state = changed.get(user_id) or load(partition, user_id)
@@ -193,7 +141,7 @@ class BatchProcessor:
                 state = self._on_time(state, now_ms, timer, result)
             except Exception as e:  # as on the event path: one user's timer, not the worker
                 log.exception("timer of user %s failed", user_id)
-                result.dead_letters.append(DeadLetter(timer, "internal_error", f"{type(e).__name__}: {e}"))
+                result.outputs.dead_letters.append(DeadLetter(timer, "internal_error", f"{type(e).__name__}: {e}"))
                 continue
             changed[user_id] = state
             self._index_next_check(partition, user_id, state, result)
@@ -202,10 +150,10 @@ class BatchProcessor:
         requests: list[JobRequest] = []
         due = [t for t in (state.next_check_ms, self.flows.next_due(state)) if t is not None and t <= now_ms]
         if due:
-            result.timer_lateness_ms = max(result.timer_lateness_ms, now_ms - min(due))
+            result.counts.timer_lateness_ms = max(result.counts.timer_lateness_ms, now_ms - min(due))
         if state.next_check_ms is not None and state.next_check_ms <= now_ms:
             state = self._catch_up(state, now_ms, timer.partition, result, requests)
-        requests += self.flows.fire_due(state, now_ms, result.flow_transitions)
+        requests += self.flows.fire_due(state, now_ms, result.counts.flow_transitions)
         self._close_due_probe(state, now_ms, result)
         for request in requests:
             self._emit(request, state, timer, result)
@@ -229,7 +177,7 @@ class BatchProcessor:
         due = min((t for t in instants if t is not None), default=None)
         if due is not None and (state.indexed_due_ms is None or due < state.indexed_due_ms):
             state.indexed_due_ms = due
-            result.timer_additions.setdefault(partition, []).append((due, user_id))
+            result.changes.timer_additions.setdefault(partition, []).append((due, user_id))
 
     def _catch_up(
         self, state: UserState, now_ms: int, partition: int, result: BatchResult, requests: list[JobRequest]
@@ -245,7 +193,7 @@ class BatchProcessor:
             current = self._with_evaluation(current, evaluation, partition, result)
             entered = self.flows.triggers_among(evaluation.transitions)
             if entered:
-                requests += self.flows.on_entered(current, entered, due, "clock", result.flow_transitions)
+                requests += self.flows.on_entered(current, entered, due, "clock", result.counts.flow_transitions)
         return current
 
     def _with_evaluation(
@@ -254,7 +202,7 @@ class BatchProcessor:
         state.segments = evaluation.segments
         state.next_check_ms = evaluation.next_check_ms
         if evaluation.transitions is not None:
-            result.segment_transitions.append((partition, evaluation.transitions))
+            result.outputs.segment_transitions.append((partition, evaluation.transitions))
         return state
 
     def _learn_interactions(
@@ -271,9 +219,9 @@ class BatchProcessor:
             popular = [sku for sku in self.item_model.popular[: QUALITY_K + len(owned)] if sku not in owned]
             for interaction, _ in interactions:
                 if interaction.sku not in owned:
-                    result.reco_quality["predictions"] += 1
-                    result.reco_quality["model"] += interaction.sku in picks
-                    result.reco_quality["popular"] += interaction.sku in popular[:QUALITY_K]
+                    result.counts.reco_quality["predictions"] += 1
+                    result.counts.reco_quality["model"] += interaction.sku in picks
+                    result.counts.reco_quality["popular"] += interaction.sku in popular[:QUALITY_K]
         history = before.recent_interactions
         for interaction, product in interactions:
             history = remember(history, interaction)
@@ -286,18 +234,18 @@ class BatchProcessor:
         try:
             event = parse_event(record.value, record.key, self._max_event_bytes)
         except InvalidEvent as e:
-            result.dead_letters.append(DeadLetter(record, "invalid_event", str(e)))
+            result.outputs.dead_letters.append(DeadLetter(record, "invalid_event", str(e)))
             return
         state = changed.get(event.user_id) or load(record.partition, event.user_id) or UserState(event.user_id)
         if record.offset <= state.applied_offset:
             # Already applied before a restart; the user's state remembers how far it got.
-            result.skipped["replayed"] += 1
+            result.counts.skipped["replayed"] += 1
             return
         try:
             new_state = self._transition(state, event, record, result)
         except Exception as e:  # a bug in our own logic must cost one event, not the worker
             log.exception("processing event %s of user %s failed", event.event_id, event.user_id)
-            result.dead_letters.append(DeadLetter(record, "internal_error", f"{type(e).__name__}: {e}"))
+            result.outputs.dead_letters.append(DeadLetter(record, "internal_error", f"{type(e).__name__}: {e}"))
             return
         new_state.applied_offset = record.offset
         changed[event.user_id] = new_state
@@ -305,9 +253,9 @@ class BatchProcessor:
     def _transition(self, state: UserState, event: Event, record: InputRecord, result: BatchResult) -> UserState:
         applied = apply(state, event, self._policy)
         if applied is state:
-            result.skipped["duplicate"] += 1
+            result.counts.skipped["duplicate"] += 1
             return state.copy()
-        result.applied_by_type[event.type] += 1
+        result.counts.applied_by_type[event.type] += 1
         interactions = interactions_of(event, self._reco_weights)
         if interactions:
             applied.recent_interactions = self._learn_interactions(state, event, interactions, result)
@@ -333,8 +281,8 @@ class BatchProcessor:
         entered = flows.triggers_among(evaluation.transitions)
         if applied.flow_runs or event.type in flows.book.by_trigger_event or entered:
             # Waits that ended before this event run out first; their steps see the state after it.
-            requests = flows.fire_due(applied, event.timestamp_ms - 1, result.flow_transitions)
-            requests += flows.on_event(applied, event, entered, result.flow_transitions)
+            requests = flows.fire_due(applied, event.timestamp_ms - 1, result.counts.flow_transitions)
+            requests += flows.on_event(applied, event, entered, result.counts.flow_transitions)
             for request in requests:
                 self._emit(request, applied, record, result)
         return applied
@@ -343,23 +291,23 @@ class BatchProcessor:
         """Govern, assign a variant, render and queue one job; count whatever stops it."""
         decision = decide(state, request, self._governance, lambda: self._best_hour(state))
         if not decision.allowed:
-            result.governance[decision.outcome] += 1
+            result.counts.governance[decision.outcome] += 1
             if decision.outcome == "no_address":
                 # Missing user data, unlike an opt-out: someone should look at it.
                 reason = (
                     f"cannot send {request.flow!r} step {request.step}: user {state.user_id!r} has no email address"
                 )
-                result.dead_letters.append(DeadLetter(trigger, "undeliverable", reason))
+                result.outputs.dead_letters.append(DeadLetter(trigger, "undeliverable", reason))
             return
         the_job_id = job_id(request.flow, request.step, state.user_id, request.trigger_key)
         experiment = self.experiments.get(request.experiment) if request.experiment else None
         variant = self._assign_variant(experiment, request, state, the_job_id, result) if experiment else None
         if variant == HOLDOUT:
-            result.governance["held_out"] += 1
+            result.counts.governance["held_out"] += 1
             return
-        result.governance["allowed"] += 1
+        result.counts.governance["allowed"] += 1
         if decision.delayed:
-            result.governance["delayed_quiet_hours"] += 1
+            result.counts.governance["delayed_quiet_hours"] += 1
         try:
             job = build_job(
                 request,
@@ -374,11 +322,11 @@ class BatchProcessor:
                 variant,
             )
         except RenderError as e:
-            result.dead_letters.append(DeadLetter(trigger, "render_failed", str(e)))
+            result.outputs.dead_letters.append(DeadLetter(trigger, "render_failed", str(e)))
             return
         record_send(state, request, decision)
-        result.jobs.append(job)
-        result.job_triggers[job["job_id"]] = trigger
+        result.outputs.jobs.append(job)
+        result.outputs.job_triggers[job["job_id"]] = trigger
 
     def _assign_variant(
         self, experiment: Experiment, request: JobRequest, state: UserState, the_job_id: str, result: BatchResult

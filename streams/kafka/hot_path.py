@@ -33,8 +33,9 @@ from mode import Service
 
 from models.bandits import REWARD_EVENTS
 from streams import metrics
+from streams.core.batch import BatchResult, InputRecord
 from streams.core.clock import Clock
-from streams.core.processing import BatchProcessor, BatchResult, InputRecord
+from streams.core.processing import BatchProcessor
 from streams.core.state import UserState, decode_state, encode_state
 from streams.core.state_cache import StateCache
 from streams.kafka.outputs import OutputPublisher, OutputTopics
@@ -230,7 +231,7 @@ class HotPath(Service):
                     continue
                 self._failures_in_a_row = 0
                 metrics.TIMER_USERS.inc(sum(len(entries) for entries in due.values()))
-                metrics.TIMER_LATENESS.observe(result.timer_lateness_ms / 1000)
+                metrics.TIMER_LATENESS.observe(result.counts.timer_lateness_ms / 1000)
                 self._record_outputs(result, time.perf_counter() - started)
 
     async def _recover_from_failed_batch(self) -> None:
@@ -282,7 +283,7 @@ class HotPath(Service):
         # Counted before the commit, so whoever sees the offsets committed sees the counts.
         self._record_outputs(result, time.perf_counter() - started)
         await self._consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
-        changed_users = [user for states in result.states.values() for user in states]
+        changed_users = [user for states in result.changes.states.values() for user in states]
         for listener in self.on_users_changed:
             await listener(changed_users)
         self._record_consumption(fetched)
@@ -291,12 +292,12 @@ class HotPath(Service):
         output_ends, _ = await asyncio.gather(self._publisher.publish(result), self._publish_training(result))
         checkpoints = {
             partition: self._checkpoints.get(partition, Checkpoint(None, {})).advanced(
-                result.last_offsets.get(partition), output_ends.get(partition, {})
+                result.changes.last_offsets.get(partition), output_ends.get(partition, {})
             )
-            for partition in {*result.last_offsets, *output_ends}
+            for partition in {*result.changes.last_offsets, *output_ends}
         }
         deltas: dict[int, Counter[str]] = {}
-        for (partition, change), counts in result.segment_moves.items():
+        for (partition, change), counts in result.changes.segment_moves.items():
             delta = deltas.setdefault(partition, Counter())
             if change == "entered":
                 delta.update(counts)
@@ -313,7 +314,7 @@ class HotPath(Service):
         if sizes:
             self.segment_sizes.update(sizes)
             self._export_sizes()
-        for partition, states in result.states.items():
+        for partition, states in result.changes.states.items():
             for user_id, state in states.items():
                 self._cache.put(partition, user_id, state)
 
@@ -337,13 +338,13 @@ class HotPath(Service):
     ) -> dict[int, dict[bytes, bytes | None]]:
         """Per partition, every key this batch changes: states, timer index moves, sizes, checkpoint."""
         items: dict[int, dict[bytes, bytes | None]] = {}
-        for partition, states in result.states.items():
+        for partition, states in result.changes.states.items():
             items[partition] = {user_id.encode(): encode_state(state) for user_id, state in states.items()}
-        for partition, entries in result.timer_removals.items():
+        for partition, entries in result.changes.timer_removals.items():
             part = items.setdefault(partition, {})
             for due_ms, user_id in entries:
                 part[timer_key(due_ms, user_id)] = None
-        for partition, entries in result.timer_additions.items():
+        for partition, entries in result.changes.timer_additions.items():
             part = items.setdefault(partition, {})
             for due_ms, user_id in entries:
                 part[timer_key(due_ms, user_id)] = b""
@@ -384,13 +385,13 @@ class HotPath(Service):
             metrics.SEGMENT_SIZE.labels(name).set(size)
 
     def _record_outputs(self, result: BatchResult, seconds: float) -> None:
-        for event_type, n in result.applied_by_type.items():
+        for event_type, n in result.counts.applied_by_type.items():
             metrics.EVENTS_APPLIED.labels(event_type).inc(n)
-        for reason, n in result.skipped.items():
+        for reason, n in result.counts.skipped.items():
             metrics.EVENTS_SKIPPED.labels(reason).inc(n)
-        for decision, n in result.governance.items():
+        for decision, n in result.counts.governance.items():
             metrics.GOVERNANCE_DECISIONS.labels(decision).inc(n)
-        for transition, n in result.flow_transitions.items():
+        for transition, n in result.counts.flow_transitions.items():
             flow, what = transition.split(":", 1)
             metrics.FLOW_TRANSITIONS.labels(flow, what).inc(n)
         experiment_outcomes = Counter(
@@ -399,27 +400,27 @@ class HotPath(Service):
         )
         for (experiment, variant, outcome), n in experiment_outcomes.items():
             metrics.EXPERIMENT_OUTCOMES.labels(experiment, variant, outcome).inc(n)
-        for dead in result.dead_letters:
+        for dead in result.outputs.dead_letters:
             metrics.DEAD_LETTERS.labels(dead.kind).inc()
             log.warning(
                 "dead-lettered p%d@%d (%s): %s", dead.record.partition, dead.record.offset, dead.kind, dead.reason
             )
-        for job in result.jobs:
+        for job in result.outputs.jobs:
             metrics.JOBS_EMITTED.labels(job["flow"]).inc()
         # Summed over partitions first: a labelled child lookup costs microseconds.
         changes: Counter[tuple[str, str]] = Counter()
-        for (_, change), counts in result.segment_moves.items():
+        for (_, change), counts in result.changes.segment_moves.items():
             for segment, n in counts.items():
                 changes[(segment, change)] += n
         for (segment, change), n in changes.items():
             metrics.SEGMENT_CHANGES.labels(segment, change).inc(n)
         metrics.BATCH_SECONDS.observe(seconds)
         metrics.CACHED_USERS.set(len(self._cache))
-        if result.reco_quality:
-            self.reco_quality.update(result.reco_quality)
-            metrics.RECO_PREDICTIONS.inc(result.reco_quality["predictions"])
+        if result.counts.reco_quality:
+            self.reco_quality.update(result.counts.reco_quality)
+            metrics.RECO_PREDICTIONS.inc(result.counts.reco_quality["predictions"])
             for recommender in ("model", "popular"):
-                metrics.RECO_HITS.labels(recommender).inc(result.reco_quality[recommender])
+                metrics.RECO_HITS.labels(recommender).inc(result.counts.reco_quality[recommender])
 
     def _record_consumption(self, fetched: dict[TopicPartition, Any]) -> None:
         count = sum(len(records) for records in fetched.values())

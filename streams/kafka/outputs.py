@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from streams.core.batch import BatchResult, DeadLetter
 from streams.core.jobs import format_time
-from streams.core.processing import BatchResult, DeadLetter
 from streams.core.segments import Transitions, change_id
 from streams.kafka.produce import NO_HEADERS, Record, send_grouped
 
@@ -93,8 +93,8 @@ class OutputPublisher:
         """Every output of `result` not yet published, by topic-partition, in order."""
         grouped: dict[tuple[str, int], list[Record]] = {}
         self._add_jobs(result, grouped)
-        self._add_segment_changes(result.segment_transitions, grouped)
-        for dead in result.dead_letters:
+        self._add_segment_changes(result.outputs.segment_transitions, grouped)
+        for dead in result.outputs.dead_letters:
             self._add_dead_letter(dead, grouped)
         return grouped
 
@@ -107,16 +107,16 @@ class OutputPublisher:
 
     def _add_jobs(self, result: BatchResult, grouped: dict[tuple[str, int], list[Record]]) -> None:
         topic = self._topics.jobs
-        for job in result.jobs:
+        for job in result.outputs.jobs:
             job_id = job["job_id"]
-            trigger = result.job_triggers[job_id]
+            trigger = result.outputs.job_triggers[job_id]
             if self._is_published(trigger.partition, job_id):
                 continue
             value = orjson.dumps(job)
             if len(value) > self._max_record_bytes:
                 reason = f"job {job_id} is {len(value)} bytes; Kafka takes {self._max_record_bytes}"
                 # Part of the batch's result, so it is counted and logged like every dead letter.
-                result.dead_letters.append(DeadLetter(trigger, "job_too_large", reason))
+                result.outputs.dead_letters.append(DeadLetter(trigger, "job_too_large", reason))
                 continue
             record = (job["user_id"].encode(), value, [(ID_HEADER, job_id.encode())])
             grouped.setdefault((topic, trigger.partition), []).append(record)

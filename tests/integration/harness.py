@@ -25,8 +25,8 @@ from aiokafka.structs import ConsumerRecord
 
 from app.faust_app import build_processor, ensure_deployment_topics
 from app.settings import Settings
+from streams.core.batch import BatchResult, InputRecord
 from streams.core.clock import Clock
-from streams.core.processing import BatchResult, InputRecord
 from streams.core.state import UserState, decode_state, encode_state
 from streams.kafka.store import is_user_key
 from tests.factories import encoded, event_doc
@@ -345,7 +345,7 @@ async def assert_durable_state_is_single_pass(settings: Settings) -> BatchResult
     for r in records:
         by_partition[r.partition].append(InputRecord(r.partition, r.offset, r.key, r.value, r.timestamp))
     expected = build_processor(settings, Clock()).process(by_partition, lambda partition, user: None)
-    expected_states = {user: state for states in expected.states.values() for user, state in states.items()}
+    expected_states = {user: state for states in expected.changes.states.values() for user, state in states.items()}
     durable: dict[str, UserState] = {}
     for r in await read_topic(settings.kafka_bootstrap, f"{settings.app_id}-users-changelog"):
         if is_user_key(r.key):

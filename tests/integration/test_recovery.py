@@ -57,11 +57,13 @@ async def test_kill_9_mid_stream_then_restart_gives_exactly_once_state(worker: W
     expected = await assert_durable_state_is_single_pass(s)
 
     job_ids = [orjson.loads(r.value)["job_id"] for r in await read_topic(s.kafka_bootstrap, s.jobs_topic)]
-    assert sorted(job_ids) == sorted(job["job_id"] for job in expected.jobs), "a job was lost or published twice"
+    assert sorted(job_ids) == sorted(job["job_id"] for job in expected.outputs.jobs), (
+        "a job was lost or published twice"
+    )
     change_ids = [
         orjson.loads(r.value)["change_id"] for r in await read_topic(s.kafka_bootstrap, s.segment_changes_topic)
     ]
     assert change_ids, "the generated stream should move users between segments"
-    assert sorted(change_ids) == sorted(i for _, moved in expected.segment_transitions for i in moved.change_ids()), (
-        "a change was lost or doubled"
-    )
+    assert sorted(change_ids) == sorted(
+        i for _, moved in expected.outputs.segment_transitions for i in moved.change_ids()
+    ), "a change was lost or doubled"

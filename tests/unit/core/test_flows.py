@@ -11,11 +11,11 @@ import pytest
 from app.settings import Settings
 from app.tools.bench import flows_without_segment_triggers
 from models.bandits import Experiment
+from streams.core.batch import BatchResult
 from streams.core.errors import ConfigError
 from streams.core.flow_definitions import FlowBook
 from streams.core.flow_engine import job_id
 from streams.core.governance import GovernancePolicy, QuietHours
-from streams.core.processing import BatchResult
 from tests.factories import BASE_TS, event_doc, item
 from tests.unit.core.test_processing import OPEN_GOVERNANCE, Store, processor, record, signup
 
@@ -54,11 +54,11 @@ class Journey:
 
     def _keep(self, result: BatchResult) -> BatchResult:
         self.store.save(result)
-        self.index -= set(result.timer_removals.get(0, []))
-        self.index |= set(result.timer_additions.get(0, []))
-        self.jobs += result.jobs
-        self.governance.update(result.governance)
-        self.transitions.update(result.flow_transitions)
+        self.index -= set(result.changes.timer_removals.get(0, []))
+        self.index |= set(result.changes.timer_additions.get(0, []))
+        self.jobs += result.outputs.jobs
+        self.governance.update(result.counts.governance)
+        self.transitions.update(result.counts.flow_transitions)
         return result
 
     def templates(self) -> list[tuple[str, str]]:
@@ -142,7 +142,7 @@ def test_a_wait_that_ended_before_a_late_processed_event_runs_out_first() -> Non
     journey.send(known("u1"), cart_add("u1", "c1", at(0)))
     # The worker was busy: the next event (two hours later in event time) arrives before the timer fired.
     result = journey.send(event_doc("page_view", "u1", ts=at(2 * HOUR)))
-    [reminder] = result.jobs
+    [reminder] = result.outputs.jobs
     assert reminder["send_at"].startswith("2026-11-28T09:00")
 
 
@@ -275,8 +275,8 @@ def test_held_out_users_get_nothing_but_their_purchases_count() -> None:
     held = [u for u in users if everyone_held.is_held_out(u)]
     result = journey.send(*(signup(u) for u in users))
     assert 5 < len(held) < 35
-    assert result.governance["held_out"] == len(held)
-    assert {job["user_id"] for job in result.jobs} == set(users) - set(held)
+    assert result.counts.governance["held_out"] == len(held)
+    assert {job["user_id"] for job in result.outputs.jobs} == set(users) - set(held)
     bought = journey.send(event_doc("purchase", held[0], ts=at(HOUR)))
     assert bought.training.bandit_records == [["reward", "welcome_preheader", "holdout", "purchase", True]]
 

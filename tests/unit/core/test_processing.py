@@ -9,12 +9,13 @@ import pytest
 
 from app.settings import Settings
 from models.reco import DEFAULT_WEIGHTS, ItemModel
+from streams.core.batch import InputRecord
 from streams.core.content import EmailRenderer
 from streams.core.flow_definitions import FlowBook
 from streams.core.flow_engine import job_id
 from streams.core.governance import GovernancePolicy
 from streams.core.jobs import JobContext
-from streams.core.processing import BatchProcessor, InputRecord
+from streams.core.processing import BatchProcessor
 from streams.core.segments import SegmentBook
 from streams.core.state import StatePolicy, UserState
 from tests.factories import BASE_TS, encoded, event_doc
@@ -74,7 +75,7 @@ class Store:
         return self.states.get((partition, user_id))
 
     def save(self, result: Any) -> None:
-        for partition, states in result.states.items():
+        for partition, states in result.changes.states.items():
             for user_id, state in states.items():
                 self.states[(partition, user_id)] = state
 
@@ -87,13 +88,13 @@ def signup(user: str, **context: Any) -> dict[str, Any]:
 
 def test_signup_emits_one_deterministic_welcome_job() -> None:
     result = processor().process({0: [record(0, signup("u1"))]}, Store().load)
-    [job] = result.jobs
+    [job] = result.outputs.jobs
     assert job["job_id"] == job_id("welcome", 1, "u1", "u1")
     assert job["to"] == "u1@example.com"
     assert job["subject"] == "Welcome to Shop, Ann!"
     assert job["trigger_event_id"] == "signup-u1-" + str(BASE_TS)
     assert {"html", "text", "preheader", "template_version", "send_at", "created_at"} <= set(job)
-    assert result.states[0]["u1"].applied_offset == 0
+    assert result.changes.states[0]["u1"].applied_offset == 0
 
 
 def test_bad_records_are_dead_lettered_and_neighbours_still_processed() -> None:
@@ -105,14 +106,14 @@ def test_bad_records_are_dead_lettered_and_neighbours_still_processed() -> None:
         record(4, event_doc("click", "u1", event_id="b")),
     ]
     result = processor().process({0: batch}, Store().load)
-    assert [(d.record.offset, d.kind) for d in result.dead_letters] == [
+    assert [(d.record.offset, d.kind) for d in result.outputs.dead_letters] == [
         (1, "invalid_event"),
         (2, "invalid_event"),
         (3, "invalid_event"),
     ]
-    assert "message is 5000 bytes; the limit is 4096" in result.dead_letters[2].reason
-    assert result.states[0]["u1"].counts == {"click": 2}
-    assert result.last_offsets == {0: 4}
+    assert "message is 5000 bytes; the limit is 4096" in result.outputs.dead_letters[2].reason
+    assert result.changes.states[0]["u1"].counts == {"click": 2}
+    assert result.changes.last_offsets == {0: 4}
 
 
 def test_replayed_offsets_and_redelivered_ids_apply_once() -> None:
@@ -125,34 +126,34 @@ def test_replayed_offsets_and_redelivered_ids_apply_once() -> None:
         {0: [record(0, signup("u1")), record(1, event_doc("click", "u1")), record(2, event_doc("click", "u1"))]},
         store.load,
     )
-    assert again.skipped == {"replayed": 2, "duplicate": 1}
-    assert again.jobs == []
-    assert again.states[0]["u1"].counts == {"signup": 1, "click": 1}
-    assert again.states[0]["u1"].applied_offset == 2
+    assert again.counts.skipped == {"replayed": 2, "duplicate": 1}
+    assert again.outputs.jobs == []
+    assert again.changes.states[0]["u1"].counts == {"signup": 1, "click": 1}
+    assert again.changes.states[0]["u1"].applied_offset == 2
 
 
 def test_second_signup_sends_no_second_welcome() -> None:
     result = processor().process(
         {0: [record(0, signup("u1")), record(1, {**signup("u1"), "event_id": "again"})]}, Store().load
     )
-    assert len(result.jobs) == 1
+    assert len(result.outputs.jobs) == 1
 
 
 def test_user_without_address_is_dead_lettered_but_state_kept() -> None:
     doc = event_doc("signup", "u1")
     result = processor().process({0: [record(0, doc)]}, Store().load)
-    assert result.jobs == []
-    [dead] = result.dead_letters
+    assert result.outputs.jobs == []
+    [dead] = result.outputs.dead_letters
     assert dead.kind == "undeliverable" and "has no email address" in dead.reason
-    assert result.governance == {"no_address": 1}
-    assert result.states[0]["u1"].signed_up_ms == BASE_TS
+    assert result.counts.governance == {"no_address": 1}
+    assert result.changes.states[0]["u1"].signed_up_ms == BASE_TS
 
 
 def test_unsubscribed_user_gets_no_job() -> None:
     batch = [record(0, event_doc("unsubscribe", "u1")), record(1, signup("u1"))]
     result = processor().process({0: batch}, Store().load)
-    assert result.jobs == []
-    assert result.governance == {"unsubscribed": 1}
+    assert result.outputs.jobs == []
+    assert result.counts.governance == {"unsubscribed": 1}
 
 
 def test_render_failure_is_dead_lettered_with_template_and_other_users_unaffected(tmp_path: Path) -> None:
@@ -162,9 +163,9 @@ def test_render_failure_is_dead_lettered_with_template_and_other_users_unaffecte
     result = processor(templates).process(
         {0: [record(0, signup("u1")), record(1, event_doc("click", "u2"))]}, Store().load
     )
-    [dead] = result.dead_letters
+    [dead] = result.outputs.dead_letters
     assert dead.kind == "render_failed" and "template 'welcome'" in dead.reason
-    assert set(result.states[0]) == {"u1", "u2"}
+    assert set(result.changes.states[0]) == {"u1", "u2"}
 
 
 def test_a_bug_in_processing_costs_one_event_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -181,6 +182,6 @@ def test_a_bug_in_processing_costs_one_event_only(monkeypatch: pytest.MonkeyPatc
     result = processor().process(
         {0: [record(0, event_doc("click", "u2")), record(1, event_doc("click", "u1"))]}, Store().load
     )
-    [dead] = result.dead_letters
+    [dead] = result.outputs.dead_letters
     assert dead.kind == "internal_error" and "KeyError" in dead.reason
-    assert list(result.states[0]) == ["u1"]
+    assert list(result.changes.states[0]) == ["u1"]

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from app.settings import Settings
 from app.tools.bench import mixed_segments_yaml
+from streams.core.batch import BatchResult, InputRecord
 from streams.core.content import EmailRenderer
-from streams.core.processing import BatchResult, InputRecord
 from streams.core.segments import SegmentBook
 from streams.core.state import StatePolicy, UserState, apply
 from tests.factories import BASE_TS, encoded, event_doc, item
@@ -68,9 +68,9 @@ def test_incremental_membership_equals_from_scratch(book: str, history: list[tup
         return stored.get(user_id)
 
     def keep(result: BatchResult) -> None:
-        stored.update(result.states.get(0, {}))
-        index.update(result.timer_additions.get(0, []))
-        index.difference_update(result.timer_removals.get(0, []))
+        stored.update(result.changes.states.get(0, {}))
+        index.update(result.changes.timer_additions.get(0, []))
+        index.difference_update(result.changes.timer_removals.get(0, []))
 
     def run_clock(moment: int) -> None:
         now["ms"] = moment

@@ -6,8 +6,8 @@ from typing import Any
 import orjson
 import pytest
 
+from streams.core.batch import BatchResult, DeadLetter, InputRecord
 from streams.core.jobs import format_time
-from streams.core.processing import BatchResult, DeadLetter, InputRecord
 from streams.core.segments import Transitions, change_id, evaluation_id
 from streams.kafka.outputs import ID_HEADER, OutputPublisher, OutputTopics
 from streams.kafka.store import Checkpoint
@@ -50,10 +50,10 @@ class FakeProducer:
 def batch_result() -> BatchResult:
     trigger = InputRecord(3, 41, b"u1", b"{}", 0)
     result = BatchResult()
-    result.jobs = [{"job_id": "j1", "user_id": "u1"}]
-    result.job_triggers = {"j1": trigger}
-    result.segment_transitions = [(3, Transitions("u1", 0, "e1", "v1", entered=["vip"]))]
-    result.dead_letters = [DeadLetter(InputRecord(5, 7, b"x", b"{bad", 0), "invalid_event", "not JSON")]
+    result.outputs.jobs = [{"job_id": "j1", "user_id": "u1"}]
+    result.outputs.job_triggers = {"j1": trigger}
+    result.outputs.segment_transitions = [(3, Transitions("u1", 0, "e1", "v1", entered=["vip"]))]
+    result.outputs.dead_letters = [DeadLetter(InputRecord(5, 7, b"x", b"{bad", 0), "invalid_event", "not JSON")]
     return result
 
 
@@ -83,19 +83,19 @@ async def test_ids_published_before_a_crash_are_not_published_again() -> None:
 async def test_a_job_too_large_for_kafka_is_dead_lettered_with_its_trigger() -> None:
     producer = FakeProducer()
     result = batch_result()
-    result.jobs = [{"job_id": "j1", "user_id": "u1", "html": "x" * 500}]
+    result.outputs.jobs = [{"job_id": "j1", "user_id": "u1", "html": "x" * 500}]
     await OutputPublisher(producer, "unused", TOPICS, max_record_bytes=100).publish(result)  # type: ignore[arg-type]
     dead = [r for topic, _, batch in producer.sent if topic == "dead" for r in batch.records]
     kinds = sorted(r["headers"]["tidemail.kind"] for r in dead)
     assert kinds == [b"invalid_event", b"job_too_large"]
     assert b"3:41:job_too_large" in {r["headers"][ID_HEADER] for r in dead}
-    assert [d.kind for d in result.dead_letters] == ["invalid_event", "job_too_large"]
+    assert [d.kind for d in result.outputs.dead_letters] == ["invalid_event", "job_too_large"]
 
 
 async def test_full_batches_are_split_and_offsets_still_add_up() -> None:
     producer = FakeProducer(batch_limit=2)
     result = BatchResult()
-    result.segment_transitions = [(0, Transitions("u1", 0, "e", "v", entered=[f"s{n}" for n in range(5)]))]
+    result.outputs.segment_transitions = [(0, Transitions("u1", 0, "e", "v", entered=[f"s{n}" for n in range(5)]))]
     ends = await OutputPublisher(producer, "unused", TOPICS, max_record_bytes=10_000).publish(result)  # type: ignore[arg-type]
     assert [len(batch.records) for _, _, batch in producer.sent] == [2, 2, 1]
     assert ends == {0: {"changes": 5}}
@@ -106,7 +106,7 @@ async def test_segment_changes_carry_every_documented_field_and_their_own_ids() 
     result = BatchResult()
     first = Transitions("u1", 1_795_860_000_123, "e1", "v1", entered=["vip"], exited=["lapsed"])
     second = Transitions("u2", 1_795_860_000_124, "e2", "v1", entered=["vip"])
-    result.segment_transitions = [(0, first), (0, second)]
+    result.outputs.segment_transitions = [(0, first), (0, second)]
     await OutputPublisher(producer, "unused", TOPICS, max_record_bytes=10_000).publish(result)  # type: ignore[arg-type]
     records = [r for _, _, batch in producer.sent for r in batch.records]
     expected = [

@@ -95,7 +95,7 @@ def test_jobs_carry_their_variant_and_opens_of_them_are_rewards() -> None:
     store = Store()
     sent = worker.process({0: [record(0, signup("u1"))]}, store.load)
     store.save(sent)
-    [job] = sent.jobs
+    [job] = sent.outputs.jobs
     assert job["experiment"] == "welcome_preheader" and job["variant"] in ("promise", "picks")
     assert sent.training.bandit_records == [["sent", "welcome_preheader", job["variant"], None, False]]
 

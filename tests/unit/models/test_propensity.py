@@ -70,7 +70,7 @@ def test_the_worker_turns_probes_into_examples_on_the_next_event_or_on_the_clock
     probe = store.states[(0, "u1")].propensity_probe
     assert probe is not None and probe["at"] == BASE_TS
     # The timer index wakes the user when the probe is due, even if nothing else is pending.
-    assert (BASE_TS + HORIZON_MS, "u1") in first.timer_additions[0]
+    assert (BASE_TS + HORIZON_MS, "u1") in first.changes.timer_additions[0]
 
     opened = worker.process({0: [record(1, event_doc("email_open", "u1", ts=BASE_TS + DAY))]}, store.load)
     store.save(opened)
@@ -79,4 +79,4 @@ def test_the_worker_turns_probes_into_examples_on_the_next_event_or_on_the_clock
     clock = worker.on_clock({0: [(BASE_TS + HORIZON_MS, "u1")]}, store.load)
     [(x, outcomes)] = clock.training.propensity_examples
     assert outcomes == ["open"] and x["page_view_7d"] > 0
-    assert clock.states[0]["u1"].propensity_probe is None
+    assert clock.changes.states[0]["u1"].propensity_probe is None

@@ -163,7 +163,7 @@ def test_the_worker_predicts_a_fixed_sample_of_clicks_before_learning_them(snaps
     clicks = [event_doc("click", "u0", event_id=f"c{n}", ts=BASE_TS + n, sku=f"A{n % 10}") for n in range(40)]
     result = worker.process({0: [record(n, doc) for n, doc in enumerate(clicks)]}, Store().load)
     sampled = [doc for doc in clicks if zlib.crc32(doc["event_id"].encode()) % 16 == 0]
-    assert 0 < result.reco_quality["predictions"] == len(sampled) < len(clicks)
+    assert 0 < result.counts.reco_quality["predictions"] == len(sampled) < len(clicks)
     # u0 clicks its own side's items, which the model ranks high once it knows three of them.
-    assert result.reco_quality["model"] > result.reco_quality["popular"]
+    assert result.counts.reco_quality["model"] > result.counts.reco_quality["popular"]
     assert len(result.training.interactions) == len(clicks)
