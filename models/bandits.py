@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from river import proba
 
@@ -25,6 +25,23 @@ STATS = ("sends", "opens", "clicks", "purchases", "rewarded")
 
 HOLDOUT = "holdout"
 POLICIES = ("thompson", "split")
+
+
+class BanditRecord(NamedTuple):
+    """One experiment outcome for the trainer: a send, or a reward of an earlier send."""
+
+    kind: str  # "sent" or "reward"
+    experiment: str
+    variant: str
+    # The rewarding event's type (`email_open`, `email_click`, `purchase`); None for a send.
+    event_type: str | None
+    # Whether this is the first reward of its job (a job counts as a success once).
+    first: bool
+
+    @property
+    def outcome(self) -> str:
+        """The statistic it counts towards: `sends`, `opens`, `clicks` or `purchases`."""
+        return "sends" if self.event_type is None else REWARD_EVENTS[self.event_type]
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,24 +38,35 @@ FEATURES = (
 )
 
 
-def probe_features(probe: dict[str, Any]) -> dict[str, float]:
-    return dict(zip(FEATURES, probe["x"], strict=True))
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A user's features at an instant (`at`), in FEATURES order, and the outcomes seen since.
+
+    Kept in the user's state, so kept small: values only, rounded."""
+
+    at: int
+    x: list[float]
+    y: list[str]
 
 
-def observe(probe: dict[str, Any] | None, event_type: str, ts: int) -> dict[str, Any] | None:
+def probe_features(probe: Probe) -> dict[str, float]:
+    return dict(zip(FEATURES, probe.x, strict=True))
+
+
+def observe(probe: Probe | None, event_type: str, ts: int) -> Probe | None:
     """The probe with this event's outcome marked, if it falls in the probe's window."""
     outcome = OUTCOME_OF.get(event_type)
-    if probe is None or outcome is None or outcome in probe["y"] or not probe["at"] < ts <= probe["at"] + HORIZON_MS:
+    if probe is None or outcome is None or outcome in probe.y or not probe.at < ts <= probe.at + HORIZON_MS:
         return probe
-    return {**probe, "y": [*probe["y"], outcome]}
+    return Probe(probe.at, probe.x, [*probe.y, outcome])
 
 
-def is_due(probe: dict[str, Any] | None, now_ms: int) -> bool:
-    return probe is not None and now_ms >= probe["at"] + HORIZON_MS
+def is_due(probe: Probe | None, now_ms: int) -> bool:
+    return probe is not None and now_ms >= probe.at + HORIZON_MS
 
 
-def due_ms(probe: dict[str, Any] | None) -> int | None:
-    return int(probe["at"]) + HORIZON_MS if probe is not None else None
+def due_ms(probe: Probe | None) -> int | None:
+    return probe.at + HORIZON_MS if probe is not None else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ import numpy as np
 import orjson
 from river import optim, reco
 
-from models.bandits import BanditTrainer
+from models.bandits import BanditRecord, BanditTrainer
 from models.popularity import Popularity, Product
 from models.propensity import PropensityTrainer, Scorer
 from models.send_time import HOURS_PER_WEEK
@@ -71,7 +71,7 @@ class TrainingBatch:
     interactions: list[tuple[Interaction, Product | None]] = field(default_factory=list)
     engagement_hours: list[int] = field(default_factory=list)
     propensity_examples: list[tuple[dict[str, float], list[str]]] = field(default_factory=list)
-    bandit_records: list[list[Any]] = field(default_factory=list)
+    bandit_records: list[BanditRecord] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.interactions or self.engagement_hours or self.propensity_examples or self.bandit_records)
@@ -98,7 +98,8 @@ class TrainingBatch:
             for i, p in self.interactions
         ]
         examples = [[x, outcomes] for x, outcomes in self.propensity_examples]
-        return orjson.dumps([interactions, self.engagement_hours, examples, self.bandit_records])
+        bandit_records = [list(record) for record in self.bandit_records]
+        return orjson.dumps([interactions, self.engagement_hours, examples, bandit_records])
 
     @classmethod
     def decode(cls, raw: bytes) -> TrainingBatch:
@@ -113,7 +114,7 @@ class TrainingBatch:
             ],
             hours,
             [(x, outcomes) for x, outcomes in examples],
-            bandit_records,
+            [BanditRecord(*record) for record in bandit_records],
         )
 
 
@@ -274,11 +275,12 @@ class ItemTrainer:
             self._send_hours[hour] += 1.0
         for x, outcomes in batch.propensity_examples:
             self._propensity.learn(x, outcomes)
-        for kind, experiment, variant, event_type, first in batch.bandit_records:
-            if kind == "sent":
-                self._bandits.sent(experiment, variant)
+        for record in batch.bandit_records:
+            if record.kind == "sent":
+                self._bandits.sent(record.experiment, record.variant)
             else:
-                self._bandits.rewarded(experiment, variant, event_type, first)
+                assert record.event_type is not None
+                self._bandits.rewarded(record.experiment, record.variant, record.event_type, record.first)
         self.offset = offset + 1
 
     def learn(self, interaction: Interaction, product: Product | None) -> None:

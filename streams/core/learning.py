@@ -7,10 +7,9 @@ plain inputs the models take (interactions, feature vectors, sets of skus).
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from models.popularity import Product
-from models.propensity import ACTIVITY, FEATURES, RECENCY_CAP_DAYS
+from models.propensity import ACTIVITY, FEATURES, RECENCY_CAP_DAYS, Probe
 from models.reco import Interaction
 from streams.core.events import Event
 from streams.core.state import MILLIS_PER_DAY, UserState
@@ -80,7 +79,6 @@ def features(state: UserState, now_ms: int) -> dict[str, float]:
     return x
 
 
-def open_probe(state: UserState, now_ms: int) -> dict[str, Any]:
-    # Kept in the user's state, so kept small: values only, in FEATURES order, rounded.
+def open_probe(state: UserState, now_ms: int) -> Probe:
     x = features(state, now_ms)
-    return {"at": now_ms, "x": [round(x[name], 3) for name in FEATURES], "y": []}
+    return Probe(now_ms, [round(x[name], 3) for name in FEATURES], [])

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from models import propensity
-from models.bandits import HOLDOUT, REWARD_EVENTS, Experiment, posteriors_of
+from models.bandits import HOLDOUT, REWARD_EVENTS, BanditRecord, Experiment, posteriors_of
 from models.popularity import Product
 from models.reco import Interaction, ItemModel, recommend, remember
 from models.send_time import add_engagement, best_send_time, hour_of_week
@@ -30,7 +30,7 @@ from streams.core.governance import GovernancePolicy, decide, record_send
 from streams.core.jobs import JobContext, build_job, email_context, signed_unsubscribe_url
 from streams.core.learning import interactions_of, owned_skus
 from streams.core.segments import Evaluation, SegmentBook, Transitions
-from streams.core.state import DEFAULT_LIST, StatePolicy, UserState, apply
+from streams.core.state import DEFAULT_LIST, ExperimentSend, StatePolicy, UserState, apply
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class BatchProcessor:
         probe = state.propensity_probe
         if propensity.is_due(probe, now_ms):
             assert probe is not None
-            result.training.propensity_examples.append((propensity.probe_features(probe), probe["y"]))
+            result.training.propensity_examples.append((propensity.probe_features(probe), probe.y))
             state.propensity_probe = None
 
     def _index_next_check(self, partition: int, user_id: str, state: UserState, result: BatchResult) -> None:
@@ -335,9 +335,9 @@ class BatchProcessor:
         held_out = experiment.is_held_out(state.user_id)
         variant = HOLDOUT if held_out else experiment.assign(state.user_id, the_job_id, posteriors)
         # Held-out users get nothing, but their purchases still count, as the baseline.
-        sent = [the_job_id, experiment.name, variant, request.at_ms, False]
+        sent = ExperimentSend(the_job_id, experiment.name, variant, request.at_ms, False)
         state.experiment_jobs = [*state.experiment_jobs[-(EXPERIMENT_JOBS_KEPT - 1) :], sent]
-        result.training.bandit_records.append(["sent", experiment.name, variant, None, False])
+        result.training.bandit_records.append(BanditRecord("sent", experiment.name, variant, None, False))
         return variant
 
     def _best_hour(self, state: UserState) -> int | None:
@@ -361,18 +361,18 @@ def count_moves(transitions: list[tuple[int, Transitions]]) -> dict[tuple[int, s
     return {move: Counter(found) for move, found in names.items()}
 
 
-def _attribute_reward(jobs: list[list[Any]], event: Event, result: BatchResult) -> list[list[Any]]:
+def _attribute_reward(jobs: list[ExperimentSend], event: Event, result: BatchResult) -> list[ExperimentSend]:
     """Credit an open or click to the job it names, a purchase to the latest recent job."""
     if event.type == "purchase":
-        recent = [j for j in jobs if 0 <= event.timestamp_ms - j[3] <= PURCHASE_ATTRIBUTION_MS]
-        target = recent[-1][0] if recent else None
+        recent = [j for j in jobs if 0 <= event.timestamp_ms - j.sent_ms <= PURCHASE_ATTRIBUTION_MS]
+        target = recent[-1].job_id if recent else None
     else:
         target = event.properties.get("job_id")
     updated = []
     for job in jobs:
-        job_id, experiment, variant, sent_ms, rewarded = job
-        if job_id == target:
-            result.training.bandit_records.append(["reward", experiment, variant, event.type, not rewarded])
-            job = [job_id, experiment, variant, sent_ms, True]
+        if job.job_id == target:
+            reward = BanditRecord("reward", job.experiment, job.variant, event.type, not job.rewarded)
+            result.training.bandit_records.append(reward)
+            job = job._replace(rewarded=True)
         updated.append(job)
     return updated

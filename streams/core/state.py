@@ -7,11 +7,12 @@ caller may keep the old state (to compare, or to retry) without surprises.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from models import interests
+from models.propensity import Probe
 from streams.core.events import CONTEXT_FIELDS, Event
 from streams.core.windows import Buckets, from_bucket_map
 
@@ -20,6 +21,16 @@ MILLIS_PER_DAY = 86_400_000
 INTEREST_WEIGHTS = {"page_view": 1.0, "click": 2.0, "cart_add": 4.0, "purchase": 8.0}
 MAX_INTERESTS = 20
 DEFAULT_LIST = "marketing"
+
+
+class ExperimentSend(NamedTuple):
+    """An experiment email sent to the user, kept to attribute opens, clicks and purchases."""
+
+    job_id: str
+    experiment: str
+    variant: str
+    sent_ms: int
+    rewarded: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +83,9 @@ class UserState:
     # Send-time optimisation's per-user part: opens and clicks per local hour of the week.
     engagement_hours: dict[str, float] = field(default_factory=dict)
     # Propensity's open probe: features at an instant and the outcomes seen since.
-    propensity_probe: dict[str, Any] | None = None
-    # Recent experiment emails, for attributing rewards: [job_id, experiment, variant, sent_ms, rewarded].
-    experiment_jobs: list[list[Any]] = field(default_factory=list)
+    propensity_probe: Probe | None = None
+    # Recent experiment emails, for attributing rewards.
+    experiment_jobs: list[ExperimentSend] = field(default_factory=list)
 
     @property
     def email(self) -> str | None:
@@ -127,11 +138,24 @@ class UserState:
 
 
 def encode_state(state: UserState) -> bytes:
-    return orjson.dumps(state)
+    return orjson.dumps(state, default=_tuple_as_list)
+
+
+def _tuple_as_list(value: Any) -> list[Any]:
+    # orjson writes dataclasses natively but not named tuples; those are stored as arrays.
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"cannot store {type(value).__name__} in user state")
 
 
 def decode_state(raw: bytes) -> UserState:
-    state = UserState(**orjson.loads(raw))
+    doc = orjson.loads(raw)
+    probe = doc.get("propensity_probe")
+    if probe is not None:
+        doc["propensity_probe"] = Probe(**probe)
+    if sends := doc.get("experiment_jobs"):
+        doc["experiment_jobs"] = [ExperimentSend(*sent) for sent in sends]
+    state = UserState(**doc)
     if any(isinstance(buckets, dict) for buckets in state.windows.values()):
         state.windows = {
             key: from_bucket_map(buckets) if isinstance(buckets, dict) else buckets

@@ -31,7 +31,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from mode import Service
 
-from models.bandits import REWARD_EVENTS
 from streams import metrics
 from streams.core.batch import BatchResult, InputRecord
 from streams.core.clock import Clock
@@ -395,8 +394,7 @@ class HotPath(Service):
             flow, what = transition.split(":", 1)
             metrics.FLOW_TRANSITIONS.labels(flow, what).inc(n)
         experiment_outcomes = Counter(
-            (experiment, variant, "sends" if kind == "sent" else REWARD_EVENTS[event_type])
-            for kind, experiment, variant, event_type, _ in result.training.bandit_records
+            (record.experiment, record.variant, record.outcome) for record in result.training.bandit_records
         )
         for (experiment, variant, outcome), n in experiment_outcomes.items():
             metrics.EXPERIMENT_OUTCOMES.labels(experiment, variant, outcome).inc(n)

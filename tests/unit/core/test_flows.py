@@ -10,7 +10,7 @@ import pytest
 
 from app.settings import Settings
 from app.tools.bench import flows_without_segment_triggers
-from models.bandits import Experiment
+from models.bandits import BanditRecord, Experiment
 from streams.core.batch import BatchResult
 from streams.core.errors import ConfigError
 from streams.core.flow_definitions import FlowBook
@@ -278,7 +278,7 @@ def test_held_out_users_get_nothing_but_their_purchases_count() -> None:
     assert result.counts.governance["held_out"] == len(held)
     assert {job["user_id"] for job in result.outputs.jobs} == set(users) - set(held)
     bought = journey.send(event_doc("purchase", held[0], ts=at(HOUR)))
-    assert bought.training.bandit_records == [["reward", "welcome_preheader", "holdout", "purchase", True]]
+    assert bought.training.bandit_records == [BanditRecord("reward", "welcome_preheader", "holdout", "purchase", True)]
 
 
 # ---- the language -----------------------------------------------------------------------

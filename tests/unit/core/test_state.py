@@ -3,10 +3,12 @@ from __future__ import annotations
 import copy
 from dataclasses import fields
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.core.state import MILLIS_PER_DAY, StatePolicy, UserState, apply, decode_state, encode_state
+from models.propensity import Probe
+from streams.core.state import MILLIS_PER_DAY, ExperimentSend, StatePolicy, UserState, apply, decode_state, encode_state
 from tests.factories import BASE_TS, item, make_event
 
 POLICY = StatePolicy()
@@ -152,3 +154,19 @@ def test_hard_bounce_is_remembered_until_the_address_changes() -> None:
     assert apply(bounced, soft, POLICY).hard_bounced_ms == BASE_TS + 1
     moved = make_event("profile_update", ts=BASE_TS + 3, traits={"email": "new@example.com"})
     assert apply(bounced, moved, POLICY).hard_bounced_ms is None
+
+
+def test_typed_probe_and_experiment_sends_are_stored_as_the_dicts_and_arrays_they_were() -> None:
+    # The encoding of states already in RocksDB and the changelog: a probe object and
+    # experiment sends as five-element arrays.
+    stored = (
+        b'{"user_id":"u1","propensity_probe":{"at":5,"x":[0.5,1.0],"y":["open"]},'
+        b'"experiment_jobs":[["j1","welcome_preheader","picks",3,false]]}'
+    )
+    state = decode_state(stored)
+    assert state.propensity_probe == Probe(5, [0.5, 1.0], ["open"])
+    assert state.experiment_jobs == [ExperimentSend("j1", "welcome_preheader", "picks", 3, False)]
+    encoded = orjson.loads(encode_state(state))
+    assert encoded["propensity_probe"] == {"at": 5, "x": [0.5, 1.0], "y": ["open"]}
+    assert encoded["experiment_jobs"] == [["j1", "welcome_preheader", "picks", 3, False]]
+    assert decode_state(encode_state(state)) == state

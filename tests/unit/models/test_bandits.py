@@ -7,7 +7,7 @@ import pytest
 
 from app.settings import Settings
 from models import bandits
-from models.bandits import BanditTrainer, Experiment, choose_variant, posteriors_of
+from models.bandits import BanditRecord, BanditTrainer, Experiment, choose_variant, posteriors_of
 from models.reco import ItemModel
 from streams.core.errors import ConfigError
 from streams.core.experiments import load_experiments
@@ -97,7 +97,7 @@ def test_jobs_carry_their_variant_and_opens_of_them_are_rewards() -> None:
     store.save(sent)
     [job] = sent.outputs.jobs
     assert job["experiment"] == "welcome_preheader" and job["variant"] in ("promise", "picks")
-    assert sent.training.bandit_records == [["sent", "welcome_preheader", job["variant"], None, False]]
+    assert sent.training.bandit_records == [BanditRecord("sent", "welcome_preheader", job["variant"], None, False)]
 
     opens = [
         record(1, event_doc("email_open", "u1", event_id="o1", ts=BASE_TS + 1, job_id=job["job_id"])),
@@ -107,9 +107,9 @@ def test_jobs_carry_their_variant_and_opens_of_them_are_rewards() -> None:
     ]
     rewarded = worker.process({0: opens}, store.load)
     assert rewarded.training.bandit_records == [
-        ["reward", "welcome_preheader", job["variant"], "email_open", True],
-        ["reward", "welcome_preheader", job["variant"], "email_open", False],
-        ["reward", "welcome_preheader", job["variant"], "purchase", False],
+        BanditRecord("reward", "welcome_preheader", job["variant"], "email_open", True),
+        BanditRecord("reward", "welcome_preheader", job["variant"], "email_open", False),
+        BanditRecord("reward", "welcome_preheader", job["variant"], "purchase", False),
     ]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from models.bandits import BanditTrainer
+from models.bandits import BanditRecord, BanditTrainer
 from models.popularity import Product
 from models.propensity import FEATURES, PropensityTrainer, Scorer
 from models.reco import Interaction, ItemModel, ItemTrainer, TrainingBatch
@@ -28,7 +28,7 @@ def item_trainer() -> ItemTrainer:
         ],
         engagement_hours=[33],
         propensity_examples=[({"page_view_7d": 1.0}, ["open"])],
-        bandit_records=[["sent", "e", "a", None, False]],
+        bandit_records=[BanditRecord("sent", "e", "a", None, False)],
     )
     trainer.learn_batch(batch, 0)
     return trainer
@@ -93,7 +93,7 @@ def test_learning_does_not_mutate_its_input() -> None:
     batch = TrainingBatch(
         interactions=[(Interaction("u1", "S1", 1.0, BASE_TS), None)],
         propensity_examples=[({"page_view_7d": 1.0}, ["open"])],
-        bandit_records=[["reward", "e", "a", "email_open", True]],
+        bandit_records=[BanditRecord("reward", "e", "a", "email_open", True)],
     )
     kept_batch = copy.deepcopy(batch)
     item_trainer().learn_batch(batch, 7)

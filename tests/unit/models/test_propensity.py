@@ -30,7 +30,7 @@ def test_a_probe_marks_outcomes_in_its_window_only_and_comes_due_after_seven_day
     probe = propensity.observe(probe, "email_open", BASE_TS + 2 * DAY)
     probe = propensity.observe(probe, "purchase", BASE_TS + HORIZON_MS + 1)
     probe = propensity.observe(probe, "page_view", BASE_TS + DAY)
-    assert probe is not None and probe["y"] == ["open"]
+    assert probe is not None and probe.y == ["open"]
     assert not propensity.is_due(probe, BASE_TS + HORIZON_MS - 1) and propensity.is_due(probe, BASE_TS + HORIZON_MS)
 
 
@@ -68,7 +68,7 @@ def test_the_worker_turns_probes_into_examples_on_the_next_event_or_on_the_clock
     first = worker.process({0: [record(0, event_doc("page_view", "u1"))]}, store.load)
     store.save(first)
     probe = store.states[(0, "u1")].propensity_probe
-    assert probe is not None and probe["at"] == BASE_TS
+    assert probe is not None and probe.at == BASE_TS
     # The timer index wakes the user when the probe is due, even if nothing else is pending.
     assert (BASE_TS + HORIZON_MS, "u1") in first.changes.timer_additions[0]
 

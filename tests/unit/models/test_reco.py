@@ -4,9 +4,11 @@ import copy
 import pickle
 
 import numpy as np
+import orjson
 import pytest
 
 from app.tools.model_quality import prequential_quality
+from models.bandits import BanditRecord
 from models.popularity import Product
 from models.reco import (
     DEFAULT_WEIGHTS,
@@ -123,9 +125,11 @@ def test_interactions_carry_weights_products_and_orders() -> None:
     assert [(i.sku, i.weight, p) for i, p in view] == [("S3", 1.0, None)]
     assert interactions_of(make_event("email_open"), DEFAULT_WEIGHTS) == []
     batch = TrainingBatch(
-        interactions=[*found, *view], engagement_hours=[5], bandit_records=[["sent", "e", "a", None, False]]
+        interactions=[*found, *view], engagement_hours=[5], bandit_records=[BanditRecord("sent", "e", "a", None, False)]
     )
     assert TrainingBatch.decode(batch.encode()) == batch
+    # Experiment records travel as arrays, as trainers of earlier releases read them.
+    assert orjson.loads(batch.encode())[3] == [["sent", "e", "a", None, False]]
     pieces = TrainingBatch(interactions=found * 5, engagement_hours=[1, 2, 3]).split(max_items=4)
     assert [(len(p.interactions), len(p.engagement_hours)) for p in pieces] == [(4, 3), (4, 0), (2, 0)]
 
