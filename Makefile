@@ -23,6 +23,8 @@ check: setup
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy
+	$(VENV)/lint-imports
+	$(VENV)/python scripts/check_sizes.py
 
 unit: setup
 	$(VENV)/pytest tests/unit -q
