@@ -84,7 +84,8 @@ def deliver() -> None:
 
     from app.faust_app import ensure_deployment_topics
     from streams.core.clock import Clock
-    from streams.delivery.deliverer import Deliverer, web_app
+    from streams.delivery.deliverer import Deliverer
+    from streams.delivery.web_server import web_app
 
     settings = Settings.from_env()
     logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] [deliver] %(message)s")
@@ -92,7 +93,7 @@ def deliver() -> None:
 
     async def run() -> None:
         await ensure_deployment_topics(settings)
-        deliverer = Deliverer(settings, Clock())
+        deliverer = Deliverer(settings.delivery, Clock())
         runner = web.AppRunner(web_app(deliverer), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, settings.web_host, settings.deliverer_metrics_port).start()

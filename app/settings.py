@@ -10,6 +10,7 @@ from typing import Any
 
 from streams.core.errors import ConfigError
 from streams.core.governance import GovernancePolicy, QuietHours
+from streams.delivery.config import DeliveryConfig, Sender, SmtpConfig
 
 SMTP_TLS_MODES = ("none", "starttls", "tls")
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -160,6 +161,37 @@ class Settings:
     def governance(self) -> GovernancePolicy:
         return GovernancePolicy(
             self.frequency_cap_24h, self.frequency_cap_7d, QuietHours.parse(self.quiet_hours), self.default_timezone
+        )
+
+    @property
+    def delivery(self) -> DeliveryConfig:
+        """What `tidemail deliver` reads."""
+        smtp = SmtpConfig(
+            self.smtp_host,
+            self.smtp_port,
+            self.smtp_tls,
+            self.smtp_username,
+            self.smtp_password.reveal(),
+            self.smtp_timeout_s,
+        )
+        return DeliveryConfig(
+            app_id=self.app_id,
+            kafka_bootstrap=self.kafka_bootstrap,
+            kafka_session_timeout_s=self.kafka_session_timeout_s,
+            redis_url=self.redis_url,
+            jobs_topic=self.jobs_topic,
+            deliveries_topic=self.deliveries_topic,
+            events_topic=self.events_topic,
+            dead_letter_topic=self.dead_letter_topic,
+            sender=Sender(self.mail_from_address, self.mail_from_name),
+            smtp=smtp,
+            concurrency=self.delivery_concurrency,
+            max_attempts=self.delivery_max_attempts,
+            retry_base_ms=self.delivery_retry_base_ms,
+            retry_max_ms=self.delivery_retry_max_ms,
+            max_pending=self.delivery_max_pending,
+            claim_ttl_s=self.delivery_claim_ttl_s,
+            allow_clock_control=self.allow_clock_control,
         )
 
     @property

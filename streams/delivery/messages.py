@@ -18,6 +18,7 @@ import orjson
 
 from streams.core.errors import InvalidJob, shown
 from streams.core.jobs import format_time
+from streams.delivery.config import Sender
 
 # Outcomes published to the deliveries topic. `duplicate` is only counted: see README, Delivery.
 SENT: Final = "sent"
@@ -85,18 +86,6 @@ def parse_time(value: str, name: str) -> int:
     if parsed.tzinfo is None:
         raise InvalidJob(f"`{name}` must carry a UTC offset such as 'Z'; got {shown(value)}")
     return int(parsed.timestamp() * 1000)
-
-
-@dataclass(frozen=True, slots=True)
-class Sender:
-    """Who the email is from, as settings say."""
-
-    address: str
-    name: str
-
-    @property
-    def domain(self) -> str:
-        return self.address.rpartition("@")[2] or "localhost"
 
 
 def build_message(job: Job, sender: Sender, now_ms: int) -> EmailMessage:

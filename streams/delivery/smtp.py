@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import aiosmtplib
 
-from app.settings import Settings
 from streams.core.errors import TidemailError
+from streams.delivery.config import SmtpConfig
 
 QUIT_TIMEOUT_S = 2.0
 
@@ -23,8 +23,9 @@ class SmtpSession:
     """A connection kept open across messages (a handshake per email would cost more than
     the email), reopened when it is lost."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    def __init__(self, config: SmtpConfig, local_hostname: str) -> None:
+        self._config = config
+        self._local_hostname = local_hostname
         self._client: aiosmtplib.SMTP | None = None
 
     async def send(self, envelope_from: str, to: str, message: bytes) -> aiosmtplib.SMTPResponse:
@@ -64,16 +65,16 @@ class SmtpSession:
     async def _connected(self) -> aiosmtplib.SMTP:
         if self._client is not None and self._client.is_connected:
             return self._client
-        s = self._settings
+        c = self._config
         client = aiosmtplib.SMTP(
-            hostname=s.smtp_host,
-            port=s.smtp_port,
-            username=s.smtp_username or None,
-            password=s.smtp_password.reveal() or None,
-            use_tls=s.smtp_tls == "tls",
-            start_tls=s.smtp_tls == "starttls",
-            timeout=s.smtp_timeout_s,
-            local_hostname=s.mail_from_address.rpartition("@")[2] or "localhost",
+            hostname=c.host,
+            port=c.port,
+            username=c.username or None,
+            password=c.password or None,
+            use_tls=c.tls == "tls",
+            start_tls=c.tls == "starttls",
+            timeout=c.timeout_s,
+            local_hostname=self._local_hostname,
         )
         self._client = None
         await client.connect()

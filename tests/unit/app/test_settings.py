@@ -34,3 +34,14 @@ def test_secrets_do_not_leak_into_repr() -> None:
     settings = Settings.from_env({"TIDEMAIL_UNSUBSCRIBE_SECRET": "hunter2"})
     assert "hunter2" not in repr(settings)
     assert settings.unsubscribe_secret.reveal() == "hunter2"
+
+
+def test_the_deliverers_config_comes_from_settings_without_showing_the_password() -> None:
+    settings = Settings.from_env(
+        {"TIDEMAIL_SMTP_PASSWORD": "hunter2", "TIDEMAIL_SMTP_TLS": "starttls", "TIDEMAIL_DELIVERY_CONCURRENCY": "3"}
+    )
+    config = settings.delivery
+    assert (config.smtp.tls, config.smtp.password, config.concurrency) == ("starttls", "hunter2", 3)
+    assert (config.sender.address, config.sender.domain) == ("hello@shop.example.com", "shop.example.com")
+    assert config.jobs_topic == settings.jobs_topic
+    assert "hunter2" not in repr(config)

@@ -10,9 +10,9 @@ import pytest
 from streams.core.errors import InvalidJob
 from streams.core.events import validate_event
 from streams.delivery.claims import read_existing
+from streams.delivery.config import Sender
 from streams.delivery.messages import (
     Job,
-    Sender,
     Verdict,
     backoff_ms,
     bounce_event,
