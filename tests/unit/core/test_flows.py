@@ -17,7 +17,7 @@ from streams.core.flow_definitions import FlowBook
 from streams.core.flow_engine import job_id
 from streams.core.governance import GovernancePolicy, QuietHours
 from tests.factories import BASE_TS, event_doc, item
-from tests.unit.core.test_processing import OPEN_GOVERNANCE, Store, processor, record, signup
+from tests.unit.core.support import OPEN_GOVERNANCE, Store, processor, record, signup
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE

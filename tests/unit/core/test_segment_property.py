@@ -16,7 +16,7 @@ from streams.core.content import EmailRenderer
 from streams.core.segments import SegmentBook
 from streams.core.state import StatePolicy, UserState, apply
 from tests.factories import BASE_TS, encoded, event_doc, item
-from tests.unit.core.test_processing import processor as make_processor
+from tests.unit.core.support import processor as make_processor
 
 HOUR = 3_600_000
 BOOKS = {

@@ -12,7 +12,7 @@ from models.reco import ItemModel
 from streams.core.errors import ConfigError
 from streams.core.experiments import load_experiments
 from tests.factories import BASE_TS, event_doc
-from tests.unit.core.test_processing import Store, processor, record, signup
+from tests.unit.core.support import Store, processor, record, signup
 
 EXPERIMENT = Experiment("subject", "welcome", ("a", "b"))
 

@@ -10,7 +10,7 @@ from streams.core import learning
 from streams.core.learning import features
 from streams.core.state import MILLIS_PER_DAY, StatePolicy, UserState, apply
 from tests.factories import BASE_TS, event_doc, make_event
-from tests.unit.core.test_processing import Store, processor, record
+from tests.unit.core.support import Store, processor, record
 
 DAY = MILLIS_PER_DAY
 

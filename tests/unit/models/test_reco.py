@@ -160,7 +160,7 @@ def test_the_worker_predicts_a_fixed_sample_of_clicks_before_learning_them(snaps
     import zlib
 
     from tests.factories import event_doc
-    from tests.unit.core.test_processing import Store, processor, record
+    from tests.unit.core.support import Store, processor, record
 
     worker = processor()
     worker.item_model = snapshot
