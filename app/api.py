@@ -4,37 +4,65 @@ templates and their previews, and the unsubscribe link."""
 from __future__ import annotations
 
 import html
-import statistics
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.settings import Settings
+from app.worker_stats import LatencySamples, RecoQuality
 from models import bandits, interests
 from models.bandits import Experiment
 from models.reco import recommend
 from models.send_time import best_send_time, next_occurrence
 from streams import metrics
+from streams.core.clock import Clock
 from streams.core.errors import RenderError
 from streams.core.jobs import format_time
 from streams.core.learning import bought_skus, owned_skus
 from streams.core.learning import features as propensity_features
-from streams.core.state import UserState, decode_state
+from streams.core.processing import BatchProcessor
+from streams.core.segments import SegmentBook
+from streams.core.state import UserState
 from streams.core.unsubscribe import verify_token
+from streams.kafka.clients import EventPublisher
+from streams.kafka.lookup import NotOwned, UserLookup
+from streams.kafka.model_feed import SnapshotFeed
+from streams.kafka.ownership import PartitionOwnership
+from streams.kafka.segment_sizes import SegmentSizes
+from streams.serving.prediction_cache import PredictionCache
 
-if TYPE_CHECKING:
-    from app.faust_app import TidemailApp
-
-TIDEMAIL = web.AppKey("tidemail", object)
 MAX_RECOMMENDATIONS = 100
 
 
-def add_routes(web_app: web.Application, app: TidemailApp) -> None:
-    web_app[TIDEMAIL] = app
+@dataclass(frozen=True, slots=True)
+class ApiServices:
+    """Everything the API reads or calls, built with the worker."""
+
+    settings: Settings
+    clock: Clock
+    # Rendering, templates, experiments, and the item model the worker ranks with.
+    processor: BatchProcessor
+    segments: SegmentBook
+    ownership: PartitionOwnership
+    users: UserLookup
+    segment_sizes: SegmentSizes
+    snapshots: SnapshotFeed
+    prediction_cache: PredictionCache
+    events: EventPublisher
+    latency: LatencySamples
+    reco_quality: RecoQuality
+
+
+TIDEMAIL = web.AppKey("tidemail", ApiServices)
+
+
+def add_routes(web_app: web.Application, services: ApiServices) -> None:
+    web_app[TIDEMAIL] = services
     web_app.router.add_get("/health", health)
     web_app.router.add_get("/metrics", prometheus_metrics)
     web_app.router.add_get("/stats", stats)
@@ -52,12 +80,12 @@ def add_routes(web_app: web.Application, app: TidemailApp) -> None:
     web_app.router.add_get("/unsubscribe", unsubscribe)
     # RFC 8058 one-click: mail clients POST to the List-Unsubscribe URL.
     web_app.router.add_post("/unsubscribe", unsubscribe)
-    if app.settings.allow_clock_control:
+    if services.settings.allow_clock_control:
         web_app.router.add_post("/admin/clock", advance_clock)
 
 
-def _app(request: web.Request) -> TidemailApp:
-    return request.app[TIDEMAIL]  # type: ignore[return-value]
+def _services(request: web.Request) -> ApiServices:
+    return request.app[TIDEMAIL]
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -65,7 +93,7 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    owned = sorted(_app(request).hot_path.owned_partitions)
+    owned = sorted(_services(request).ownership.owned)
     return _json({"status": "ok", "owned_partitions": owned})
 
 
@@ -77,40 +105,32 @@ async def prometheus_metrics(request: web.Request) -> web.Response:
 
 async def stats(request: web.Request) -> web.Response:
     """Processed count, and with `?percentiles` latency percentiles since the last reset;
-    the benchmark reads these (percentiles only when asked: sorting 200k samples costs
-    tens of milliseconds, and progress is polled every 50)."""
-    hot_path = _app(request).hot_path
-    samples = hot_path.latencies_ms
-    body: dict[str, Any] = {"processed": hot_path.processed, "latency_samples": len(samples)}
-    if "percentiles" in request.query and len(samples) >= 2:
-        cuts = statistics.quantiles(sorted(samples), n=100)
-        body.update(latency_p50_ms=round(cuts[49], 2), latency_p99_ms=round(cuts[98], 2))
-    return _json(body)
+    the benchmark reads these."""
+    return _json(_services(request).latency.report("percentiles" in request.query))
 
 
 async def reset_stats(request: web.Request) -> web.Response:
-    _app(request).hot_path.latencies_ms.clear()
+    _services(request).latency.reset()
     return _json({"reset": True})
 
 
-def _stored_user(app: TidemailApp, user_id: str) -> UserState | web.Response:
+def _stored_user(app: ApiServices, user_id: str) -> UserState | web.Response:
     """The user's state from this worker's tables, or the error response to give instead."""
-    key = user_id.encode()
-    partition = app.store.partition_for(key)
-    if partition not in app.hot_path.owned_partitions:
-        return _json({"error": f"user {user_id!r} lives in partition {partition}, not owned by this worker"}, 421)
-    raw = app.store.get(partition, key)
-    if raw is None:
+    state = app.users.get(user_id)
+    if isinstance(state, NotOwned):
+        error = f"user {user_id!r} lives in partition {state.partition}, not owned by this worker"
+        return _json({"error": error}, 421)
+    if state is None:
         return _json({"error": f"no user {user_id!r}"}, 404)
-    return decode_state(raw)
+    return state
 
 
 async def user_profile(request: web.Request) -> web.Response:
-    app = _app(request)
+    app = _services(request)
     state = _stored_user(app, request.match_info["user_id"])
     if isinstance(state, web.Response):
         return state
-    partition = app.store.partition_for(state.user_id.encode())
+    partition = app.users.partition_of(state.user_id)
     now_ms = max(state.last_seen_ms, 0)
     summary = {
         "user_id": state.user_id,
@@ -138,7 +158,7 @@ async def user_profile(request: web.Request) -> web.Response:
 async def user_recommendations(request: web.Request) -> web.Response:
     """Top-k products for a user, each with its score and why (model, rule or popular);
     cached in Redis until the user's next event. A user never seen gets popular products."""
-    app = _app(request)
+    app = _services(request)
     user_id = request.match_info["user_id"]
     try:
         k = int(request.query.get("k", "10"))
@@ -161,7 +181,7 @@ async def user_predictions(request: web.Request) -> web.Response:
     """The chance this user opens, clicks and buys in the next 7 days, and when to send to
     them: their best hour of the week, from their own opens and clicks smoothed by the
     fleet's. Cached in Redis until the user's next event."""
-    app = _app(request)
+    app = _services(request)
     user_id = request.match_info["user_id"]
     model = app.processor.item_model
 
@@ -186,7 +206,7 @@ async def user_predictions(request: web.Request) -> web.Response:
     return await _cached(app, user_id, f"predictions:{model.version}", answer)
 
 
-async def _cached(app: TidemailApp, user_id: str, name: str, answer: Callable[[UserState], bytes]) -> web.Response:
+async def _cached(app: ApiServices, user_id: str, name: str, answer: Callable[[UserState], bytes]) -> web.Response:
     """The cached answer, or `answer` computed from the user's state (an empty state for a
     user never seen) and cached. Answers depend on the user's state, whose change drops
     the user's hash, and on the model snapshot, whose offset is part of the field."""
@@ -205,15 +225,12 @@ async def _cached(app: TidemailApp, user_id: str, name: str, answer: Callable[[U
 
 async def models(request: web.Request) -> web.Response:
     """The models this worker predicts with, and their prequential quality."""
-    app = _app(request)
-    quality = app.hot_path.reco_quality
-    predictions = quality["predictions"]
-    rates = {name: round(quality[name] / predictions, 4) if predictions else None for name in ("model", "popular")}
+    app = _services(request)
     body = {
         "recommendations": {
-            **app.item_models.status(),
+            **app.snapshots.status(),
             "weights": app.settings.reco_weights,
-            "quality": {"predictions": predictions, "hit_rate_at_10": rates},
+            "quality": app.reco_quality.report(),
         },
         # Measured by the trainer, before it learns each example; shipped in the snapshot.
         "propensity": app.processor.item_model.propensity_quality,
@@ -222,14 +239,14 @@ async def models(request: web.Request) -> web.Response:
 
 
 async def list_experiments(request: web.Request) -> web.Response:
-    app = _app(request)
+    app = _services(request)
     experiments = [_experiment_view(app, e) for e in app.processor.experiments.values()]
     return _json({"experiments": experiments})
 
 
 async def show_experiment(request: web.Request) -> web.Response:
     """An experiment's variants and holdout: sends, opens, clicks, purchases, rates, lift."""
-    app = _app(request)
+    app = _services(request)
     name = request.match_info["name"]
     for experiment in app.processor.experiments.values():
         if experiment.name == name:
@@ -237,15 +254,15 @@ async def show_experiment(request: web.Request) -> web.Response:
     return _json({"error": f"no experiment {name!r}"}, 404)
 
 
-def _experiment_view(app: TidemailApp, experiment: Experiment) -> dict[str, Any]:
+def _experiment_view(app: ApiServices, experiment: Experiment) -> dict[str, Any]:
     # Counted by the trainer over the whole fleet; as of the snapshot this worker holds.
     return bandits.report(experiment, app.processor.item_model.bandits)
 
 
 async def list_segments(request: web.Request) -> web.Response:
     """Every defined segment with its size in the partitions this worker owns."""
-    app = _app(request)
-    sizes = app.hot_path.segment_totals()
+    app = _services(request)
+    sizes = app.segment_sizes.totals()
     body = [
         {"name": segment.name, "description": segment.description, "size": sizes.get(segment.name, 0)}
         for segment in app.segments.segments
@@ -254,41 +271,32 @@ async def list_segments(request: web.Request) -> web.Response:
 
 
 async def show_segment(request: web.Request) -> web.Response:
-    app = _app(request)
+    app = _services(request)
     name = request.match_info["name"]
     segment = app.segments.by_name.get(name)
     if segment is None:
         return _json({"error": f"no segment {name!r}"}, 404)
     limit = min(int(request.query.get("limit", "20")), 200)
-    sample: list[str] = []
-    for partition in sorted(app.hot_path.owned_partitions):
-        for raw in app.store.sample_users(partition):
-            state = decode_state(raw)
-            if name in state.segments:
-                sample.append(state.user_id)
-                if len(sample) >= limit:
-                    break
-        if len(sample) >= limit:
-            break
+    sample = app.users.members(name, limit)
     body = {
         "name": segment.name,
         "description": segment.description,
         "definition": segment.definition["condition"],
         "definition_version": app.segments.version,
-        "size": app.hot_path.segment_totals().get(name, 0),
+        "size": app.segment_sizes.totals().get(name, 0),
         "sample": sample,
     }
     return _json(body)
 
 
 async def list_templates(request: web.Request) -> web.Response:
-    versions = _app(request).processor.template_versions
+    versions = _services(request).processor.template_versions
     return _json({"templates": [{"name": name, "version": version} for name, version in sorted(versions.items())]})
 
 
 async def preview_template(request: web.Request) -> web.Response:
     """The email as a job for this user would carry it now; without `user_id`, for a user we know nothing about."""
-    app = _app(request)
+    app = _services(request)
     name = request.match_info["name"]
     if name not in app.processor.template_versions:
         return _json({"error": f"no template {name!r}"}, 404)
@@ -316,7 +324,7 @@ async def preview_template(request: web.Request) -> web.Response:
 
 async def unsubscribe(request: web.Request) -> web.Response:
     """Verify a signed link and turn it into an `unsubscribe` event for the stream to apply."""
-    app = _app(request)
+    app = _services(request)
     token = request.query.get("token", "")
     verified = verify_token(token, app.settings.unsubscribe_secret.reveal().encode(), app.clock.now_ms())
     if verified is None:
@@ -333,7 +341,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
         "timestamp": app.clock.now_ms(),
         "properties": {"list": list_name},
     }
-    await app.hot_path.submit_event(user_id, orjson.dumps(event))
+    await app.events.submit(user_id, orjson.dumps(event))
     metrics.UNSUBSCRIBE_REQUESTS.labels("accepted").inc()
     return _page(
         "Unsubscribed", f"You will get no more {html.escape(list_name)} email from {html.escape(app.settings.brand)}."
@@ -351,7 +359,7 @@ def _page(title: str, message: str, status: int = 200) -> web.Response:
 
 
 async def advance_clock(request: web.Request) -> web.Response:
-    app = _app(request)
+    app = _services(request)
     body = await request.json()
     app.clock.advance(int(body["advance_ms"]))
     return _json({"now_ms": app.clock.now_ms()})

@@ -8,8 +8,9 @@ from typing import Any
 import faust
 from faust.web import Web
 
-from app.api import add_routes
+from app.api import ApiServices, add_routes
 from app.settings import Settings
+from app.worker_stats import LatencySamples, RecoQuality
 from models.reco import ItemModel
 from streams.core.clock import Clock
 from streams.core.content import EmailRenderer
@@ -20,32 +21,31 @@ from streams.core.processing import BatchProcessor
 from streams.core.segments import SegmentBook
 from streams.core.state import StatePolicy
 from streams.core.state_cache import StateCache
-from streams.kafka.hot_path import HotPath
+from streams.kafka.clients import EventPublisher
+from streams.kafka.lookup import UserLookup
 from streams.kafka.model_feed import MAX_SNAPSHOT_BYTES, SnapshotFeed, Trainer
+from streams.kafka.outputs import OutputTopics
 from streams.kafka.store import UserStore
 from streams.kafka.topics import ensure_topics
+from streams.kafka.worker import BatchWorker, WorkerConfig
 from streams.serving.prediction_cache import PredictionCache
 
 MIB = 1024 * 1024
 
 
 class TidemailApp(faust.App):
-    """A Faust app whose event processing is the batch `HotPath` rather than agents."""
+    """A Faust app whose event processing is the `BatchWorker` rather than agents."""
 
-    settings: Settings
-    store: UserStore
-    hot_path: HotPath
-    clock: Clock
-    segments: SegmentBook
-    processor: BatchProcessor
-    item_models: SnapshotFeed
-    prediction_cache: PredictionCache
+    worker: BatchWorker
+    snapshot_feed: SnapshotFeed
+    api_services: ApiServices
 
     def on_init_dependencies(self) -> Any:
-        return [*super().on_init_dependencies(), self.hot_path, self.item_models]
+        return [*super().on_init_dependencies(), self.worker, self.snapshot_feed]
 
     def on_webserver_init(self, web: Web) -> None:
-        add_routes(web.web_app, self)  # type: ignore[attr-defined]
+        # Faust's base `Web` does not declare the aiohttp application its only driver has.
+        add_routes(web.web_app, self.api_services)  # type: ignore[attr-defined]
 
 
 def build_processor(settings: Settings, clock: Clock) -> BatchProcessor:
@@ -109,7 +109,41 @@ def create_trainer(settings: Settings) -> Trainer:
 
 def create_app(settings: Settings) -> TidemailApp:
     """Build the app and everything it owns; connects to nothing until started."""
-    app = TidemailApp(
+    app = _faust_app(settings)
+    table = app.Table("users", partitions=settings.partitions, key_type=bytes, value_type=bytes)
+    store = UserStore(table, settings.partitions)
+    clock = Clock()
+    processor = build_processor(settings, clock)
+    worker = create_worker(settings, store, processor, clock)
+    app.worker = worker
+    app.snapshot_feed = SnapshotFeed(
+        bootstrap=settings.kafka_bootstrap, item_model_topic=settings.item_model_topic, processor=processor
+    )
+    prediction_cache = PredictionCache(settings.redis_url, settings.prediction_cache_ttl_s, settings.app_id)
+    worker.on_users_changed.append(prediction_cache.forget)
+    latency, reco_quality = LatencySamples(), RecoQuality()
+    worker.on_consumed.append(latency.consumed)
+    worker.on_batch.append(reco_quality.observe)
+    app.api_services = ApiServices(
+        settings=settings,
+        clock=clock,
+        processor=processor,
+        segments=processor.segments,
+        ownership=worker.ownership,
+        users=UserLookup(store, worker.ownership),
+        segment_sizes=worker.segment_sizes,
+        snapshots=app.snapshot_feed,
+        prediction_cache=prediction_cache,
+        events=EventPublisher(worker.clients, settings.events_topic),
+        latency=latency,
+        reco_quality=reco_quality,
+    )
+    _follow_rebalances(app, worker, store)
+    return app
+
+
+def _faust_app(settings: Settings) -> TidemailApp:
+    return TidemailApp(
         settings.app_id,
         broker=settings.kafka_url,
         store="rocksdb://",
@@ -133,47 +167,38 @@ def create_app(settings: Settings) -> TidemailApp:
             "max_open_files": 1024,
         },
     )
-    table = app.Table("users", partitions=settings.partitions, key_type=bytes, value_type=bytes)
-    clock = Clock()
-    processor = build_processor(settings, clock)
-    app.settings = settings
-    app.clock = clock
-    app.segments = processor.segments
-    app.processor = processor
-    app.store = UserStore(table, settings.partitions)
-    app.hot_path = HotPath(
+
+
+def create_worker(settings: Settings, store: UserStore, processor: BatchProcessor, clock: Clock) -> BatchWorker:
+    config = WorkerConfig(
         bootstrap=settings.kafka_bootstrap,
         group_id=f"{settings.app_id}-hot-path",
-        events_topic=settings.events_topic,
-        jobs_topic=settings.jobs_topic,
-        dead_letter_topic=settings.dead_letter_topic,
-        segment_changes_topic=settings.segment_changes_topic,
+        topics=OutputTopics(
+            events=settings.events_topic,
+            jobs=settings.jobs_topic,
+            segment_changes=settings.segment_changes_topic,
+            dead_letters=settings.dead_letter_topic,
+        ),
         interactions_topic=settings.interactions_topic,
-        store=app.store,
-        processor=processor,
-        cache=StateCache(settings.state_cache_users),
         batch_max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_timeout_ms,
-        clock=clock,
         timer_interval_ms=settings.timer_interval_ms,
         timer_batch_users=settings.timer_batch_users,
     )
+    cache = StateCache(settings.state_cache_users)
+    return BatchWorker(config=config, store=store, processor=processor, cache=cache, clock=clock)
 
-    app.item_models = SnapshotFeed(
-        bootstrap=settings.kafka_bootstrap, item_model_topic=settings.item_model_topic, processor=processor
-    )
-    app.prediction_cache = PredictionCache(settings.redis_url, settings.prediction_cache_ttl_s, settings.app_id)
-    app.hot_path.on_users_changed.append(app.prediction_cache.forget)
+
+def _follow_rebalances(app: TidemailApp, worker: BatchWorker, store: UserStore) -> None:
+    """The worker processes exactly the partitions of the `users` table Faust assigns this process."""
 
     # mode types signal receivers so that no coroutine function matches; the ignores are for that.
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def release_partitions(sender: Any, *args: Any, **kwargs: Any) -> None:
-        await app.hot_path.release()
+        await worker.release()
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def take_partitions(sender: Any, *args: Any, **kwargs: Any) -> None:
-        changelog = app.store.changelog_topic
+        changelog = store.changelog_topic
         owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog}
-        await app.hot_path.assign(owned)
-
-    return app
+        await worker.assign(owned)

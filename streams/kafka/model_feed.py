@@ -30,6 +30,7 @@ from mode import Service
 from models.reco import ItemModel, ItemTrainer, TrainingBatch
 from streams import metrics
 from streams.core.processing import BatchProcessor
+from streams.kafka.clients import group_consumer
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +115,7 @@ class Trainer:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap, acks="all", max_request_size=MAX_SNAPSHOT_BYTES
         )
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            group_id=self._group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-        )
+        self._consumer = group_consumer(self._bootstrap, self._group_id)
         # The whole compacted catalogue, from the start, whenever this process trains.
         self._catalog_reader = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
         await self._producer.start()

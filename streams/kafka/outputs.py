@@ -40,8 +40,7 @@ class OutputTopics:
 class OutputPublisher:
     """Sends outputs, skipping ids already published past the partition's checkpoint."""
 
-    def __init__(self, producer: AIOKafkaProducer, bootstrap: str, topics: OutputTopics, max_record_bytes: int) -> None:
-        self._producer = producer
+    def __init__(self, bootstrap: str, topics: OutputTopics, max_record_bytes: int) -> None:
         self._max_record_bytes = max_record_bytes
         self._bootstrap = bootstrap
         self._topics = topics
@@ -82,10 +81,10 @@ class OutputPublisher:
         for partition in partitions:
             self._published.pop(partition, None)
 
-    async def publish(self, result: BatchResult) -> dict[int, dict[str, int]]:
+    async def publish(self, producer: AIOKafkaProducer, result: BatchResult) -> dict[int, dict[str, int]]:
         """Send and await every output; return per partition each output topic's next offset."""
         ends: dict[int, dict[str, int]] = {}
-        for (topic, partition), end in (await send_grouped(self._producer, self.records(result))).items():
+        for (topic, partition), end in (await send_grouped(producer, self.records(result))).items():
             ends.setdefault(partition, {})[topic] = end
         return ends
 

@@ -59,7 +59,7 @@ def batch_result() -> BatchResult:
 
 async def test_outputs_go_to_the_input_partition_with_their_ids() -> None:
     producer = FakeProducer()
-    ends = await OutputPublisher(producer, "unused", TOPICS, max_record_bytes=10_000).publish(batch_result())  # type: ignore[arg-type]
+    ends = await OutputPublisher("unused", TOPICS, max_record_bytes=10_000).publish(producer, batch_result())
     placed = {
         (topic, partition): [
             r["headers"].get(ID_HEADER) or orjson.loads(r["value"])["change_id"] for r in batch.records
@@ -73,9 +73,9 @@ async def test_outputs_go_to_the_input_partition_with_their_ids() -> None:
 
 async def test_ids_published_before_a_crash_are_not_published_again() -> None:
     producer = FakeProducer()
-    publisher = OutputPublisher(producer, "unused", TOPICS, max_record_bytes=10_000)  # type: ignore[arg-type]
+    publisher = OutputPublisher("unused", TOPICS, max_record_bytes=10_000)
     publisher._published[3] = {"j1", change_id(evaluation_id("u1", "e1", 0), "vip", "entered")}
-    await publisher.publish(batch_result())
+    await publisher.publish(producer, batch_result())
     assert {topic for topic, _, _ in producer.sent} == {"dead"}
     assert publisher.suppressed == 2
 
@@ -84,7 +84,7 @@ async def test_a_job_too_large_for_kafka_is_dead_lettered_with_its_trigger() -> 
     producer = FakeProducer()
     result = batch_result()
     result.outputs.jobs = [{"job_id": "j1", "user_id": "u1", "html": "x" * 500}]
-    await OutputPublisher(producer, "unused", TOPICS, max_record_bytes=100).publish(result)  # type: ignore[arg-type]
+    await OutputPublisher("unused", TOPICS, max_record_bytes=100).publish(producer, result)
     dead = [r for topic, _, batch in producer.sent if topic == "dead" for r in batch.records]
     kinds = sorted(r["headers"]["tidemail.kind"] for r in dead)
     assert kinds == [b"invalid_event", b"job_too_large"]
@@ -96,7 +96,7 @@ async def test_full_batches_are_split_and_offsets_still_add_up() -> None:
     producer = FakeProducer(batch_limit=2)
     result = BatchResult()
     result.outputs.segment_transitions = [(0, Transitions("u1", 0, "e", "v", entered=[f"s{n}" for n in range(5)]))]
-    ends = await OutputPublisher(producer, "unused", TOPICS, max_record_bytes=10_000).publish(result)  # type: ignore[arg-type]
+    ends = await OutputPublisher("unused", TOPICS, max_record_bytes=10_000).publish(producer, result)
     assert [len(batch.records) for _, _, batch in producer.sent] == [2, 2, 1]
     assert ends == {0: {"changes": 5}}
 
@@ -107,7 +107,7 @@ async def test_segment_changes_carry_every_documented_field_and_their_own_ids() 
     first = Transitions("u1", 1_795_860_000_123, "e1", "v1", entered=["vip"], exited=["lapsed"])
     second = Transitions("u2", 1_795_860_000_124, "e2", "v1", entered=["vip"])
     result.outputs.segment_transitions = [(0, first), (0, second)]
-    await OutputPublisher(producer, "unused", TOPICS, max_record_bytes=10_000).publish(result)  # type: ignore[arg-type]
+    await OutputPublisher("unused", TOPICS, max_record_bytes=10_000).publish(producer, result)
     records = [r for _, _, batch in producer.sent for r in batch.records]
     expected = [
         (moved, segment, change)

@@ -1,0 +1,101 @@
+"""Which event partitions this worker processes, and putting them back at their durable checkpoints.
+
+Faust decides the partitions (its group assignment of the `users` table changelog) and
+recovers their state; the worker's own consumer is then assigned exactly those.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiokafka import TopicPartition
+
+from streams import metrics
+from streams.kafka.clients import WorkerClients
+from streams.kafka.committer import BatchCommitter
+from streams.kafka.outputs import OutputPublisher
+from streams.kafka.segment_sizes import SegmentSizes
+from streams.kafka.store import UserStore
+from streams.kafka.users import UserStates
+
+log = logging.getLogger(__name__)
+
+RETRY_BACKOFF_SECONDS = (0.5, 1, 2, 5, 10)
+
+
+class PartitionOwnership:
+    """Assigns and releases event partitions, and rewinds them to their checkpoints."""
+
+    def __init__(
+        self,
+        *,
+        events_topic: str,
+        clients: WorkerClients,
+        committer: BatchCommitter,
+        outputs: OutputPublisher,
+        store: UserStore,
+        states: UserStates,
+        sizes: SegmentSizes,
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self._events_topic = events_topic
+        self._clients = clients
+        self._committer = committer
+        self._outputs = outputs
+        self._store = store
+        self._states = states
+        self._sizes = sizes
+        self._sleep = sleep
+        self._owned: frozenset[int] = frozenset()
+
+    @property
+    def owned(self) -> frozenset[int]:
+        return self._owned
+
+    async def assign(self, partitions: set[int]) -> None:
+        """Take over exactly `partitions` (after Faust recovered their table state)."""
+        dropped = self._owned - partitions
+        self._states.forget(dropped)
+        self._outputs.forget(dropped)
+        self._clients.consumer.assign([TopicPartition(self._events_topic, p) for p in sorted(partitions)])
+        self._committer.resume(partitions)
+        await self._rewind_until_done()
+        self._owned = frozenset(partitions)
+        self._sizes.load(self._store, partitions)
+        metrics.OWNED_PARTITIONS.set(len(partitions))
+        log.info("hot path owns event partitions %s", sorted(partitions))
+
+    def release(self) -> None:
+        """Give up every partition."""
+        self._clients.consumer.assign([])
+        self._states.forget(self._owned)
+        self._outputs.forget(self._owned)
+        self._owned = frozenset()
+        self._sizes.clear()
+        metrics.OWNED_PARTITIONS.set(0)
+
+    async def rewind(self) -> None:
+        """Consume each partition again from its checkpoint, and recall the outputs published
+        after it, so that replaying what follows publishes none of them twice."""
+        for partition, checkpoint in self._committer.checkpoints.items():
+            tp = TopicPartition(self._events_topic, partition)
+            if checkpoint.input_offset is None:
+                await self._clients.consumer.seek_to_beginning(tp)
+            else:
+                self._clients.consumer.seek(tp, checkpoint.input_offset + 1)
+            await self._outputs.recall(partition, checkpoint.output_ends)
+
+    async def _rewind_until_done(self) -> None:
+        # Right after a broker restart, partitions can be leaderless for a while and reading
+        # the output topics back fails; processing must not start without that read.
+        for attempt, delay in enumerate(RETRY_BACKOFF_SECONDS * 3):
+            try:
+                await self.rewind()
+                return
+            except Exception:
+                log.exception(
+                    "reading checkpoints and recent outputs failed (attempt %d); retry in %ss", attempt + 1, delay
+                )
+                await self._sleep(delay)
+        await self.rewind()
