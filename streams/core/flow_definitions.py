@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streams.core.condition_parser import parse_condition
+from streams.core.conditions import Condition
 from streams.core.definitions import read_definitions, refuse_duplicates, top_level_list, version_of
 from streams.core.durations import parse_duration
 from streams.core.errors import ConfigError
 from streams.core.events import EVENT_TYPES
-from streams.core.rules import Condition, parse_condition
 
 END = -1
 USER_KEY = "user"

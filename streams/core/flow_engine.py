@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from streams.core.conditions import EvalContext
 from streams.core.events import Event
 from streams.core.flow_definitions import END, Flow, FlowBook, Send, Split, Wait, WaitFor
-from streams.core.rules import EvalContext
 from streams.core.segments import Transitions
 from streams.core.state import UserState
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from streams.core.codegen import Code, literal
-from streams.core.rules import Condition
+from streams.core.conditions import Condition
 from streams.core.state import UserState
 
 PlanFunction = Callable[

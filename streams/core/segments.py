@@ -15,20 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streams.core.condition_parser import parse_condition
+from streams.core.conditions import ANY_EVENT, FIRST_SEEN, MODEL_SCORE, TRAITS, Condition, Inputs, Moves
 from streams.core.definitions import read_definitions, refuse_duplicates, top_level_list, version_of
 from streams.core.errors import ConfigError
 from streams.core.events import Event
 from streams.core.plans import Movable, PlanFunction, PlanStep, compile_plan
-from streams.core.rules import (
-    ANY_EVENT,
-    FIRST_SEEN,
-    MODEL_SCORE,
-    TRAITS,
-    Condition,
-    Inputs,
-    Moves,
-    parse_condition,
-)
 from streams.core.state import UserState
 from streams.core.windows import AggregateIndex, AggregateSpec, Buckets, add
 

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from streams.core import segments as segments_module
 from streams.core.codegen import Code
+from streams.core.condition_parser import CONDITION_KINDS, parse_condition
+from streams.core.conditions import Checked, EvalContext, Inputs
 from streams.core.events import validate_event
-from streams.core.rules import CONDITION_KINDS, Checked, EvalContext, Inputs, parse_condition
 from streams.core.segments import SegmentBook
 from streams.core.state import StatePolicy, UserState, apply
 from streams.core.windows import AggregateSpec

@@ -5,8 +5,9 @@ from typing import Any
 import pytest
 import yaml
 
+from streams.core.condition_parser import parse_condition
+from streams.core.conditions import EvalContext, Moves
 from streams.core.errors import ConfigError
-from streams.core.rules import EvalContext, Moves, parse_condition
 from streams.core.segments import Evaluation, SegmentBook, Transitions
 from streams.core.state import StatePolicy, UserState, apply
 from tests.factories import BASE_TS, item, make_event
