@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import orjson
 import pytest
 
@@ -11,40 +8,9 @@ from streams.core.jobs import format_time
 from streams.core.segments import Transitions, change_id, evaluation_id
 from streams.kafka.outputs import ID_HEADER, OutputPublisher, OutputTopics
 from streams.kafka.store import Checkpoint
+from tests.unit.kafka.fakes import FakeProducer
 
 TOPICS = OutputTopics("events", "jobs", "changes", "dead")
-
-
-class FakeBatch:
-    def __init__(self, limit: int) -> None:
-        self.records: list[dict[str, Any]] = []
-        self._limit = limit
-
-    def append(self, *, timestamp: Any, key: bytes | None, value: bytes | None, headers: Any) -> object | None:
-        if len(self.records) >= self._limit:
-            return None
-        self.records.append({"key": key, "value": value, "headers": dict(headers)})
-        return object()
-
-
-class FakeProducer:
-    """Records sent batches; each topic-partition's offsets count up from zero."""
-
-    def __init__(self, batch_limit: int = 100) -> None:
-        self.sent: list[tuple[str, int, FakeBatch]] = []
-        self._limit = batch_limit
-        self._next: dict[tuple[str, int], int] = {}
-
-    def create_batch(self) -> FakeBatch:
-        return FakeBatch(self._limit)
-
-    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future[Any]:
-        self.sent.append((topic, partition, batch))
-        base = self._next.get((topic, partition), 0)
-        self._next[(topic, partition)] = base + len(batch.records)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        future.set_result(type("Metadata", (), {"offset": base})())
-        return future
 
 
 def batch_result() -> BatchResult:

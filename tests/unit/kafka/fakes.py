@@ -1,0 +1,78 @@
+"""Stand-ins for the Kafka clients and the RocksDB store, for the shell's unit tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from streams.kafka.store import CHECKPOINT_KEY, Checkpoint
+
+
+class FakeBatch:
+    def __init__(self, limit: int) -> None:
+        self.records: list[dict[str, Any]] = []
+        self._limit = limit
+
+    def append(self, *, timestamp: Any, key: bytes | None, value: bytes | None, headers: Any) -> object | None:
+        if len(self.records) >= self._limit:
+            return None
+        self.records.append({"key": key, "value": value, "headers": dict(headers)})
+        return object()
+
+
+class FakeProducer:
+    """Records sent batches; each topic-partition's offsets count up from zero."""
+
+    def __init__(self, batch_limit: int = 100, unreachable: frozenset[str] = frozenset()) -> None:
+        self.sent: list[tuple[str, int, FakeBatch]] = []
+        self._limit = batch_limit
+        self._next: dict[tuple[str, int], int] = {}
+        # Topics whose sends fail, as they do while their leaders are away.
+        self.unreachable = unreachable
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch(self._limit)
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        if topic in self.unreachable:
+            raise ConnectionError(f"no leader for {topic}[{partition}]")
+        self.sent.append((topic, partition, batch))
+        base = self._next.get((topic, partition), 0)
+        self._next[(topic, partition)] = base + len(batch.records)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(type("Metadata", (), {"offset": base})())
+        return future
+
+
+class FakeClients:
+    """The worker's clients, started."""
+
+    def __init__(self, producer: FakeProducer) -> None:
+        self.producer = producer
+
+
+class FakeStore:
+    """RocksDB partitions as dicts, with the changelog offset each write reflects."""
+
+    changelog_topic = "users-changelog"
+
+    def __init__(self, partitions: int = 4) -> None:
+        self.data: dict[int, dict[bytes, bytes]] = {p: {} for p in range(partitions)}
+        self.persisted_offsets: dict[int, int] = {}
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        return self.data[partition].get(key)
+
+    def checkpoint(self, partition: int) -> Checkpoint:
+        raw = self.get(partition, CHECKPOINT_KEY)
+        return Checkpoint.decode(raw) if raw is not None else Checkpoint(None, {})
+
+    def write(self, partition: int, items: Mapping[bytes, bytes | None], changelog_offset: int | None) -> None:
+        for key, value in items.items():
+            if value is None:
+                self.data[partition].pop(key, None)
+            else:
+                self.data[partition][key] = value
+        if changelog_offset is not None:
+            self.persisted_offsets[partition] = changelog_offset
