@@ -36,12 +36,12 @@ MIB = 1024 * 1024
 class TidemailApp(faust.App):
     """A Faust app whose event processing is the `BatchWorker` rather than agents."""
 
-    worker: BatchWorker
+    batch_worker: BatchWorker
     snapshot_feed: SnapshotFeed
     api_services: ApiServices
 
     def on_init_dependencies(self) -> Any:
-        return [*super().on_init_dependencies(), self.worker, self.snapshot_feed]
+        return [*super().on_init_dependencies(), self.batch_worker, self.snapshot_feed]
 
     def on_webserver_init(self, web: Web) -> None:
         # Faust's base `Web` does not declare the aiohttp application its only driver has.
@@ -115,7 +115,7 @@ def create_app(settings: Settings) -> TidemailApp:
     clock = Clock()
     processor = build_processor(settings, clock)
     worker = create_worker(settings, store, processor, clock)
-    app.worker = worker
+    app.batch_worker = worker
     app.snapshot_feed = SnapshotFeed(
         bootstrap=settings.kafka_bootstrap, item_model_topic=settings.item_model_topic, processor=processor
     )

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
+    """Where the worker reads and writes, and how much it takes on at once."""
+
     bootstrap: str
     group_id: str
     topics: OutputTopics
