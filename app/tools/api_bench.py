@@ -9,18 +9,15 @@ ones queued behind it.
 from __future__ import annotations
 
 import asyncio
-import gc
-import os
+import itertools
 import random
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
+from app.tools.common import freeze_heap, get_json, launch, produce, stop_processes, tidemail_command, wait_until
 from app.tools.generator import EventGenerator
 
 
@@ -32,17 +29,6 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     max_ms: float
-
-
-def freeze_heap() -> None:
-    """Leave every object this process holds now out of its garbage collections.
-
-    The benchmark process times requests from their scheduled instants and feeds the
-    workers it measures, so its own pauses read as theirs. Its default collector walks
-    the whole heap often: over one full `make bench` it made 102 full collections of
-    0.05-0.39 s, and one of 0.08 s during the predictions load put that p99 at 43 ms."""
-    gc.collect()
-    gc.freeze()
 
 
 async def load_test(name: str, urls: list[str], rate: int, seconds: float) -> LoadResult:
@@ -85,26 +71,14 @@ async def load_test(name: str, urls: list[str], rate: int, seconds: float) -> Lo
 
 async def run_api_bench(env: dict[str, str], base: str, rate: int, seconds: float) -> list[LoadResult]:
     """Load a deployment described by `env` (its worker serving at `base`) with 5,000 users."""
-    from app.tools.bench import _produce, _stats, _wait_until  # the throughput bench's helpers
-
     users = 5_000
     workdir = Path(env["TIDEMAIL_DATA_DIR"])
     workdir.mkdir(parents=True, exist_ok=True)
-    processes = [_spawn(command, env, workdir / f"{command}.log") for command in ("worker", "trainer")]
+    processes = [
+        launch(tidemail_command(command), workdir / f"{command}.log", env) for command in ("worker", "trainer")
+    ]
     try:
-        async with aiohttp.ClientSession() as http:
-            await _wait_until(lambda: _stats(http, base + "/stats"), lambda s: s is not None, 120, "api worker")
-            generator = EventGenerator(users=users, seed=5)
-            await _produce(env["TIDEMAIL_KAFKA_BOOTSTRAP"], env["TIDEMAIL_EVENTS_TOPIC"], generator, 50_000, None)
-            await _wait_until(
-                lambda: _stats(http, base + "/stats"), lambda s: s["processed"] >= 50_000, 300, "api events"
-            )
-            await _wait_until(
-                lambda: _json(http, base + "/models"),
-                lambda m: m is not None and m["recommendations"]["items"] > 0,
-                120,
-                "item model snapshot",
-            )
+        await _load_users(env, base, users)
         rng = random.Random(3)
         sample = [f"u{rng.randrange(users):06d}" for _ in range(2_000)]
         results = [await load_test("GET /health (baseline)", [base + "/health"], rate, seconds)]
@@ -114,13 +88,22 @@ async def run_api_bench(env: dict[str, str], base: str, rate: int, seconds: floa
             results.append(await load_test(f"GET /users/{{id}}/{name}", urls, rate, seconds))
         return results
     finally:
-        for process in processes:
-            os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_processes(processes)
+
+
+async def _load_users(env: dict[str, str], base: str, users: int) -> None:
+    """50,000 events from `users` users, through the worker, and an item model trained on them."""
+    async with aiohttp.ClientSession() as http:
+        await wait_until(lambda: get_json(http, base + "/stats"), lambda s: True, 120, "api worker")
+        messages = itertools.islice(EventGenerator(users=users, seed=5).messages(), 50_000)
+        await produce(env["TIDEMAIL_KAFKA_BOOTSTRAP"], env["TIDEMAIL_EVENTS_TOPIC"], messages)
+        await wait_until(lambda: get_json(http, base + "/stats"), lambda s: s["processed"] >= 50_000, 300, "api events")
+        await wait_until(
+            lambda: get_json(http, base + "/models"),
+            lambda m: m["recommendations"]["items"] > 0,
+            120,
+            "item model snapshot",
+        )
 
 
 def report_api(results: list[LoadResult], rate: int) -> str:
@@ -138,18 +121,3 @@ def report_api(results: list[LoadResult], rate: int) -> str:
     worst = max(r.p99_ms for r in results[1:])
     lines.append(f"prediction API p99 {worst:.2f} ms at {rate}/s (target < 10 ms)")
     return "\n".join(lines)
-
-
-def _spawn(command: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "app.cli", command], env=env, stdout=log, stderr=log, start_new_session=True
-        )
-
-
-async def _json(http: aiohttp.ClientSession, url: str) -> dict[str, object] | None:
-    try:
-        async with http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
-            return await response.json() if response.status == 200 else None
-    except (TimeoutError, aiohttp.ClientError):
-        return None

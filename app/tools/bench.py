@@ -6,23 +6,32 @@ pre-produced events, one after the other, so their numbers are comparable as a r
 
 from __future__ import annotations
 
-import asyncio
-import os
+import itertools
 import shutil
-import signal
-import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 from aiokafka import AIOKafkaProducer
 
 from app.settings import Settings
-from app.tools.api_bench import LoadResult, freeze_heap, run_api_bench
+from app.tools.api_bench import LoadResult, run_api_bench
+from app.tools.common import (
+    delete_topics,
+    deployment_env,
+    flows_without_segment_triggers,
+    freeze_heap,
+    get_json,
+    launch,
+    poll_until,
+    produce,
+    stop_processes,
+    wait_until,
+)
 from app.tools.generator import EventGenerator
 from app.tools.model_quality import trained_item_model
 from streams.kafka.model_feed import MAX_SNAPSHOT_BYTES, SNAPSHOT_KEY
@@ -70,26 +79,13 @@ class Measurement:
         return self.events / self.seconds
 
 
-def _deployment_env(run_id: str, slug: str, partitions: int, web_port: int) -> dict[str, str]:
-    """A worker's environment with topics, group and data of its own."""
-    name = f"bench-{run_id}-{slug}"
-    return {
-        **os.environ,
-        "TIDEMAIL_APP_ID": name,
-        "TIDEMAIL_EVENTS_TOPIC": f"{name}.events",
-        "TIDEMAIL_SEGMENT_CHANGES_TOPIC": f"{name}.segment-changes",
-        "TIDEMAIL_INTERACTIONS_TOPIC": f"{name}.interactions",
-        "TIDEMAIL_ITEM_MODEL_TOPIC": f"{name}.item-model",
-        "TIDEMAIL_CATALOG_TOPIC": f"{name}.catalog",
-        "TIDEMAIL_JOBS_TOPIC": f"bench-{run_id}.email-jobs",
-        "TIDEMAIL_DEAD_LETTER_TOPIC": f"bench-{run_id}.dead-letter",
-        "TIDEMAIL_PARTITIONS": str(partitions),
-        "TIDEMAIL_DATA_DIR": str(Path(".cache/bench") / run_id / slug),
-        "TIDEMAIL_WEB_PORT": str(web_port),
-        "TIDEMAIL_TRAINER_METRICS_PORT": "0",
-        "TIDEMAIL_KAFKA_BOOTSTRAP": Settings.from_env().kafka_bootstrap,
-        "TIDEMAIL_LOG_LEVEL": "warn",
-    }
+@dataclass(frozen=True, slots=True)
+class Feed:
+    """A contender's own events topic, and the generator that filled it (and feeds its latency run)."""
+
+    bootstrap: str
+    topic: str
+    generator: EventGenerator
 
 
 async def run_bench(
@@ -114,33 +110,34 @@ async def run_bench(
     results = []
     for contender in contenders:
         freeze_heap()
-        # Each contender gets its own topic holding the same seeded events.
-        topic = f"bench-{run_id}-{contender.slug}.events"
-        await ensure_topics(base.kafka_bootstrap, partitions, 1, [topic])
-        generator = EventGenerator(users=20_000, seed=11)
-        # Both passes are in the topic before the worker starts: a producer running beside
-        # the worker would take its share of the two cores out of the measurement.
-        backlog = events * (2 if contender.warm_pass else 1)
-        print(f"\nproducing {backlog:,} events to {topic} ...", flush=True)
-        started = time.perf_counter()
-        await _produce(base.kafka_bootstrap, topic, generator, backlog, rate=None)
-        print(f"  produced in {time.perf_counter() - started:.1f}s", flush=True)
-        env = _deployment_env(run_id, contender.slug, partitions, contender.web_port)
-        env.update(TIDEMAIL_SEGMENTS_FILE=str(contender.segments_file), TIDEMAIL_EVENTS_TOPIC=topic)
+        feed = await _fill_topic(base.kafka_bootstrap, run_id, contender, partitions, events)
+        env = deployment_env(run_id, contender.slug, partitions, contender.web_port)
+        env.update(TIDEMAIL_SEGMENTS_FILE=str(contender.segments_file), TIDEMAIL_EVENTS_TOPIC=feed.topic)
         if contender.segments_file != base.segments_file:
             env.update(TIDEMAIL_FLOWS_FILE=str(flows_without_segment_triggers(contender.segments_file.parent)))
         await _publish_snapshot(base.kafka_bootstrap, env["TIDEMAIL_ITEM_MODEL_TOPIC"], item_model)
-        results.append(
-            await _measure(
-                contender, env, base.kafka_bootstrap, topic, generator, events, latency_rate, latency_seconds
-            )
-        )
+        results.append(await _measure(contender, env, feed, events, latency_rate, latency_seconds))
     print(f"\n== prediction API at {API_RATE} requests/s", flush=True)
-    api_env = _deployment_env(run_id, "api", partitions, API_PORT)
+    api_env = deployment_env(run_id, "api", partitions, API_PORT)
     api_results = await run_api_bench(api_env, f"http://127.0.0.1:{API_PORT}", API_RATE, API_SECONDS)
     shutil.rmtree(Path(".cache/bench") / run_id, ignore_errors=True)
-    await _delete_topics(base.kafka_bootstrap, f"bench-{run_id}")
+    await delete_topics(base.kafka_bootstrap, f"bench-{run_id}")
     return results, api_results
+
+
+async def _fill_topic(bootstrap: str, run_id: str, contender: Contender, partitions: int, events: int) -> Feed:
+    """The contender's own topic holding the same seeded events as every other's."""
+    topic = f"bench-{run_id}-{contender.slug}.events"
+    await ensure_topics(bootstrap, partitions, 1, [topic])
+    generator = EventGenerator(users=20_000, seed=11)
+    # Both passes are in the topic before the worker starts: a producer running beside
+    # the worker would take its share of the two cores out of the measurement.
+    backlog = events * (2 if contender.warm_pass else 1)
+    print(f"\nproducing {backlog:,} events to {topic} ...", flush=True)
+    started = time.perf_counter()
+    await produce(bootstrap, topic, itertools.islice(generator.messages(), backlog))
+    print(f"  produced in {time.perf_counter() - started:.1f}s", flush=True)
+    return Feed(bootstrap, topic, generator)
 
 
 async def _publish_snapshot(bootstrap: str, topic: str, snapshot: bytes) -> None:
@@ -155,65 +152,20 @@ async def _publish_snapshot(bootstrap: str, topic: str, snapshot: bytes) -> None
         await producer.stop()
 
 
-async def _delete_topics(bootstrap: str, prefix: str) -> None:
-    # Hundreds of leftover partitions slow every later start of the local broker.
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        mine = [topic for topic in await admin.list_topics() if topic.startswith(prefix)]
-        if mine:
-            await admin.delete_topics(mine)
-    finally:
-        await admin.close()
-
-
 async def _measure(
-    contender: Contender,
-    env: dict[str, str],
-    bootstrap: str,
-    topic: str,
-    generator: EventGenerator,
-    events: int,
-    latency_rate: int,
-    latency_seconds: int,
+    contender: Contender, env: dict[str, str], feed: Feed, events: int, latency_rate: int, latency_seconds: int
 ) -> Measurement:
     print(f"== {contender.name}", flush=True)
     log_path = Path(env["TIDEMAIL_DATA_DIR"]).with_suffix(".log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     print(f"  worker log: {log_path}", flush=True)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(contender.command, env=env, stdout=log, stderr=log, start_new_session=True)
+    process = launch(contender.command, log_path, env)
     url = f"http://127.0.0.1:{contender.web_port}/stats"
     try:
         async with aiohttp.ClientSession() as http:
-            await _wait_until(lambda: _stats(http, url), lambda s: s is not None, 120, "worker web server")
-            first = await _wait_until(lambda: _stats(http, url), lambda s: s["processed"] > 0, 120, "first batch")
-            started = time.perf_counter()
-            start_count = first["processed"]
-            done = await _wait_until(
-                lambda: _stats(http, url), lambda s: s["processed"] >= events, contender.max_drain_seconds, None
-            )
-            first_pass_end = time.perf_counter()
-            seconds = first_pass_end - started
-            drained = done["processed"] - start_count
-            print(f"  drained {drained:,} events in {seconds:.1f}s: {drained / seconds:,.0f} events/s", flush=True)
-            await _wait_until(lambda: _stats(http, url), lambda s: s["processed"] >= events, 3600, None)
-            warm_rate = await _known_user_pass(http, url, done, first_pass_end, events) if contender.warm_pass else None
+            drained, seconds, warm_rate = await _throughput(http, url, contender, events)
             measured = events * (2 if contender.warm_pass else 1)
-            async with http.post(url + "/reset"):
-                pass
-            await _produce(bootstrap, topic, generator, latency_rate * latency_seconds, rate=latency_rate)
-            target = measured + latency_rate * latency_seconds
-            await _wait_until(lambda: _stats(http, url), lambda s: s["processed"] >= target, 120, "latency phase")
-            steady = await _stats(http, url + "?percentiles")
-            assert steady is not None, "the worker stopped answering"
-            print(
-                f"  latency at {latency_rate}/s: "
-                f"p50 {steady['latency_p50_ms']:.1f} ms, p99 {steady['latency_p99_ms']:.1f} ms",
-                flush=True,
-            )
+            steady = await _latency(http, url, feed, measured, latency_rate, latency_seconds)
             return Measurement(
                 contender.name,
                 drained,
@@ -224,66 +176,60 @@ async def _measure(
                 contender.segment_count,
             )
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_processes([process])
+
+
+async def _throughput(
+    http: aiohttp.ClientSession, url: str, contender: Contender, events: int
+) -> tuple[int, float, float | None]:
+    """Events drained from the first pass and in how many seconds, and the known-user pass's rate."""
+
+    def stats() -> Awaitable[dict[str, Any] | None]:
+        return get_json(http, url)
+
+    await wait_until(stats, lambda s: True, 120, "worker web server")
+    first = await wait_until(stats, lambda s: s["processed"] > 0, 120, "first batch")
+    started = time.perf_counter()
+    start_count = first["processed"]
+    done = await poll_until(stats, lambda s: s["processed"] >= events, contender.max_drain_seconds)
+    if done is None:
+        raise TimeoutError("the worker stopped answering")
+    first_pass_end = time.perf_counter()
+    seconds = first_pass_end - started
+    drained: int = done["processed"] - start_count
+    print(f"  drained {drained:,} events in {seconds:.1f}s: {drained / seconds:,.0f} events/s", flush=True)
+    await poll_until(stats, lambda s: s["processed"] >= events, 3600)
+    warm_rate = await _known_user_pass(stats, done, first_pass_end, events) if contender.warm_pass else None
+    return drained, seconds, warm_rate
 
 
 async def _known_user_pass(
-    http: aiohttp.ClientSession, url: str, first_done: dict[str, Any], since: float, events: int
+    stats: Callable[[], Awaitable[dict[str, Any] | None]], first_done: dict[str, Any], since: float, events: int
 ) -> float:
     """Throughput over the backlog's second half: `events` more events from the same, now known,
     users, from the first pass's last sample (`first_done`, taken at `since`)."""
-    done = await _wait_until(
-        lambda: _stats(http, url), lambda s: s["processed"] >= 2 * events, 600, "the known-user pass"
-    )
+    done = await wait_until(stats, lambda s: s["processed"] >= 2 * events, 600, "the known-user pass")
     rate: float = (done["processed"] - first_done["processed"]) / (time.perf_counter() - since)
     print(f"  known users: {rate:,.0f} events/s", flush=True)
     return rate
 
 
-async def _stats(http: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
-    try:
-        async with http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
-            if response.status != 200:
-                return None
-            body: dict[str, Any] = await response.json()
-            return body
-    except (TimeoutError, aiohttp.ClientError):
-        return None
-
-
-async def _wait_until(probe: Any, ready: Any, timeout: float, what: str | None) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await probe()
-        if last is not None and ready(last):
-            return last
-        await asyncio.sleep(0.05)
-    if what is not None:
-        raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-    return last
-
-
-async def _produce(bootstrap: str, topic: str, generator: EventGenerator, count: int, rate: int | None) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1024 * 1024)
-    await producer.start()
-    started = time.monotonic()
-    try:
-        messages = generator.messages()
-        for n in range(count):
-            key, value = next(messages)
-            await producer.send(topic, value, key=key)
-            if rate is not None and n % 20 == 0:
-                ahead = n / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-        await producer.flush()
-    finally:
-        await producer.stop()
+async def _latency(
+    http: aiohttp.ClientSession, url: str, feed: Feed, measured: int, rate: int, seconds: int
+) -> dict[str, Any]:
+    """Latency percentiles over `rate` events a second for `seconds`, after the `measured` backlog."""
+    async with http.post(url + "/reset"):
+        pass
+    await produce(feed.bootstrap, feed.topic, itertools.islice(feed.generator.messages(), rate * seconds), rate)
+    target = measured + rate * seconds
+    await wait_until(lambda: get_json(http, url), lambda s: s["processed"] >= target, 120, "latency phase")
+    steady = await get_json(http, url + "?percentiles")
+    assert steady is not None, "the worker stopped answering"
+    print(
+        f"  latency at {rate}/s: p50 {steady['latency_p50_ms']:.1f} ms, p99 {steady['latency_p99_ms']:.1f} ms",
+        flush=True,
+    )
+    return steady
 
 
 def _segment_contenders(python: str, segment_files: dict[int, Path]) -> list[Contender]:
@@ -305,15 +251,6 @@ def _segment_files(directory: Path) -> dict[int, Path]:
     files[0].write_text("segments: []\n")
     files[50].write_text(mixed_segments_yaml(50))
     return files
-
-
-def flows_without_segment_triggers(directory: Path) -> Path:
-    """The shipped flows less those started by a segment, for segment sets that lack it."""
-    shipped = yaml.safe_load(Settings().flows_file.read_text())
-    kept = [flow for flow in shipped["flows"] if "segment" not in flow["trigger"]]
-    path = directory / "flows-event-triggered.yaml"
-    path.write_text(yaml.safe_dump({"flows": kept}))
-    return path
 
 
 def mixed_segments_yaml(count: int) -> str:

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,6 +17,7 @@ from aiokafka import AIOKafkaConsumer
 
 from app.faust_app import ensure_deployment_topics
 from app.settings import Settings
+from app.tools.common import launch, stop_processes, tidemail_command
 from app.tools.generator import publish
 
 LOGS = Path(".cache/logs")
@@ -57,13 +55,7 @@ async def run_demo(settings: Settings, users: int, rate: float, time_lapse: floa
             generator.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await generator
-        for process in (deliverer, sink, trainer, worker):
-            os.killpg(process.pid, signal.SIGTERM)
-        for process in (deliverer, sink, trainer, worker):
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_processes((deliverer, sink, trainer, worker))
         print("\nworker, trainer, deliverer and SMTP sink stopped", flush=True)
 
 
@@ -81,10 +73,7 @@ async def _time_lapse(http: aiohttp.ClientSession, clocks: list[str], speed: flo
 
 def _start(command: str) -> subprocess.Popen[bytes]:
     LOGS.mkdir(parents=True, exist_ok=True)
-    with (LOGS / f"{command}.log").open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "app.cli", command], stdout=log, stderr=log, start_new_session=True
-        )
+    return launch(tidemail_command(command), LOGS / f"{command}.log", append=True)
 
 
 async def _wait_ready(http: aiohttp.ClientSession, base: str, worker: subprocess.Popen[bytes]) -> None:

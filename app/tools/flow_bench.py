@@ -10,9 +10,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import statistics
 import time
 from collections.abc import Iterator
@@ -21,11 +19,20 @@ from pathlib import Path
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.settings import Settings
-from app.tools.api_bench import _spawn
-from app.tools.bench import _delete_topics, _deployment_env, _stats, _wait_until, flows_without_segment_triggers
+from app.tools.common import (
+    delete_topics,
+    deployment_env,
+    flows_without_segment_triggers,
+    get_json,
+    launch,
+    produce,
+    stop_processes,
+    tidemail_command,
+    wait_until,
+)
 from streams.core.flow_engine import JobRequest
 from streams.core.governance import GovernancePolicy, QuietHours, decide
 from streams.core.state import UserState
@@ -54,63 +61,25 @@ class FlowBenchResult:
 
 async def run_flow_bench(pending: int = 100_000, spread_s: float = 100, burst: int = 20_000) -> FlowBenchResult:
     run_id = time.strftime("%Y%m%d%H%M%S")
-    env = _deployment_env(run_id, "flows", Settings.from_env().partitions, PORT)
-    directory = Path(env["TIDEMAIL_DATA_DIR"]).parent
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "segments-0.yaml").write_text("segments: []\n")
-    env.update(
-        TIDEMAIL_ALLOW_CLOCK_CONTROL="true",
-        TIDEMAIL_QUIET_HOURS="",
-        # Flows only: no segment flips competing with the reminders for the timer.
-        TIDEMAIL_SEGMENTS_FILE=str(directory / "segments-0.yaml"),
-        TIDEMAIL_FLOWS_FILE=str(flows_without_segment_triggers(directory)),
-    )
+    env = _flows_env(run_id)
     settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("TIDEMAIL_")})
     await ensure_topics(settings.kafka_bootstrap, settings.partitions, 1, settings.hot_path_topics)
     workdir = Path(env["TIDEMAIL_DATA_DIR"])
-    worker = _spawn("worker", env, workdir.with_suffix(".log"))
+    worker = launch(tidemail_command("worker"), workdir.with_suffix(".log"), env)
     base = f"http://127.0.0.1:{PORT}"
     try:
         async with aiohttp.ClientSession() as http:
-            await _wait_until(lambda: _stats(http, base + "/stats"), lambda s: s is not None, 120, "worker")
+            await wait_until(lambda: get_json(http, base + "/stats"), lambda s: True, 120, "worker")
             jobs = JobWatcher(settings.kafka_bootstrap, settings.jobs_topic, settings.partitions)
             await jobs.start()
             try:
-                now = int(time.time() * 1000)
-                # Each cart goes quiet an hour before its reminder: due from LEAD_S on, spread evenly.
-                first_due = now + LEAD_S * 1000
-                carts = [first_due - HOUR_MS + int(i * spread_s * 1000 / pending) for i in range(pending)]
-                print(f"producing {pending:,} users with carts ...", flush=True)
-                started = time.perf_counter()
-                await _produce(settings, _carts("p", carts))
-                await _wait_until(
-                    lambda: _stats(http, base + "/stats"), lambda s: s["processed"] >= 2 * pending, 600, "ingest"
-                )
-                ingest_s = time.perf_counter() - started
-                print(f"  in the worker after {ingest_s:.1f}s; reminders fall due from {LEAD_S}s", flush=True)
-                lags = await jobs.collect(pending, timeout=LEAD_S + spread_s + 120)
-                print(f"  {len(lags):,} reminders out", flush=True)
-
-                print(f"burst: {burst:,} reminders due at one instant ...", flush=True)
-                now = int(time.time() * 1000)
-                await _produce(settings, _carts("b", [now] * burst))
-                await _wait_until(
-                    lambda: _stats(http, base + "/stats"),
-                    lambda s: s["processed"] >= 2 * (pending + burst),
-                    600,
-                    "burst ingest",
-                )
-                started = time.perf_counter()
-                async with http.post(base + "/admin/clock", json={"advance_ms": HOUR_MS + 1_000}):
-                    pass
-                await jobs.collect(burst, timeout=600)
-                burst_s = time.perf_counter() - started
+                lags, ingest_s = await _timer_lag(http, base, settings, jobs, pending, spread_s)
+                burst_s = await _burst(http, base, settings, jobs, pending, burst)
             finally:
                 await jobs.stop()
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(30)
-        await _delete_topics(settings.kafka_bootstrap, f"bench-{run_id}")
+        stop_processes([worker])
+        await delete_topics(settings.kafka_bootstrap, f"bench-{run_id}")
     shutil.rmtree(workdir.parent, ignore_errors=True)  # kept after a failure, for its log
     lags.sort()
     return FlowBenchResult(
@@ -125,6 +94,61 @@ async def run_flow_bench(pending: int = 100_000, spread_s: float = 100, burst: i
         burst_s,
         measure_decision_us(),
     )
+
+
+def _flows_env(run_id: str) -> dict[str, str]:
+    """A deployment of its own with clock control, no quiet hours, and no segments."""
+    env = deployment_env(run_id, "flows", Settings.from_env().partitions, PORT)
+    directory = Path(env["TIDEMAIL_DATA_DIR"]).parent
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "segments-0.yaml").write_text("segments: []\n")
+    env.update(
+        TIDEMAIL_ALLOW_CLOCK_CONTROL="true",
+        TIDEMAIL_QUIET_HOURS="",
+        # Flows only: no segment flips competing with the reminders for the timer.
+        TIDEMAIL_SEGMENTS_FILE=str(directory / "segments-0.yaml"),
+        TIDEMAIL_FLOWS_FILE=str(flows_without_segment_triggers(directory)),
+    )
+    return env
+
+
+async def _timer_lag(
+    http: aiohttp.ClientSession, base: str, settings: Settings, jobs: JobWatcher, pending: int, spread_s: float
+) -> tuple[list[float], float]:
+    """Each reminder's lag behind its due instant, and how long the worker took to take in the carts."""
+    now = int(time.time() * 1000)
+    # Each cart goes quiet an hour before its reminder: due from LEAD_S on, spread evenly.
+    first_due = now + LEAD_S * 1000
+    carts = [first_due - HOUR_MS + int(i * spread_s * 1000 / pending) for i in range(pending)]
+    print(f"producing {pending:,} users with carts ...", flush=True)
+    started = time.perf_counter()
+    await produce(settings.kafka_bootstrap, settings.events_topic, _carts("p", carts))
+    await wait_until(lambda: get_json(http, base + "/stats"), lambda s: s["processed"] >= 2 * pending, 600, "ingest")
+    ingest_s = time.perf_counter() - started
+    print(f"  in the worker after {ingest_s:.1f}s; reminders fall due from {LEAD_S}s", flush=True)
+    lags = await jobs.collect(pending, timeout=LEAD_S + spread_s + 120)
+    print(f"  {len(lags):,} reminders out", flush=True)
+    return lags, ingest_s
+
+
+async def _burst(
+    http: aiohttp.ClientSession, base: str, settings: Settings, jobs: JobWatcher, pending: int, burst: int
+) -> float:
+    """Seconds from moving the clock past `burst` reminders to the last of their jobs."""
+    print(f"burst: {burst:,} reminders due at one instant ...", flush=True)
+    now = int(time.time() * 1000)
+    await produce(settings.kafka_bootstrap, settings.events_topic, _carts("b", [now] * burst))
+    await wait_until(
+        lambda: get_json(http, base + "/stats"),
+        lambda s: s["processed"] >= 2 * (pending + burst),
+        600,
+        "burst ingest",
+    )
+    started = time.perf_counter()
+    async with http.post(base + "/admin/clock", json={"advance_ms": HOUR_MS + 1_000}):
+        pass
+    await jobs.collect(burst, timeout=600)
+    return time.perf_counter() - started
 
 
 class JobWatcher:
@@ -165,17 +189,6 @@ def _carts(prefix: str, quiet_since: list[int]) -> Iterator[tuple[bytes, bytes]]
         cart = {"cart_id": f"cart-{user}", "item": item}
         add = {"event_id": f"ca-{user}", "user_id": user, "type": "cart_add", "timestamp": ts, "properties": cart}
         yield user.encode(), orjson.dumps(add)
-
-
-async def _produce(settings: Settings, messages: Iterator[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20, max_batch_size=1 << 20)
-    await producer.start()
-    try:
-        for key, value in messages:
-            await producer.send(settings.events_topic, value, key=key)
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 def measure_decision_us(rounds: int = 100_000) -> float:

@@ -7,7 +7,6 @@ on purpose, so the demo shows dead-lettering as well.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import orjson
 
 from app.settings import Settings
+from app.tools.common import keep_pace
 from models.popularity import Product
 
 log = logging.getLogger(__name__)
@@ -211,9 +211,7 @@ async def publish(settings: Settings, *, users: int, limit: int | None, rate: fl
             if limit is not None and sent >= limit:
                 break
             if rate is not None and sent % 50 == 0:
-                ahead = sent / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
+                await keep_pace(sent, rate, started)
             if sent % 10_000 == 0:
                 log.info("generator: %d events sent", sent)
         await producer.flush()

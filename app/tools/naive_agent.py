@@ -54,6 +54,13 @@ def create_naive_app(settings: Settings) -> faust.App:
             progress["latencies_ms"].append(time.time() * 1000 - event.message.timestamp * 1000)
             yield None
 
+    _add_stats_pages(app, progress)
+    return app
+
+
+def _add_stats_pages(app: faust.App, progress: dict[str, Any]) -> None:
+    """The progress the benchmark polls, as the hot path's worker reports it."""
+
     @app.page("/stats")
     class Stats(View):
         async def get(self, request: Request) -> Response:
@@ -71,8 +78,6 @@ def create_naive_app(settings: Settings) -> faust.App:
         async def post(self, request: Request) -> Response:
             progress["latencies_ms"].clear()
             return self.bytes(b"{}", content_type="application/json")
-
-    return app
 
 
 if __name__ == "__main__":
