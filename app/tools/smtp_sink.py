@@ -21,14 +21,12 @@ class SinkHandler:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.received = 0
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         headers = BytesParser(policy=default).parsebytes(content, headersonly=True)
         name = headers.get("X-Tidemail-Job-Id") or uuid.uuid4().hex
         (self.directory / f"{time.time_ns()}-{name}.eml").write_bytes(content)
-        self.received += 1
         log.info("to %s: %s", ", ".join(envelope.rcpt_tos), headers.get("Subject", "(no subject)"))
         return "250 Message accepted for delivery"
 

@@ -29,13 +29,12 @@ class Existing:
 
     claimed_at_ms: int | None
     outcome: dict[str, Any] | None
-    raw: bytes
 
 
 def read_existing(value: bytes) -> Existing:
     if value.startswith(CLAIMED):
-        return Existing(int(value[len(CLAIMED) :]), None, value)
-    return Existing(None, orjson.loads(value), value)
+        return Existing(int(value[len(CLAIMED) :]), None)
+    return Existing(None, orjson.loads(value))
 
 
 class DeliveryClaims:

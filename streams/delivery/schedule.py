@@ -74,9 +74,6 @@ class OffsetTracker:
             done.discard(heapq.heappop(heap))
         return heap[0] if heap else self._next[partition]
 
-    def positions(self) -> dict[int, int]:
-        return {p: position for p in list(self._next) if (position := self.position(p)) is not None}
-
     def unfinished(self) -> int:
         """Jobs held in memory across every partition: what the pending cap bounds."""
         return sum(len(heap) - len(self._done[p]) for p, heap in self._open.items())

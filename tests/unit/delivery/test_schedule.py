@@ -37,7 +37,7 @@ def test_a_partition_commits_up_to_its_earliest_unfinished_offset() -> None:
     assert tracker.position(0) == 3
     tracker.finished(0, 3)
     assert tracker.position(0) == 5  # nothing open: one past the last read
-    assert tracker.positions() == {0: 5, 1: 7}
+    assert (tracker.position(0), tracker.position(1)) == (5, 7)
     assert tracker.unfinished() == 1
 
 
