@@ -1,0 +1,92 @@
+"""The jobs consumer against a fake Kafka consumer: what it holds, dead-letters, pauses and commits."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+import orjson
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from app.settings import Settings
+from streams.core.clock import Clock
+from streams.delivery.consumer import JobConsumer
+from streams.delivery.due import DueJobs
+from streams.delivery.pending import PendingJobs
+from tests.unit.delivery.test_messages import job_doc
+
+TOPIC = "jobs"
+TP = TopicPartition(TOPIC, 0)
+
+
+def record(offset: int, value: bytes) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(TOPIC, 0, offset, 0, 0, b"ann", value, None, 3, len(value), [])
+
+
+def job(job_id: str) -> bytes:
+    return orjson.dumps(job_doc(job_id=job_id))
+
+
+class FakeConsumer:
+    """Hands out `batches` one `getmany` at a time, then sets `stop`."""
+
+    def __init__(self, batches: list[list[ConsumerRecord[bytes, bytes]]], stop: asyncio.Event) -> None:
+        self.batches = batches
+        self.stop = stop
+        self.paused_tps: set[TopicPartition] = set()
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self.paused_tps)
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused_tps |= set(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused_tps -= set(tps)
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
+        if not self.batches:
+            self.stop.set()
+            return {}
+        return {TP: self.batches.pop(0)}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(offsets)
+
+
+class DeadLetters:
+    def __init__(self) -> None:
+        self.records: list[tuple[int, str]] = []
+
+    async def dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        self.records.append((record.offset, reason))
+
+
+async def test_jobs_are_held_once_invalid_ones_dead_lettered_and_fetching_pauses_at_the_cap() -> None:
+    config = replace(Settings().delivery, jobs_topic=TOPIC, max_pending=2)
+    stop = asyncio.Event()
+    batches = [[record(0, job("a")), record(1, job("a")), record(2, b"{not json")], [record(3, job("b"))]]
+    kafka, dead, jobs, due = FakeConsumer(batches, stop), DeadLetters(), PendingJobs(), DueJobs(Clock())
+    consumer = JobConsumer(config, kafka, jobs, due, dead)  # type: ignore[arg-type]
+    consumer.assign({0})
+
+    await consumer.fetch_until(stop)
+
+    assert [offset for offset, _ in dead.records] == [2]
+    assert "not valid JSON" in dead.records[0][1]
+    assert (jobs.unfinished, jobs.holds("a"), jobs.holds("b")) == (2, True, True)
+    assert kafka.paused_tps == {TP}
+    # Committed below job a, the earliest unfinished, although 1 and 2 are done.
+    assert kafka.commits == [{TP: 0}]
+
+    await consumer.release({0})
+
+    assert [p.job.job_id for p in due.remove_from({0})] == []
+    assert (jobs.partitions, jobs.position(0), jobs.holds("a")) == (set(), None, False)
+    assert kafka.commits == [{TP: 0}]
