@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from app.settings import Settings
-from app.tools.bench import flows_without_segment_triggers
+from app.tools.common import flows_without_segment_triggers
 from models.bandits import BanditRecord, Experiment
 from streams.core.batch import BatchResult
 from streams.core.errors import ConfigError
