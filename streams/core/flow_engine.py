@@ -13,9 +13,8 @@ rest when the clock passes their `due`.
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from streams.core.conditions import EvalContext
@@ -51,6 +50,18 @@ class JobRequest:
     experiment: str | None = None
 
 
+@dataclass(slots=True)
+class FlowOutputs:
+    """What running a user's flows asked for: emails, in order, and the runs' transitions
+    (`flow:what`: entered, goal, completed, superseded, ...) with how many runs each moved."""
+
+    requests: list[JobRequest] = field(default_factory=list)
+    transitions: list[tuple[str, int]] = field(default_factory=list)
+
+    def count(self, transition: str, runs: int = 1) -> None:
+        self.transitions.append((transition, runs))
+
+
 def job_id(flow: str, step: int, user_id: str, trigger_key: str) -> str:
     """The same trigger always yields the same id, so replays are recognisable downstream."""
     return str(uuid.uuid5(JOB_ID_NAMESPACE, f"{flow}\x1f{step}\x1f{user_id}\x1f{trigger_key}"))
@@ -58,7 +69,8 @@ def job_id(flow: str, step: int, user_id: str, trigger_key: str) -> str:
 
 class FlowEngine:
     """Applies a `FlowBook` to one user at a time. Methods replace (never mutate) the
-    containers of the state they are given, which the caller owns."""
+    containers of the state they are given, which the caller owns, and add what the runs
+    ask for to the caller's `FlowOutputs`."""
 
     def __init__(self, book: FlowBook, scores_of: ScoresOf) -> None:
         self.book = book
@@ -69,13 +81,12 @@ class FlowEngine:
             return None
         return min((run["due"] for run in state.flow_runs if run["due"] is not None), default=None)
 
-    def fire_due(self, state: UserState, until_ms: int, counts: Counter[str]) -> list[JobRequest]:
+    def fire_due(self, state: UserState, until_ms: int, out: FlowOutputs) -> None:
         """Let every wait that ends at or before `until_ms` run out, each at its own instant."""
-        requests: list[JobRequest] = []
         while True:
             due = [r for r in state.flow_runs if r["due"] is not None and r["due"] <= until_ms]
             if not due:
-                return requests
+                return
             run = min(due, key=lambda r: (r["due"], r["flow"], r["key"]))
             flow = self.book.flows.get(run["flow"])
             others = [r for r in state.flow_runs if r is not run]
@@ -83,42 +94,35 @@ class FlowEngine:
             step = flow.steps[run["step"]] if flow is not None and run["step"] < len(flow.steps) else None
             if flow is None or not isinstance(step, Wait | WaitFor):
                 # The flow was removed or reshaped under the run: it ends rather than guess.
-                counts[f"{run['flow']}:retired"] += 1
+                out.count(f"{run['flow']}:retired")
                 continue
             target = step.on_timeout if isinstance(step, WaitFor) else step.next
-            self._continue(flow, {**run, "due": None}, target, state, run["due"], requests, counts)
+            self._continue(flow, {**run, "due": None}, target, state, run["due"], out)
 
-    def on_event(
-        self, state: UserState, event: Event, entered_segments: Sequence[str], counts: Counter[str]
-    ) -> list[JobRequest]:
+    def on_event(self, state: UserState, event: Event, entered_segments: Sequence[str], out: FlowOutputs) -> None:
         """Goals end runs, awaited events move them on, triggers start new ones."""
-        requests: list[JobRequest] = []
         if state.flow_runs and event.type in self.book.run_events:
-            self._apply_to_runs(state, event, requests, counts)
+            self._apply_to_runs(state, event, out)
         for flow in self.book.by_trigger_event.get(event.type, ()):
             key = flow.key_of(state.user_id, event.properties)
             if key is None:
-                counts[f"{flow.name}:no_key"] += 1
+                out.count(f"{flow.name}:no_key")
             else:
-                self._enter(flow, key, state, event.timestamp_ms, event.event_id, requests, counts)
-        requests += self.on_entered(state, entered_segments, event.timestamp_ms, event.event_id, counts)
-        return requests
+                self._enter(flow, key, state, event.timestamp_ms, event.event_id, out)
+        self.on_entered(state, entered_segments, event.timestamp_ms, event.event_id, out)
 
     def triggers_among(self, moved: Transitions | None) -> list[str]:
         """The segments the user entered that start a flow."""
         starting = self.book.by_trigger_segment
         return [segment for segment in moved.entered if segment in starting] if moved and starting else []
 
-    def on_entered(
-        self, state: UserState, segments: Sequence[str], at_ms: int, cause: str, counts: Counter[str]
-    ) -> list[JobRequest]:
-        requests: list[JobRequest] = []
+    def on_entered(self, state: UserState, segments: Sequence[str], at_ms: int, cause: str, out: FlowOutputs) -> None:
+        """Start the flows that entering these segments triggers."""
         for segment in segments:
             for flow in self.book.by_trigger_segment.get(segment, ()):
-                self._enter(flow, state.user_id, state, at_ms, cause, requests, counts)
-        return requests
+                self._enter(flow, state.user_id, state, at_ms, cause, out)
 
-    def _apply_to_runs(self, state: UserState, event: Event, requests: list[JobRequest], counts: Counter[str]) -> None:
+    def _apply_to_runs(self, state: UserState, event: Event, out: FlowOutputs) -> None:
         at = event.timestamp_ms
         for run in list(state.flow_runs):
             flow = self.book.flows.get(run["flow"])
@@ -126,7 +130,7 @@ class FlowEngine:
                 continue
             if event.type in flow.exit_on:
                 state.flow_runs = [r for r in state.flow_runs if r is not run]
-                counts[f"{flow.name}:goal"] += 1
+                out.count(f"{flow.name}:goal")
                 continue
             step = flow.steps[run["step"]] if run["step"] < len(flow.steps) else None
             if not isinstance(step, WaitFor) or event.type not in step.events:
@@ -137,59 +141,43 @@ class FlowEngine:
                 state.flow_runs = [restarted if r is run else r for r in state.flow_runs]
                 continue
             state.flow_runs = [r for r in state.flow_runs if r is not run]
-            self._continue(flow, {**run, "due": None}, step.on_event, state, at, requests, counts)
+            self._continue(flow, {**run, "due": None}, step.on_event, state, at, out)
 
-    def _enter(
-        self,
-        flow: Flow,
-        key: str,
-        state: UserState,
-        at_ms: int,
-        cause: str,
-        requests: list[JobRequest],
-        counts: Counter[str],
-    ) -> None:
+    def _enter(self, flow: Flow, key: str, state: UserState, at_ms: int, cause: str, out: FlowOutputs) -> None:
         if any(r["flow"] == flow.name and r["key"] == key for r in state.flow_runs):
             return  # this run is under way; its own steps decide what the event means
         refusal = _reentry_refusal(flow, key, state, at_ms)
         if refusal:
-            counts[f"{flow.name}:{refusal}"] += 1
+            out.count(f"{flow.name}:{refusal}")
             return
         if flow.supersede:
             kept = [r for r in state.flow_runs if r["flow"] != flow.name]
-            counts[f"{flow.name}:superseded"] += len(state.flow_runs) - len(kept)
+            out.count(f"{flow.name}:superseded", len(state.flow_runs) - len(kept))
             state.flow_runs = kept
         own = [r for r in state.flow_runs if r["flow"] == flow.name]
         if len(own) >= MAX_RUNS_PER_FLOW:
             state.flow_runs = [r for r in state.flow_runs if r is not own[0]]
-            counts[f"{flow.name}:evicted"] += 1
+            out.count(f"{flow.name}:evicted")
         state.flows_entered = {**state.flows_entered, flow.name: at_ms}
         keys = [k for k in state.flow_keys.get(flow.name, []) if k != key]
         state.flow_keys = {**state.flow_keys, flow.name: [*keys, key][-FLOW_KEYS_KEPT:]}
         # A flow one may re-enter needs a fresh run id each time, or its jobs would repeat ids.
         run_id = f"{key}@{at_ms}" if flow.reentry == "cooldown" else key
-        counts[f"{flow.name}:entered"] += 1
+        out.count(f"{flow.name}:entered")
         run = {"flow": flow.name, "key": key, "run": run_id, "step": 0, "due": None, "cause": cause}
-        self._continue(flow, run, 0, state, at_ms, requests, counts)
+        self._continue(flow, run, 0, state, at_ms, out)
 
     def _continue(
-        self,
-        flow: Flow,
-        run: dict[str, Any],
-        index: int,
-        state: UserState,
-        at_ms: int,
-        requests: list[JobRequest],
-        counts: Counter[str],
+        self, flow: Flow, run: dict[str, Any], index: int, state: UserState, at_ms: int, out: FlowOutputs
     ) -> None:
         """Run steps from `index` at instant `at_ms` until one waits or the flow ends."""
         for _ in range(MAX_STEPS_PER_INSTANT):
             if index == END:
-                counts[f"{flow.name}:completed"] += 1
+                out.count(f"{flow.name}:completed")
                 return
             step = flow.steps[index]
             if isinstance(step, Send):
-                requests.append(_request(flow, index, step, run, at_ms))
+                out.requests.append(_request(flow, index, step, run, at_ms))
                 index = step.next
             elif isinstance(step, Split):
                 ctx = EvalContext(state, at_ms, state.segments, _LazyScores(self._scores_of, state, at_ms))
@@ -198,7 +186,7 @@ class FlowEngine:
                 wait = step.duration_ms if isinstance(step, Wait) else step.timeout_ms
                 state.flow_runs = [*state.flow_runs, {**run, "step": index, "due": at_ms + wait}]
                 return
-        counts[f"{flow.name}:step_limit"] += 1
+        out.count(f"{flow.name}:step_limit")
 
 
 def _request(flow: Flow, index: int, step: Send, run: dict[str, Any], at_ms: int) -> JobRequest:

@@ -10,7 +10,7 @@ import math
 
 from models.popularity import Product
 from models.propensity import ACTIVITY, FEATURES, RECENCY_CAP_DAYS, Probe
-from models.reco import Interaction
+from models.reco import Interaction, ItemModel
 from streams.core.events import Event
 from streams.core.state import MILLIS_PER_DAY, UserState
 
@@ -80,5 +80,12 @@ def features(state: UserState, now_ms: int) -> dict[str, float]:
 
 
 def open_probe(state: UserState, now_ms: int) -> Probe:
+    """A new propensity probe: the user's features now, no outcomes yet."""
     x = features(state, now_ms)
     return Probe(now_ms, [round(x[name], 3) for name in FEATURES], [])
+
+
+def propensity_scores(item_model: ItemModel, state: UserState, at_ms: int) -> dict[str, float]:
+    """The user's chance to open, click and buy within 7 days, by score name (`open_7d`, ...)."""
+    x = features(state, at_ms)
+    return {f"{target}_7d": scorer.probability(x) for target, scorer in item_model.propensity.items()}
