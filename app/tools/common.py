@@ -47,6 +47,8 @@ def deployment_env(run_id: str, slug: str, partitions: int, web_port: int) -> di
         "TIDEMAIL_CATALOG_TOPIC": f"{name}.catalog",
         "TIDEMAIL_JOBS_TOPIC": f"bench-{run_id}.email-jobs",
         "TIDEMAIL_DEAD_LETTER_TOPIC": f"bench-{run_id}.dead-letter",
+        # Checked against TIDEMAIL_PARTITIONS at start-up like the rest: the shared one may differ.
+        "TIDEMAIL_DELIVERIES_TOPIC": f"bench-{run_id}.deliveries",
         "TIDEMAIL_PARTITIONS": str(partitions),
         "TIDEMAIL_DATA_DIR": str(Path(".cache/bench") / run_id / slug),
         "TIDEMAIL_WEB_PORT": str(web_port),
