@@ -19,6 +19,8 @@ from typing import Any, NamedTuple
 
 from river import proba
 
+from models.base import Exportable, Learner
+
 REWARD_EVENTS = {"email_open": "opens", "email_click": "clicks", "purchase": "purchases"}
 STATS = ("sends", "opens", "clicks", "purchases", "rewarded")
 
@@ -78,27 +80,33 @@ def choose_variant(experiment: Experiment, posteriors: dict[str, list[float]], j
     return experiment.variants[draws.index(max(draws))]
 
 
-class BanditTrainer:
+# Per experiment and variant: the Beta posterior (alpha, beta) and send and reward counts.
+BanditState = dict[str, dict[str, dict[str, float]]]
+
+
+class BanditTrainer(Learner[BanditRecord], Exportable[BanditState]):
     """Every experiment's posteriors and per-variant counts, from the fleet's sends and rewards."""
 
     def __init__(self) -> None:
         self._posteriors: dict[str, dict[str, Any]] = {}
         self._stats: dict[str, dict[str, dict[str, int]]] = {}
 
-    def sent(self, experiment: str, variant: str) -> None:
-        self._posterior(experiment, variant).update(False)  # a failure until a reward says otherwise
-        self._count(experiment, variant, "sends")
-
-    def rewarded(self, experiment: str, variant: str, event_type: str, first: bool) -> None:
-        """An open, click or purchase attributed to a job; `first` for the job's first one."""
-        self._count(experiment, variant, REWARD_EVENTS[event_type])
-        if first:
-            posterior = self._posterior(experiment, variant)
+    def learn_one(self, record: BanditRecord, /) -> None:
+        """A send counts as a failure until a reward says otherwise; the first reward of a
+        job turns it into a success."""
+        if record.kind == "sent":
+            self._posterior(record.experiment, record.variant).update(False)
+            self._count(record.experiment, record.variant, "sends")
+            return
+        assert record.event_type is not None
+        self._count(record.experiment, record.variant, REWARD_EVENTS[record.event_type])
+        if record.first:
+            posterior = self._posterior(record.experiment, record.variant)
             posterior.revert(False)
             posterior.update(True)
-            self._count(experiment, variant, "rewarded")
+            self._count(record.experiment, record.variant, "rewarded")
 
-    def export(self) -> dict[str, dict[str, dict[str, float]]]:
+    def export(self) -> BanditState:
         return {
             experiment: {
                 variant: {
@@ -111,8 +119,8 @@ class BanditTrainer:
             for experiment, arms in self._posteriors.items()
         }
 
-    def restore(self, exported: dict[str, dict[str, dict[str, float]]]) -> None:
-        for experiment, arms in exported.items():
+    def restore(self, state: BanditState, /) -> None:
+        for experiment, arms in state.items():
             for variant, doc in arms.items():
                 self._posteriors.setdefault(experiment, {})[variant] = proba.Beta(int(doc["alpha"]), int(doc["beta"]))
                 self._stats.setdefault(experiment, {})[variant] = {stat: int(doc[stat]) for stat in STATS}
@@ -128,11 +136,11 @@ class BanditTrainer:
         counts[stat] += 1
 
 
-def posteriors_of(exported: dict[str, dict[str, dict[str, float]]], experiment: str) -> dict[str, list[float]]:
+def posteriors_of(exported: BanditState, experiment: str) -> dict[str, list[float]]:
     return {variant: [doc["alpha"], doc["beta"]] for variant, doc in exported.get(experiment, {}).items()}
 
 
-def report(experiment: Experiment, exported: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
+def report(experiment: Experiment, exported: BanditState) -> dict[str, Any]:
     """Per variant (and the holdout group): sends, opens, clicks, purchases, their rates, the
     posterior's expected reward, and each variant's purchase rate as lift over the holdout."""
     arms = exported.get(experiment.name, {})

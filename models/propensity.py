@@ -21,6 +21,8 @@ from typing import Any
 
 from river import linear_model, metrics, optim, preprocessing
 
+from models.base import Classifier, Exportable, Learner, Value
+
 MILLIS_PER_DAY = 86_400_000
 HORIZON_MS = 7 * MILLIS_PER_DAY
 TARGETS = ("open", "click", "purchase")
@@ -36,6 +38,9 @@ FEATURES = (
     "cart_items",
     "mobile",
 )
+
+# A user's features at a probe and the outcomes seen in the 7 days after it.
+PropensityExample = tuple[dict[str, float], list[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +75,7 @@ def due_ms(probe: Probe | None) -> int | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Scorer:
+class Scorer(Classifier[dict[str, float]], Value[dict[str, Any]]):
     """A learned logistic regression over standardised features, as plain numbers."""
 
     means: dict[str, float]
@@ -78,7 +83,8 @@ class Scorer:
     weights: dict[str, float]
     intercept: float
 
-    def probability(self, x: dict[str, float]) -> float:
+    def predict_proba_one(self, x: dict[str, float], /) -> float:
+        """The chance of the outcome; features the regression never saw count for nothing."""
         z = self.intercept
         for name, value in x.items():
             weight = self.weights.get(name)
@@ -87,15 +93,24 @@ class Scorer:
                 z += weight * ((value - self.means.get(name, 0.0)) / spread if spread > 0 else 0.0)
         return 1.0 / (1.0 + math.exp(-max(min(z, 30.0), -30.0)))
 
-    def to_doc(self) -> dict[str, Any]:
+    def export(self) -> dict[str, Any]:
         return {"means": self.means, "variances": self.variances, "weights": self.weights, "intercept": self.intercept}
 
     @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> Scorer:
-        return cls(doc["means"], doc["variances"], doc["weights"], float(doc["intercept"]))
+    def restore(cls, state: dict[str, Any], /) -> Scorer:
+        return cls(state["means"], state["variances"], state["weights"], float(state["intercept"]))
 
 
-class PropensityTrainer:
+@dataclass(frozen=True, slots=True)
+class PropensitySnapshot:
+    """What the trainer ships of propensity: a scorer per outcome (none before the first
+    example) and each one's prequential quality."""
+
+    scorers: dict[str, Scorer]
+    quality: dict[str, Any]
+
+
+class PropensityTrainer(Learner[PropensityExample], Exportable[PropensitySnapshot]):
     """One River pipeline per outcome, scored before it learns each example."""
 
     def __init__(self) -> None:
@@ -107,24 +122,29 @@ class PropensityTrainer:
         # River's metrics are untyped; Any keeps mypy from flagging every call.
         self._log_loss: dict[str, Any] = {target: metrics.LogLoss() for target in TARGETS}  # type: ignore[no-untyped-call]
         self._auc: dict[str, Any] = {target: metrics.ROCAUC() for target in TARGETS}  # type: ignore[no-untyped-call]
-        self.examples = 0
+        self._examples = 0
 
-    def learn(self, x: dict[str, float], outcomes: list[str]) -> None:
+    def learn_one(self, example: PropensityExample, /) -> None:
+        features, outcomes = example
         for target, model in self._models.items():
             label = target in outcomes
-            predicted = model.predict_proba_one(x).get(True, 0.5)
+            predicted = model.predict_proba_one(features).get(True, 0.5)
             self._log_loss[target].update(label, predicted)
             self._auc[target].update(label, predicted)
-            model.learn_one(x, label)
-        self.examples += 1
+            model.learn_one(features, label)
+        self._examples += 1
 
-    def restore(self, scorers: dict[str, Scorer], quality: dict[str, Any]) -> None:
-        """Continue from published weights (a snapshot), as if it had learned them itself.
+    def export(self) -> PropensitySnapshot:
+        scorers = {target: _scorer(model) for target, model in self._models.items()} if self._examples else {}
+        return PropensitySnapshot(scorers, self._quality())
+
+    def restore(self, state: PropensitySnapshot, /) -> None:
+        """Continue from published weights, as if it had learned them itself.
 
         Log loss continues from the published value; ROC AUC cannot be rebuilt from one
         number, so it counts again from the next example."""
-        examples = int(quality.get("examples", 0))
-        for target, scorer in scorers.items():
+        examples = int(state.quality.get("examples", 0))
+        for target, scorer in state.scorers.items():
             scaler, regression = self._models[target]["StandardScaler"], self._models[target]["LogisticRegression"]
             scaler.counts.update(dict.fromkeys(scorer.means, max(examples, 1)))
             scaler.means.update(scorer.means)
@@ -133,15 +153,12 @@ class PropensityTrainer:
                 regression._weights[name] = weight
             regression.intercept = scorer.intercept
             if examples:
-                self._log_loss[target]._mean.update(quality[target]["log_loss"], w=examples)
-        self.examples = examples
+                self._log_loss[target]._mean.update(state.quality[target]["log_loss"], w=examples)
+        self._examples = examples
 
-    def scorers(self) -> dict[str, Scorer]:
-        return {target: _scorer(model) for target, model in self._models.items()}
-
-    def quality(self) -> dict[str, Any]:
+    def _quality(self) -> dict[str, Any]:
         return {
-            "examples": self.examples,
+            "examples": self._examples,
             **{
                 target: {
                     "log_loss": round(float(self._log_loss[target].get()), 4),

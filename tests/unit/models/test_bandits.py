@@ -66,9 +66,9 @@ def test_split_assignment_and_holdout_are_fixed_per_user() -> None:
 def test_a_late_reward_turns_its_send_into_a_success_once() -> None:
     trainer = BanditTrainer()
     for _ in range(10):
-        trainer.sent("subject", "a")
-    trainer.rewarded("subject", "a", "email_open", first=True)
-    trainer.rewarded("subject", "a", "email_click", first=False)
+        trainer.learn_one(BanditRecord("sent", "subject", "a", None, False))
+    trainer.learn_one(BanditRecord("reward", "subject", "a", "email_open", True))
+    trainer.learn_one(BanditRecord("reward", "subject", "a", "email_click", False))
     arm = trainer.export()["subject"]["a"]
     assert (arm["alpha"], arm["beta"]) == (2.0, 10.0)
     assert (arm["sends"], arm["opens"], arm["clicks"], arm["rewarded"]) == (10, 1, 1, 1)
@@ -81,9 +81,9 @@ def test_thompson_sampling_moves_sends_to_the_variant_that_engages() -> None:
     trainer = BanditTrainer()
     for n in range(400):
         variant = choose_variant(EXPERIMENT, posteriors_of(trainer.export(), "subject"), f"job-{n}")
-        trainer.sent("subject", variant)
+        trainer.learn_one(BanditRecord("sent", "subject", variant, None, False))
         if (variant == "b" and n % 3 == 0) or (variant == "a" and n % 20 == 0):
-            trainer.rewarded("subject", variant, "email_open", first=True)
+            trainer.learn_one(BanditRecord("reward", "subject", variant, "email_open", True))
     arms = trainer.export()["subject"]
     assert arms["b"]["sends"] > 3 * arms["a"]["sends"]
 
@@ -117,13 +117,13 @@ def test_the_report_compares_each_variant_with_the_holdout() -> None:
     experiment = Experiment("subject", "welcome", ("a", "b"), holdout=0.1)
     trainer = BanditTrainer()
     for n in range(100):
-        trainer.sent("subject", "a")
-        trainer.sent("subject", "b")
+        trainer.learn_one(BanditRecord("sent", "subject", "a", None, False))
+        trainer.learn_one(BanditRecord("sent", "subject", "b", None, False))
         if n < 10:
-            trainer.sent("subject", "holdout")
+            trainer.learn_one(BanditRecord("sent", "subject", "holdout", None, False))
     for _ in range(10):
-        trainer.rewarded("subject", "a", "purchase", first=True)
-    trainer.rewarded("subject", "holdout", "purchase", first=True)
+        trainer.learn_one(BanditRecord("reward", "subject", "a", "purchase", True))
+    trainer.learn_one(BanditRecord("reward", "subject", "holdout", "purchase", True))
     view = bandits.report(experiment, trainer.export())
     assert view["policy"] == "thompson" and view["holdout"] == 0.1
     assert view["variants"]["a"]["purchases_rate"] == 0.1 and view["variants"]["holdout"]["purchases_rate"] == 0.1

@@ -41,23 +41,25 @@ def test_trainer_learns_a_planted_habit_and_its_exported_weights_score_alike() -
         opens = rng.randrange(5)
         x = {"email_open_30d": float(opens), "noise": rng.random()}
         # Users who opened more lately open again more often.
-        trainer.learn(x, ["open"] if rng.random() < 0.1 + 0.2 * opens else [])
-    quality = trainer.quality()
+        trainer.learn_one((x, ["open"] if rng.random() < 0.1 + 0.2 * opens else []))
+    exported = trainer.export()
+    quality = exported.quality
     assert quality["examples"] == 3_000 and quality["open"]["auc"] > 0.7 and quality["click"]["log_loss"] < 0.2
-    scorer = trainer.scorers()["open"]
+    scorer = exported.scorers["open"]
     assert (
-        scorer.probability({"email_open_30d": 4.0, "noise": 0.5})
+        scorer.predict_proba_one({"email_open_30d": 4.0, "noise": 0.5})
         > 0.6
-        > scorer.probability({"email_open_30d": 0.0, "noise": 0.5})
+        > scorer.predict_proba_one({"email_open_30d": 0.0, "noise": 0.5})
     )
     model = trainer._models["open"]
     x = {"email_open_30d": 3.0, "noise": 0.2}
-    assert scorer.probability(x) == pytest.approx(model.predict_proba_one(x)[True], abs=1e-6)
+    assert scorer.predict_proba_one(x) == pytest.approx(model.predict_proba_one(x)[True], abs=1e-6)
 
     restored = PropensityTrainer()
-    restored.restore(trainer.scorers(), quality)
-    assert restored.scorers()["open"].probability(x) == pytest.approx(scorer.probability(x), abs=1e-6)
-    assert restored.quality()["open"]["log_loss"] == quality["open"]["log_loss"]
+    restored.restore(exported)
+    again = restored.export()
+    assert again.scorers["open"].predict_proba_one(x) == pytest.approx(scorer.predict_proba_one(x), abs=1e-6)
+    assert again.quality["open"]["log_loss"] == quality["open"]["log_loss"]
 
 
 def test_the_worker_turns_probes_into_examples_on_the_next_event_or_on_the_clock() -> None:

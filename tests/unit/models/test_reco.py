@@ -9,19 +9,10 @@ import pytest
 
 from app.tools.model_quality import prequential_quality
 from models.bandits import BanditRecord
-from models.popularity import Product
-from models.reco import (
-    DEFAULT_WEIGHTS,
-    HISTORY_KEPT,
-    Interaction,
-    ItemModel,
-    ItemTrainer,
-    TrainingBatch,
-    pairs,
-    recommend,
-    remember,
-    user_vector,
-)
+from models.interactions import Interaction, Product
+from models.item_trainer import ItemTrainer
+from models.reco import DEFAULT_WEIGHTS, HISTORY_KEPT, ItemModel, pairs, remember, user_vector
+from models.training import TrainingBatch
 from streams.core.learning import interactions_of
 from tests.factories import BASE_TS, item, make_event
 
@@ -39,17 +30,17 @@ def trained(n_users: int = 60, rounds: int = 30) -> ItemTrainer:
                 (Interaction(f"u{u}", sku, 2.0, BASE_TS + r), Product(sku, f"Item {sku}", side, 10.0))
             )
             batch.interactions.append((Interaction(f"u{u}", "GHOST", 1.0, BASE_TS + r), None))
-        trainer.learn_batch(TrainingBatch.decode(batch.encode()), offset=r)
+        trainer.learn_record(TrainingBatch.from_bytes(batch.to_bytes()), offset=r)
     return trainer
 
 
 @pytest.fixture(scope="module")
 def snapshot() -> ItemModel:
-    return trained().snapshot()
+    return trained().export()
 
 
 def test_snapshot_round_trips_through_its_encoding(snapshot: ItemModel) -> None:
-    decoded = ItemModel.decode(snapshot.encode())
+    decoded = ItemModel.from_bytes(snapshot.to_bytes())
     assert decoded.skus == snapshot.skus and decoded.offset == snapshot.offset == 30
     assert np.allclose(decoded.factors, snapshot.factors, atol=1e-6)
     assert decoded.products == snapshot.products and decoded.popular == snapshot.popular
@@ -58,17 +49,17 @@ def test_snapshot_round_trips_through_its_encoding(snapshot: ItemModel) -> None:
 def test_models_pickle_and_restore(snapshot: ItemModel) -> None:
     trainer = trained(rounds=2)
     clone = pickle.loads(pickle.dumps(trainer))
-    assert clone.snapshot().skus == trainer.snapshot().skus
+    assert clone.export().skus == trainer.export().skus
     restored = ItemTrainer(n_factors=8, half_life_days=7, capacity=100, seed=1)
     restored.restore(snapshot)
-    again = restored.snapshot()
+    again = restored.export()
     assert again.skus == snapshot.skus and again.offset == snapshot.offset
     assert np.allclose(again.factors, snapshot.factors) and again.popular == snapshot.popular
 
 
 def test_planted_tastes_are_recommended(snapshot: ItemModel) -> None:
     history = [value for n in range(5) for value in (f"A{n}", 2.0)]
-    picks = recommend(history, snapshot, 5, exclude=frozenset(f"A{n}" for n in range(5)))
+    picks = snapshot.predict_top(history, 5, exclude=frozenset(f"A{n}" for n in range(5)))
     assert [p.reason for p in picks] == ["model"] * 5
     assert all(p.sku.startswith("A") for p in picks)
 
@@ -76,17 +67,17 @@ def test_planted_tastes_are_recommended(snapshot: ItemModel) -> None:
 def test_unknown_users_and_items_are_handled_without_side_effects(snapshot: ItemModel) -> None:
     before = copy.deepcopy(snapshot)
     assert user_vector(["NOPE", 8.0] * 5, snapshot) is None
-    picks = recommend(["NOPE", 8.0], snapshot, 3)
+    picks = snapshot.predict_top(["NOPE", 8.0], 3)
     assert [p.reason for p in picks] == ["popular"] * 3
     assert snapshot.skus == before.skus and np.array_equal(snapshot.factors, before.factors)
-    assert recommend([], ItemModel.empty(8), 3) == []
+    assert ItemModel.empty(8).predict_top([], 3) == []
 
 
 def test_learning_and_ranking_do_not_mutate_their_inputs(snapshot: ItemModel) -> None:
     history = ["A1", 2.0, "A2", 1.0]
     kept = copy.deepcopy(history)
     grown = remember(history, Interaction("u1", "A3", 4.0, BASE_TS))
-    recommend(grown, snapshot, 3, exclude=frozenset({"A1"}))
+    snapshot.predict_top(grown, 3, exclude=frozenset({"A1"}))
     assert history == kept and pairs(grown) == [("A1", 2.0), ("A2", 1.0), ("A3", 4.0)]
     full = [value for n in range(HISTORY_KEPT) for value in (f"A{n % 10}", float(n))]
     kept_pairs = pairs(remember(full, Interaction("u1", "B1", 1.0, BASE_TS)))
@@ -96,7 +87,7 @@ def test_learning_and_ranking_do_not_mutate_their_inputs(snapshot: ItemModel) ->
 def test_top_n_excludes_what_the_user_owns_and_products_never_seen_in_an_item(snapshot: ItemModel) -> None:
     history = [value for n in range(9) for value in (f"A{n}", 2.0)]
     owned = frozenset(f"A{n}" for n in range(9))
-    picks = recommend(history, snapshot, 20, exclude=owned)
+    picks = snapshot.predict_top(history, 20, exclude=owned)
     assert not owned & {p.sku for p in picks} and len({p.sku for p in picks}) == len(picks)
     assert {p.sku for p in picks} <= set(snapshot.products) and "GHOST" in snapshot.skus
     assert "GHOST" not in {p.sku for p in picks}
@@ -107,10 +98,10 @@ def test_bought_together_rules_follow_purchases() -> None:
     for n in range(5):
         for sku in ("TENT", "PEGS"):
             product = Product(sku, sku.title(), "outdoor", 10.0)
-            trainer.learn(Interaction(f"u{n}", sku, 8.0, BASE_TS, order_id=f"o{n}"), product)
-    model = trainer.snapshot()
+            trainer.learn_one((Interaction(f"u{n}", sku, 8.0, BASE_TS, order_id=f"o{n}"), product))
+    model = trainer.export()
     assert model.together["TENT"] == ["PEGS"]
-    picks = recommend([], model, 1, exclude=frozenset({"TENT"}), bought=["TENT"])
+    picks = model.predict_top([], 1, exclude=frozenset({"TENT"}), bought=["TENT"])
     assert [(p.sku, p.reason) for p in picks] == [("PEGS", "rule")]
 
 
@@ -127,9 +118,9 @@ def test_interactions_carry_weights_products_and_orders() -> None:
     batch = TrainingBatch(
         interactions=[*found, *view], engagement_hours=[5], bandit_records=[BanditRecord("sent", "e", "a", None, False)]
     )
-    assert TrainingBatch.decode(batch.encode()) == batch
+    assert TrainingBatch.from_bytes(batch.to_bytes()) == batch
     # Experiment records travel as arrays, as trainers of earlier releases read them.
-    assert orjson.loads(batch.encode())[3] == [["sent", "e", "a", None, False]]
+    assert orjson.loads(batch.to_bytes())[3] == [["sent", "e", "a", None, False]]
     pieces = TrainingBatch(interactions=found * 5, engagement_hours=[1, 2, 3]).split(max_items=4)
     assert [(len(p.interactions), len(p.engagement_hours)) for p in pieces] == [(4, 3), (4, 0), (2, 0)]
 
@@ -147,13 +138,13 @@ def test_products_the_catalogue_withdraws_are_never_offered() -> None:
     trainer.update_catalog("A5", {"name": "Item A5", "category": "A", "price": 10.0, "available": False})
     trainer.update_catalog("A6", None)
     trainer.update_catalog("NEW", {"name": "New thing", "category": "A", "price": 5.0, "available": True})
-    model = ItemModel.decode(trainer.snapshot().encode())
+    model = ItemModel.from_bytes(trainer.export().to_bytes())
     assert model.unavailable == {"A5", "A6"} and model.products["NEW"].name == "New thing"
     history = [value for n in range(5) for value in (f"A{n}", 2.0)]
-    picks = {p.sku for p in recommend(history, model, 20)}
+    picks = {p.sku for p in model.predict_top(history, 20)}
     assert not picks & {"A5", "A6"} and "A5" not in model.popular
     trainer.update_catalog("A5", {"name": "Item A5", "category": "A", "price": 10.0, "available": True})
-    assert "A5" not in trainer.snapshot().unavailable
+    assert "A5" not in trainer.export().unavailable
 
 
 def test_the_worker_predicts_a_fixed_sample_of_clicks_before_learning_them(snapshot: ItemModel) -> None:
