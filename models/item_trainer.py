@@ -34,7 +34,16 @@ TOGETHER_KEPT = 10
 
 
 class ItemTrainer(Learner[InteractionExample], Exportable[ItemModel]):
-    """The one model over all traffic; `export()` is the snapshot every worker ranks with."""
+    """The one model over all traffic; `export()` is the snapshot every worker ranks with.
+
+    >>> from models.interactions import Interaction, Product
+    >>> trainer = ItemTrainer(n_factors=4, half_life_days=14, capacity=100)
+    >>> trainer.learn_one((Interaction("u1", "TENT", 8.0, 0), Product("TENT", "Tent", "outdoor", 99.0)))
+    >>> trainer.learn_one((Interaction("u2", "MUG", 1.0, 0), None))
+    >>> snapshot = trainer.export()
+    >>> snapshot.skus, [pick.sku for pick in snapshot.predict_top([], 3)]
+    (['TENT', 'MUG'], ['TENT'])
+    """
 
     def __init__(self, n_factors: int, half_life_days: float, capacity: int, seed: int = 7) -> None:
         self._n_factors = n_factors

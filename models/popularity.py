@@ -17,7 +17,15 @@ PopularityEntries = list[tuple[Product, float, int]]
 
 
 class Popularity(Learner[InteractionExample], Exportable[PopularityEntries], Ranker[int, Product]):
-    """Keeps the `capacity` highest-scoring products; scores halve every `half_life_days`."""
+    """Keeps the `capacity` highest-scoring products; scores halve every `half_life_days`.
+
+    >>> from models.interactions import Interaction, Product
+    >>> popularity = Popularity(half_life_days=7)
+    >>> popularity.learn_one((Interaction("u1", "TENT", 4.0, 0), Product("TENT", "Tent", "outdoor", 99.0)))
+    >>> popularity.learn_one((Interaction("u2", "MUG", 8.0, 0), None))  # never described: not offered
+    >>> [product.sku for product in popularity.predict_top(0, 5)]
+    ['TENT']
+    """
 
     def __init__(self, half_life_days: float, capacity: int = 500) -> None:
         self._half_life_days = half_life_days

@@ -76,7 +76,12 @@ def due_ms(probe: Probe | None) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class Scorer(Classifier[dict[str, float]], Value[dict[str, Any]]):
-    """A learned logistic regression over standardised features, as plain numbers."""
+    """A learned logistic regression over standardised features, as plain numbers.
+
+    >>> scorer = Scorer({"email_open_30d": 1.0}, {"email_open_30d": 4.0}, {"email_open_30d": 2.0}, 0.0)
+    >>> round(scorer.predict_proba_one({"email_open_30d": 3.0}), 4)
+    0.8808
+    """
 
     means: dict[str, float]
     variances: dict[str, float]
@@ -111,7 +116,14 @@ class PropensitySnapshot:
 
 
 class PropensityTrainer(Learner[PropensityExample], Exportable[PropensitySnapshot]):
-    """One River pipeline per outcome, scored before it learns each example."""
+    """One River pipeline per outcome, scored before it learns each example.
+
+    >>> trainer = PropensityTrainer()
+    >>> trainer.learn_many([({"email_open_30d": 3.0}, ["open"]), ({"email_open_30d": 0.0}, [])])
+    >>> exported = trainer.export()
+    >>> sorted(exported.scorers), exported.quality["examples"]
+    (['click', 'open', 'purchase'], 2)
+    """
 
     def __init__(self) -> None:
         self._models = {

@@ -26,7 +26,14 @@ TRAINING_CHUNK_ITEMS = 1_000
 @dataclass(slots=True)
 class TrainingBatch(Record[list[Any]]):
     """What one worker batch saw: interactions, opens and clicks by local hour of the
-    week, propensity examples, and experiment sends and rewards."""
+    week, propensity examples, and experiment sends and rewards.
+
+    >>> batch = TrainingBatch(engagement_hours=[33])
+    >>> batch.to_bytes()
+    b'[[],[33],[],[]]'
+    >>> TrainingBatch.from_bytes(batch.to_bytes()) == batch
+    True
+    """
 
     interactions: list[InteractionExample] = field(default_factory=list)
     engagement_hours: list[int] = field(default_factory=list)

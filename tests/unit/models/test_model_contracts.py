@@ -28,8 +28,8 @@ import orjson
 import pytest
 
 import models
-from models import base, interests, propensity, reco, send_time
-from models.bandits import BanditRecord, BanditTrainer, Experiment, choose_variant, posteriors_of
+from models import interests, propensity, reco, send_time
+from models.bandits import BanditRecord, BanditTrainer, Experiment, choose_variant, posteriors_of, report
 from models.base import Exportable, Learner, Record, Value
 from models.interactions import Interaction, Product
 from models.item_trainer import ItemTrainer
@@ -88,7 +88,9 @@ def scorer_predictions(scorers: dict[str, Scorer]) -> Any:
 
 
 def bandit_predictions(trainer: BanditTrainer) -> Any:
-    return [choose_variant(EXPERIMENT, posteriors_of(trainer.export(), "e"), f"job-{n}") for n in range(20)]
+    exported = trainer.export()
+    choices = [choose_variant(EXPERIMENT, posteriors_of(exported, "e"), f"job-{n}") for n in range(20)]
+    return choices, report(EXPERIMENT, exported)
 
 
 def popular_products(popularity: Popularity) -> Any:
@@ -112,7 +114,7 @@ class ValueCase:
     predict: Callable[[Any], Any]
 
 
-LEARNERS = {
+LEARNERS: dict[type[Any], LearnerCase] = {
     ItemTrainer: LearnerCase(new_item_trainer, interaction_examples, ranked_items, empty_restore_is_fresh=False),
     Popularity: LearnerCase(lambda: Popularity(half_life_days=7, capacity=5), interaction_examples, popular_products),
     PropensityTrainer: LearnerCase(PropensityTrainer, propensity_examples, propensity_predictions),
@@ -126,7 +128,7 @@ def trained(case: LearnerCase) -> Any:
     return model
 
 
-VALUES = {
+VALUES: dict[type[Any], ValueCase] = {
     ItemModel: ValueCase(lambda: trained(LEARNERS[ItemTrainer]).export(), lambda: ItemModel.empty(4), ranked_snapshot),
     Scorer: ValueCase(
         lambda: Scorer({"page_view_7d": 1.0, "mobile": 0.5}, {"page_view_7d": 4.0}, {"page_view_7d": 0.7}, -0.2),
@@ -165,7 +167,7 @@ def test_every_model_class_has_a_contract_case() -> None:
 
 
 @pytest.mark.parametrize("cls", LEARNERS, ids=lambda cls: cls.__name__)
-def test_learn_one_does_not_mutate_its_input(cls: type) -> None:
+def test_learn_one_does_not_mutate_its_input(cls: type[Any]) -> None:
     case = LEARNERS[cls]
     examples = case.examples()
     kept = copy.deepcopy(examples)
@@ -176,7 +178,7 @@ def test_learn_one_does_not_mutate_its_input(cls: type) -> None:
 
 
 @pytest.mark.parametrize("cls", LEARNERS, ids=lambda cls: cls.__name__)
-def test_learn_many_is_learn_one_in_order(cls: type) -> None:
+def test_learn_many_is_learn_one_in_order(cls: type[Any]) -> None:
     case = LEARNERS[cls]
     one_by_one = case.make()
     for example in case.examples():
@@ -185,7 +187,7 @@ def test_learn_many_is_learn_one_in_order(cls: type) -> None:
 
 
 @pytest.mark.parametrize("cls", LEARNERS, ids=lambda cls: cls.__name__)
-def test_a_restored_learner_predicts_what_the_original_does(cls: type) -> None:
+def test_a_restored_learner_predicts_what_the_original_does(cls: type[Any]) -> None:
     case = LEARNERS[cls]
     model = trained(case)
     restored = case.make()
@@ -194,7 +196,7 @@ def test_a_restored_learner_predicts_what_the_original_does(cls: type) -> None:
 
 
 @pytest.mark.parametrize("cls", LEARNERS, ids=lambda cls: cls.__name__)
-def test_a_learner_restored_from_an_empty_export_still_learns(cls: type) -> None:
+def test_a_learner_restored_from_an_empty_export_still_learns(cls: type[Any]) -> None:
     case = LEARNERS[cls]
     model = case.make()
     model.restore(case.make().export())
@@ -206,7 +208,7 @@ def test_a_learner_restored_from_an_empty_export_still_learns(cls: type) -> None
 
 
 @pytest.mark.parametrize("cls", LEARNERS, ids=lambda cls: cls.__name__)
-def test_learners_survive_a_pickle_round_trip(cls: type) -> None:
+def test_learners_survive_a_pickle_round_trip(cls: type[Any]) -> None:
     case = LEARNERS[cls]
     model = trained(case)
     clone = pickle.loads(pickle.dumps(model))
@@ -215,7 +217,7 @@ def test_learners_survive_a_pickle_round_trip(cls: type) -> None:
 
 
 @pytest.mark.parametrize("cls", LEARNERS, ids=lambda cls: cls.__name__)
-def test_learners_share_no_mutable_state(cls: type) -> None:
+def test_learners_share_no_mutable_state(cls: type[Any]) -> None:
     case = LEARNERS[cls]
     first, second = case.make(), case.make()
     assert_no_shared_containers(first, second)
@@ -224,7 +226,7 @@ def test_learners_share_no_mutable_state(cls: type) -> None:
 
 
 @pytest.mark.parametrize("cls", VALUES, ids=lambda cls: cls.__name__)
-def test_export_is_plain_data_and_a_fixed_point_of_restore(cls: type) -> None:
+def test_export_is_plain_data_and_a_fixed_point_of_restore(cls: type[Any]) -> None:
     case = VALUES[cls]
     for value in (case.sample(), case.empty()):
         document = plain(value)
@@ -234,7 +236,7 @@ def test_export_is_plain_data_and_a_fixed_point_of_restore(cls: type) -> None:
 
 
 @pytest.mark.parametrize("cls", [cls for cls in VALUES if Record in cls.__mro__], ids=lambda cls: cls.__name__)
-def test_records_round_trip_through_their_bytes(cls: type) -> None:
+def test_records_round_trip_through_their_bytes(cls: type[Any]) -> None:
     case = VALUES[cls]
     for value in (case.sample(), case.empty()):
         decoded = cls.from_bytes(value.to_bytes())
@@ -243,14 +245,14 @@ def test_records_round_trip_through_their_bytes(cls: type) -> None:
 
 
 @pytest.mark.parametrize("cls", VALUES, ids=lambda cls: cls.__name__)
-def test_values_survive_a_pickle_round_trip(cls: type) -> None:
+def test_values_survive_a_pickle_round_trip(cls: type[Any]) -> None:
     case = VALUES[cls]
     value = case.sample()
     assert case.predict(pickle.loads(pickle.dumps(value))) == case.predict(value)
 
 
 @pytest.mark.parametrize("cls", VALUES, ids=lambda cls: cls.__name__)
-def test_values_share_no_mutable_state(cls: type) -> None:
+def test_values_share_no_mutable_state(cls: type[Any]) -> None:
     case = VALUES[cls]
     assert_no_shared_containers(case.empty(), case.empty())
 
@@ -281,8 +283,10 @@ def test_per_user_updates_build_new_values_and_leave_their_input(name: str) -> N
     assert all(result is not arg for arg in args)
 
 
-def test_the_protocol_example_runs() -> None:
-    assert doctest.testmod(base, raise_on_error=True).attempted > 0
+@pytest.mark.parametrize("module", [info.name for info in pkgutil.iter_modules(models.__path__)])
+def test_docstring_examples_run(module: str) -> None:
+    failed, _ = doctest.testmod(importlib.import_module(f"models.{module}"))
+    assert failed == 0
 
 
 def test_item_snapshot_round_trips_and_restores_every_shared_part() -> None:
