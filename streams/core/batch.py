@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.reco import TrainingBatch
+from models.training import TrainingBatch
 from streams.core.segments import Transitions
 from streams.core.state import UserState
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from models import propensity
-from streams.core.event_steps import with_evaluation
 from streams.core.flow_engine import FlowEngine, FlowOutputs
 from streams.core.segments import SegmentBook, Transitions
 from streams.core.state import UserState
@@ -56,7 +55,8 @@ def catch_up_segments(
         if due is None or due > now_ms:
             break
         evaluation = book.on_clock(state, due)
-        state = with_evaluation(state, evaluation)
+        state.segments = evaluation.segments
+        state.next_check_ms = evaluation.next_check_ms
         if evaluation.transitions is not None:
             caught_up.transitions.append(evaluation.transitions)
         entered = engine.triggers_among(evaluation.transitions)

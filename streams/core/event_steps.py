@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from models import propensity
 from models.bandits import REWARD_EVENTS, BanditRecord
-from models.popularity import Product
-from models.reco import Interaction, ItemModel, recommend, remember
+from models.interactions import InteractionExample
+from models.propensity import PropensityExample
+from models.reco import ItemModel, remember
 from models.send_time import add_engagement, hour_of_week
 from streams.core.events import Event
 from streams.core.flow_engine import FlowEngine, FlowOutputs
 from streams.core.learning import interactions_of, open_probe, owned_skus
-from streams.core.segments import Evaluation, SegmentBook, Transitions
+from streams.core.segments import SegmentBook, Transitions
 from streams.core.state import ExperimentSend, UserState
 
 # Recommender quality is measured on these, as hit-rate at 10 of the product acted on.
@@ -36,9 +38,6 @@ ENGAGEMENT_EVENTS = frozenset({"email_open", "email_click"})
 PURCHASE_ATTRIBUTION_MS = 7 * 86_400_000
 NO_REWARDS: tuple[BanditRecord, ...] = ()
 
-# A closed propensity probe as the trainer learns it: the features, and the outcomes seen.
-PropensityExample = tuple[dict[str, float], list[str]]
-
 
 class QualitySample(NamedTuple):
     """One sampled event's products, predicted before learning them: how many, and how many
@@ -49,10 +48,12 @@ class QualitySample(NamedTuple):
     popular_hits: int
 
 
-class LearnedInteractions(NamedTuple):
+# Not frozen, like InputRecord: one is built for most events (a frozen one costs twice as much).
+@dataclass(slots=True)
+class LearnedInteractions:
     """The implicit feedback in one event, for the trainer, and its quality sample if any."""
 
-    interactions: list[tuple[Interaction, Product | None]]
+    interactions: list[InteractionExample]
     quality: QualitySample | None
 
 
@@ -73,13 +74,11 @@ def learn_interactions(
     return state, LearnedInteractions(interactions, quality)
 
 
-def _predict(
-    before: UserState, interactions: list[tuple[Interaction, Product | None]], item_model: ItemModel
-) -> QualitySample | None:
+def _predict(before: UserState, interactions: list[InteractionExample], item_model: ItemModel) -> QualitySample | None:
     """How the recommender and plain popularity would have ranked what the user acted on,
     from the user's history before it; None when the user owned all of it already."""
     owned = owned_skus(before)
-    picks = {r.sku for r in recommend(before.recent_interactions, item_model, QUALITY_K, owned)}
+    picks = {r.sku for r in item_model.predict_top(before.recent_interactions, QUALITY_K, owned)}
     popular = [sku for sku in item_model.popular[: QUALITY_K + len(owned)] if sku not in owned][:QUALITY_K]
     predicted = [interaction.sku for interaction, _ in interactions if interaction.sku not in owned]
     if not predicted:
@@ -152,13 +151,9 @@ def evaluate_segments(
     # events into other batches, and must still publish the same transitions.
     changed_inputs = book.inputs_changed_by(before, state, event, touched)
     evaluation = book.after_events(state, changed_inputs, state.last_seen_ms, event.event_id)
-    return with_evaluation(state, evaluation), evaluation.transitions
-
-
-def with_evaluation(state: UserState, evaluation: Evaluation) -> UserState:
     state.segments = evaluation.segments
     state.next_check_ms = evaluation.next_check_ms
-    return state
+    return state, evaluation.transitions
 
 
 def run_flows(

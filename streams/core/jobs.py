@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from models import interests
-from models.popularity import Product
-from models.reco import ItemModel, recommend
+from models.interactions import Product
+from models.reco import ItemModel
 from streams.core.content import EmailRenderer
 from streams.core.flow_engine import JobRequest
 from streams.core.learning import bought_skus, owned_skus
@@ -107,7 +107,7 @@ def email_context(
     # Nothing they already bought or have in the cart: the cart has its own block.
     owned = owned_skus(state)
     bought = bought_skus(state)
-    picks = recommend(state.recent_interactions, item_model, RECOMMENDED, owned, bought)
+    picks = item_model.predict_top(state.recent_interactions, RECOMMENDED, owned, bought)
     popular = [sku for sku in item_model.popular[: RECOMMENDED + len(owned)] if sku not in owned]
     return {
         "user_id": state.user_id,

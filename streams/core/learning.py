@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 
-from models.popularity import Product
+from models.interactions import Interaction, Product
 from models.propensity import ACTIVITY, FEATURES, RECENCY_CAP_DAYS, Probe
-from models.reco import Interaction, ItemModel
+from models.reco import ItemModel
 from streams.core.events import Event
 from streams.core.state import MILLIS_PER_DAY, UserState
 
@@ -88,4 +88,4 @@ def open_probe(state: UserState, now_ms: int) -> Probe:
 def propensity_scores(item_model: ItemModel, state: UserState, at_ms: int) -> dict[str, float]:
     """The user's chance to open, click and buy within 7 days, by score name (`open_7d`, ...)."""
     x = features(state, at_ms)
-    return {f"{target}_7d": scorer.probability(x) for target, scorer in item_model.propensity.items()}
+    return {f"{target}_7d": scorer.predict_proba_one(x) for target, scorer in item_model.propensity.items()}

@@ -29,7 +29,7 @@ from streams.core.content import EmailRenderer, RenderedEmail
 from streams.core.emission import Emission, JobEmitter
 from streams.core.errors import InvalidEvent
 from streams.core.event_steps import (
-    LearnedInteractions,
+    QualitySample,
     advance_probe,
     attribute_rewards,
     close_due_probe,
@@ -104,7 +104,7 @@ class BatchProcessor:
         if records:
             result.changes.last_offsets[partition] = records[-1].offset
         for user_id, state in changed.items():
-            self._index(partition, user_id, state, result)
+            self._index_next_check(partition, user_id, state, result)
 
     def _process_record(
         self, record: InputRecord, changed: dict[str, UserState], load: StateLoader, result: BatchResult
@@ -138,7 +138,9 @@ class BatchProcessor:
         training = result.training
         state, learned = learn_interactions(before, state, event, self._reco_weights, self.item_model)
         if learned is not None:
-            _fold_learned(learned, result)
+            training.interactions += learned.interactions
+            if learned.quality is not None:
+                _count_quality(learned.quality, result)
         state, hour = note_engagement(state, event)
         if hour is not None:
             training.engagement_hours.append(hour)
@@ -190,7 +192,7 @@ class BatchProcessor:
                 result.outputs.dead_letters.append(DeadLetter(timer, "internal_error", f"{type(e).__name__}: {e}"))
                 continue
             changed[user_id] = state
-            self._index(partition, user_id, state, result)
+            self._index_next_check(partition, user_id, state, result)
 
     def _on_time(self, state: UserState, now_ms: int, timer: InputRecord, result: BatchResult) -> UserState:
         """A due timer's steps in order, each one's outputs folded into the batch's result."""
@@ -220,7 +222,7 @@ class BatchProcessor:
             _fold_emission(emission, trigger, result)
         return state
 
-    def _index(self, partition: int, user_id: str, state: UserState, result: BatchResult) -> None:
+    def _index_next_check(self, partition: int, user_id: str, state: UserState, result: BatchResult) -> None:
         state, due = index_next_check(self.flows, state)
         if due is not None:
             result.changes.timer_additions.setdefault(partition, []).append((due, user_id))
@@ -229,14 +231,11 @@ class BatchProcessor:
         return propensity_scores(self.item_model, state, at_ms)
 
 
-def _fold_learned(learned: LearnedInteractions, result: BatchResult) -> None:
-    result.training.interactions += learned.interactions
-    sample = learned.quality
-    if sample is not None:
-        quality = result.counts.reco_quality
-        quality["predictions"] += sample.predictions
-        quality["model"] += sample.model_hits
-        quality["popular"] += sample.popular_hits
+def _count_quality(sample: QualitySample, result: BatchResult) -> None:
+    quality = result.counts.reco_quality
+    quality["predictions"] += sample.predictions
+    quality["model"] += sample.model_hits
+    quality["popular"] += sample.popular_hits
 
 
 def _fold_emission(emission: Emission, trigger: InputRecord, result: BatchResult) -> None:

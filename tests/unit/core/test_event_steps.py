@@ -7,8 +7,9 @@ import zlib
 from typing import Any
 
 from models.bandits import BanditRecord
+from models.interactions import Interaction
 from models.propensity import HORIZON_MS, Probe
-from models.reco import DEFAULT_WEIGHTS, Interaction, ItemModel
+from models.reco import DEFAULT_WEIGHTS, ItemModel
 from streams.core.event_steps import (
     QUALITY_SAMPLE,
     QualitySample,
