@@ -66,7 +66,7 @@ def learn_interactions(
         return state, None
     quality = None
     if event.type in PREDICTED_EVENTS and zlib.crc32(event.event_id.encode()) % QUALITY_SAMPLE == 0:
-        quality = _predict(before, interactions, item_model)
+        quality = _sample_quality(before, interactions, item_model)
     history = before.recent_interactions
     for interaction, _ in interactions:
         history = remember(history, interaction)
@@ -74,7 +74,9 @@ def learn_interactions(
     return state, LearnedInteractions(interactions, quality)
 
 
-def _predict(before: UserState, interactions: list[InteractionExample], item_model: ItemModel) -> QualitySample | None:
+def _sample_quality(
+    before: UserState, interactions: list[InteractionExample], item_model: ItemModel
+) -> QualitySample | None:
     """How the recommender and plain popularity would have ranked what the user acted on,
     from the user's history before it; None when the user owned all of it already."""
     owned = owned_skus(before)

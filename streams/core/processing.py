@@ -70,7 +70,7 @@ class BatchProcessor:
         governance: GovernancePolicy,
     ) -> None:
         self._policy = policy
-        self.flows = FlowEngine(flows, self._scores_of)
+        self._flow_engine = FlowEngine(flows, self._scores_of)
         self._emitter = JobEmitter(renderer, job_context, governance, clock_ms)
         self.segments = segments
         self._max_event_bytes = max_event_bytes
@@ -153,7 +153,7 @@ class BatchProcessor:
         state, moved = evaluate_segments(self.segments, before, state, event)
         if moved is not None:
             result.outputs.segment_transitions.append((record.partition, moved))
-        state, flows = run_flows(self.flows, state, event, moved)
+        state, flows = run_flows(self._flow_engine, state, event, moved)
         if flows is not None:
             state = self._emit(flows, state, record, result)
         return state
@@ -196,13 +196,13 @@ class BatchProcessor:
 
     def _on_time(self, state: UserState, now_ms: int, timer: InputRecord, result: BatchResult) -> UserState:
         """A due timer's steps in order, each one's outputs folded into the batch's result."""
-        late = lateness(self.flows, state, now_ms)
+        late = lateness(self._flow_engine, state, now_ms)
         if late is not None:
             result.counts.timer_lateness_ms = max(result.counts.timer_lateness_ms, late)
-        state, caught_up = catch_up_segments(self.segments, self.flows, state, now_ms)
+        state, caught_up = catch_up_segments(self.segments, self._flow_engine, state, now_ms)
         if caught_up is not None:
             result.outputs.segment_transitions += [(timer.partition, moved) for moved in caught_up.transitions]
-        state, waits = run_due_waits(self.flows, state, now_ms)
+        state, waits = run_due_waits(self._flow_engine, state, now_ms)
         state, example = close_due_probe(state, now_ms)
         if example is not None:
             result.training.propensity_examples.append(example)
@@ -223,7 +223,7 @@ class BatchProcessor:
         return state
 
     def _index_next_check(self, partition: int, user_id: str, state: UserState, result: BatchResult) -> None:
-        state, due = index_next_check(self.flows, state)
+        state, due = index_next_check(self._flow_engine, state)
         if due is not None:
             result.changes.timer_additions.setdefault(partition, []).append((due, user_id))
 
