@@ -48,7 +48,8 @@ class QualitySample(NamedTuple):
     popular_hits: int
 
 
-# Not frozen, like InputRecord: one is built for most events (a frozen one costs twice as much).
+# Not frozen, like InputRecord: one is built for most events, and a frozen one takes three
+# times as long to build.
 @dataclass(slots=True)
 class LearnedInteractions:
     """The implicit feedback in one event, for the trainer, and its quality sample if any."""
