@@ -8,7 +8,7 @@ fields replaced, together with typed outputs.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
 
 from models import propensity
 from streams.core.flow_engine import FlowEngine, FlowOutputs
@@ -19,11 +19,13 @@ from streams.core.state import UserState
 MAX_CLOCK_HOPS = 16
 
 
-class CaughtUp(NamedTuple):
-    """What the segment checks due since the user's last evaluation published and started."""
+@dataclass(slots=True)
+class CaughtUp:
+    """What the segment checks due since the user's last evaluation published, and what the
+    flows their entries started asked for (None when they started none)."""
 
     transitions: list[Transitions]
-    flows: FlowOutputs
+    flows: FlowOutputs | None = None
 
 
 def take_timer(state: UserState, due_ms: int) -> UserState:
@@ -49,7 +51,7 @@ def catch_up_segments(
     moment it is due even when the worker was down for a while; None when none is due."""
     if state.next_check_ms is None or state.next_check_ms > now_ms:
         return state, None
-    caught_up = CaughtUp([], FlowOutputs([], []))
+    caught_up = CaughtUp([])
     for _ in range(MAX_CLOCK_HOPS):
         due = state.next_check_ms
         if due is None or due > now_ms:
@@ -61,6 +63,8 @@ def catch_up_segments(
             caught_up.transitions.append(evaluation.transitions)
         entered = engine.triggers_among(evaluation.transitions)
         if entered:
+            if caught_up.flows is None:
+                caught_up.flows = FlowOutputs([], [])
             engine.on_entered(state, entered, due, "clock", caught_up.flows)
     return state, caught_up
 

@@ -201,12 +201,13 @@ class BatchProcessor:
             result.counts.timer_lateness_ms = max(result.counts.timer_lateness_ms, late)
         state, caught_up = catch_up_segments(self.segments, self._flow_engine, state, now_ms)
         if caught_up is not None:
-            result.outputs.segment_transitions += [(timer.partition, moved) for moved in caught_up.transitions]
+            for moved in caught_up.transitions:
+                result.outputs.segment_transitions.append((timer.partition, moved))
         state, waits = run_due_waits(self._flow_engine, state, now_ms)
         state, example = close_due_probe(state, now_ms)
         if example is not None:
             result.training.propensity_examples.append(example)
-        if caught_up is not None:
+        if caught_up is not None and caught_up.flows is not None:
             state = self._emit(caught_up.flows, state, timer, result)
         if waits is not None:
             state = self._emit(waits, state, timer, result)

@@ -81,11 +81,18 @@ def test_catching_up_flips_each_segment_at_its_own_instant_and_starts_flows() ->
         (click_expires, "clock", [], ["clickers"]),
         (BASE_TS + 2 * DAY, "clock", ["quiet"], []),
     ]
+    assert caught_up.flows is not None
     assert [(r.flow, r.at_ms, r.trigger_event_id) for r in caught_up.flows.requests] == [
         ("winback", BASE_TS + 2 * DAY, "clock")
     ]
     assert caught_up.flows.transitions == [("winback:entered", 1), ("winback:completed", 1)]
     assert state.segments == {"quiet": BASE_TS + 2 * DAY} and state.next_check_ms is None
+
+
+def test_a_catch_up_that_starts_no_flow_asks_for_nothing() -> None:
+    state, caught_up = catch_up_segments(SEGMENTS, ENGINE, clicked(), BASE_TS + DAY + DAY // 2)
+    assert caught_up is not None and caught_up.flows is None
+    assert [t.exited for t in caught_up.transitions] == [["clickers"]] and state.segments == {}
 
 
 def test_nothing_due_is_no_catch_up() -> None:
