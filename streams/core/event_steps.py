@@ -4,19 +4,19 @@ interactions, engagement, rewards, the propensity probe, segments, flows.
 Each step takes the state this event's transition owns (the copy `apply` made) and returns
 it with the fields the step is about replaced, never a container mutated that the state
 before the event shares, together with the step's typed outputs, which the processor
-folds into the batch's result. Every event passes every step, so a step with nothing to
-report returns None or an empty tuple rather than an empty record.
+folds into the batch's result. Two steps concern a few kinds of event only (engagement,
+rewards), and the processor calls them for those alone; the others see every event, and
+return None rather than an empty record when they have nothing to report.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from models import propensity
-from models.bandits import REWARD_EVENTS, BanditRecord
+from models.bandits import BanditRecord
 from models.interactions import InteractionExample
 from models.propensity import PropensityExample
 from models.reco import ItemModel, remember
@@ -36,7 +36,6 @@ QUALITY_SAMPLE = 16
 ENGAGEMENT_EVENTS = frozenset({"email_open", "email_click"})
 # A purchase rewards the user's latest experiment email if it came at most this long before.
 PURCHASE_ATTRIBUTION_MS = 7 * 86_400_000
-NO_REWARDS: tuple[BanditRecord, ...] = ()
 
 
 class QualitySample(NamedTuple):
@@ -90,27 +89,24 @@ def _sample_quality(
     return QualitySample(len(predicted), model_hits, sum(sku in popular for sku in predicted))
 
 
-def note_engagement(state: UserState, event: Event) -> tuple[UserState, int | None]:
-    """An open or click counts towards its local hour of the week, which is also the output:
-    the send-time prior learns from every user's hours."""
-    if event.type not in ENGAGEMENT_EVENTS:
-        return state, None
+def note_engagement(state: UserState, event: Event) -> tuple[UserState, int]:
+    """An open or click (`ENGAGEMENT_EVENTS`) counts towards its local hour of the week, which
+    is also the output: the send-time prior learns from every user's hours."""
     hour = hour_of_week(event.timestamp_ms, state.traits.get("timezone"))
     state.engagement_hours = add_engagement(state.engagement_hours, hour)
     return state, hour
 
 
-def attribute_rewards(state: UserState, event: Event) -> tuple[UserState, Sequence[BanditRecord]]:
-    """Credit an open or click to the experiment job it names, a purchase to the latest recent one."""
+def attribute_rewards(state: UserState, event: Event) -> tuple[UserState, list[BanditRecord]]:
+    """Credit an open or click to the experiment job it names, a purchase to the latest recent
+    one; for the `REWARD_EVENTS` of a user with experiment jobs."""
     jobs = state.experiment_jobs
-    if event.type not in REWARD_EVENTS or not jobs:
-        return state, NO_REWARDS
     if event.type == "purchase":
         recent = [j for j in jobs if 0 <= event.timestamp_ms - j.sent_ms <= PURCHASE_ATTRIBUTION_MS]
         target = recent[-1].job_id if recent else None
     else:
         target = event.properties.get("job_id")
-    rewards = []
+    rewards: list[BanditRecord] = []
     updated: list[ExperimentSend] = []
     for job in jobs:
         if job.job_id == target:
@@ -127,7 +123,9 @@ def advance_probe(before: UserState, state: UserState, event: Event) -> tuple[Us
     at_ms = event.timestamp_ms
     # Observed before closing: an outcome at the last instant of the probe's window counts.
     state.propensity_probe = propensity.observe(before.propensity_probe, event.type, at_ms)
-    state, example = close_due_probe(state, at_ms)
+    example = None
+    if propensity.is_due(state.propensity_probe, at_ms):
+        state, example = close_due_probe(state, at_ms)
     if state.propensity_probe is None:
         state.propensity_probe = open_probe(state, at_ms)
     return state, example

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import orjson
 
-from models.bandits import Experiment
+from models.bandits import REWARD_EVENTS, Experiment
 from models.reco import ItemModel
 from streams.core.batch import BatchResult, DeadLetter, InputRecord
 from streams.core.clock_steps import (
@@ -29,6 +29,7 @@ from streams.core.content import EmailRenderer, RenderedEmail
 from streams.core.emission import Emission, JobEmitter
 from streams.core.errors import InvalidEvent
 from streams.core.event_steps import (
+    ENGAGEMENT_EVENTS,
     QualitySample,
     advance_probe,
     attribute_rewards,
@@ -141,11 +142,11 @@ class BatchProcessor:
             training.interactions += learned.interactions
             if learned.quality is not None:
                 _count_quality(learned.quality, result)
-        state, hour = note_engagement(state, event)
-        if hour is not None:
+        if event.type in ENGAGEMENT_EVENTS:
+            state, hour = note_engagement(state, event)
             training.engagement_hours.append(hour)
-        state, rewards = attribute_rewards(state, event)
-        if rewards:
+        if event.type in REWARD_EVENTS and state.experiment_jobs:
+            state, rewards = attribute_rewards(state, event)
             training.bandit_records += rewards
         state, example = advance_probe(before, state, event)
         if example is not None:
