@@ -17,7 +17,6 @@ from app.settings import Settings
 from app.worker_stats import LatencySamples, RecoQuality
 from models import bandits, interests
 from models.bandits import Experiment
-from models.reco import recommend
 from models.send_time import best_send_time, next_occurrence
 from streams import metrics
 from streams.core.clock import Clock
@@ -170,7 +169,7 @@ async def user_recommendations(request: web.Request) -> web.Response:
 
     def answer(state: UserState) -> bytes:
         bought = bought_skus(state)
-        picks = recommend(state.recent_interactions, model, k, owned_skus(state), bought)
+        picks = model.predict_top(state.recent_interactions, k, owned_skus(state), bought)
         items = [{**asdict(model.products[p.sku]), "score": p.score, "reason": p.reason} for p in picks]
         return orjson.dumps({"user_id": user_id, "items": items, "model_offset": model.offset})
 
@@ -200,7 +199,7 @@ async def user_predictions(request: web.Request) -> web.Response:
                 "next_send_at": format_time(next_occurrence(best.hour_of_week, now_ms, timezone)),
             }
         x = propensity_features(state, now_ms)
-        chances = {f"{target}_7d": round(scorer.probability(x), 4) for target, scorer in model.propensity.items()}
+        chances = {f"{target}_7d": round(scorer.predict_proba_one(x), 4) for target, scorer in model.propensity.items()}
         return orjson.dumps({"user_id": user_id, "propensity": chances or None, "send_time": send_time})
 
     return await _cached(app, user_id, f"predictions:{model.version}", answer)

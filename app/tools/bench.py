@@ -106,7 +106,7 @@ async def run_bench(
     # starts with one, trained beforehand on the same kind of traffic, rather than with an
     # empty model that would make that work free. No trainer runs during the measurement.
     print("training an item model for the contenders ...", flush=True)
-    item_model = trained_item_model(users=20_000, events=100_000, seed=11).encode()
+    item_model = trained_item_model(users=20_000, events=100_000, seed=11).to_bytes()
     results = []
     for contender in contenders:
         freeze_heap()

@@ -18,7 +18,7 @@ import orjson
 
 from app.settings import Settings
 from app.tools.common import keep_pace
-from models.popularity import Product
+from models.interactions import Product
 
 log = logging.getLogger(__name__)
 

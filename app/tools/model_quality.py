@@ -16,7 +16,8 @@ import numpy as np
 import orjson
 
 from app.tools.generator import EventGenerator
-from models.reco import DEFAULT_WEIGHTS, ItemModel, ItemTrainer, recommend, remember
+from models.item_trainer import ItemTrainer
+from models.reco import DEFAULT_WEIGHTS, ItemModel, remember
 from streams.core.errors import InvalidEvent
 from streams.core.events import Event, parse_event
 from streams.core.learning import interactions_of
@@ -49,17 +50,17 @@ def prequential_quality(users: int, events: int, seed: int, snapshot_every: int 
             owned = frozenset(bought.get(user, ()))
             if event.type in ("click", "purchase") and interaction.sku not in owned:
                 counts["predictions"] += 1
-                fleet = recommend(histories.get(user, []), snapshot, K, owned, bought.get(user, []))
+                fleet = snapshot.predict_top(histories.get(user, []), K, owned, bought.get(user, []))
                 counts["fleet"] += interaction.sku in {r.sku for r in fleet}
                 counts["single"] += interaction.sku in _single_model_top(trainer, user, owned)
                 counts["popular"] += interaction.sku in [s for s in snapshot.popular if s not in owned][:K]
-            trainer.learn(interaction, product)
+            trainer.learn_one((interaction, product))
             offset += 1
             histories[user] = remember(histories.get(user, []), interaction)
             if event.type == "purchase":
                 bought.setdefault(user, []).append(interaction.sku)
             if offset % snapshot_every == 0:
-                snapshot = trainer.snapshot()
+                snapshot = trainer.export()
     return Quality(counts["predictions"], counts["fleet"], counts["single"], counts["popular"])
 
 
@@ -103,8 +104,8 @@ def model_state_sizes(users: int, events: int, seed: int) -> StateSizes:
         if len(batch) == 2_000:
             result = processor.process({0: batch}, lambda _, user: states.get(user))
             states.update(result.changes.states.get(0, {}))
-            trainer.learn_batch(result.training, 0)
-            processor.item_model = trainer.snapshot()
+            trainer.learn_record(result.training, 0)
+            processor.item_model = trainer.export()
             batch = []
     sizes = sorted(
         len(orjson.dumps([s.recent_interactions, s.engagement_hours, s.propensity_probe, s.experiment_jobs]))
@@ -133,8 +134,8 @@ def trained_item_model(users: int, events: int, seed: int) -> ItemModel:
     trainer = _trainer(seed)
     for event in _events(users, events, seed):
         for interaction, product in interactions_of(event, DEFAULT_WEIGHTS):
-            trainer.learn(interaction, product)
-    return trainer.snapshot()
+            trainer.learn_one((interaction, product))
+    return trainer.export()
 
 
 def _trainer(seed: int) -> ItemTrainer:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import mrml
 
 from app.settings import Settings
-from models.reco import DEFAULT_WEIGHTS, ItemModel, ItemTrainer, remember
+from models.item_trainer import ItemTrainer
+from models.reco import DEFAULT_WEIGHTS, ItemModel, remember
 from streams.core.content import EmailRenderer
 from streams.core.events import validate_event
 from streams.core.flow_engine import JobRequest
@@ -80,10 +81,10 @@ def _typical_user() -> tuple[ItemModel, UserState]:
         event = validate_event({"event_id": f"e{n}", "user_id": "u1", "timestamp": NOW_MS - 1000 + n, **doc}, b"u1")
         state = apply(state, event, StatePolicy())
         for interaction, product in interactions_of(event, DEFAULT_WEIGHTS):
-            trainer.learn(interaction, product)
+            trainer.learn_one((interaction, product))
             state.recent_interactions = remember(state.recent_interactions, interaction)
     state.segments = {"big_spenders": NOW_MS, "highly_engaged": NOW_MS}
-    return trainer.snapshot(), state
+    return trainer.export(), state
 
 
 def _item(category: str, n: int) -> dict[str, object]:

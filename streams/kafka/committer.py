@@ -85,7 +85,7 @@ class BatchCommitter:
         # At least once, in input order: a replayed batch may teach the trainer an
         # interaction twice, which moves a model about as much as one more view.
         if result.training:
-            chunks: list[Record] = [(None, chunk.encode(), NO_HEADERS) for chunk in result.training.split()]
+            chunks: list[Record] = [(None, chunk.to_bytes(), NO_HEADERS) for chunk in result.training.split()]
             await send_grouped(producer, {(self._interactions_topic, 0): chunks})
 
     async def _publish_changelog(self, producer: AIOKafkaProducer, changelog: ChangelogItems) -> dict[int, int]:

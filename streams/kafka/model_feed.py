@@ -27,7 +27,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.structs import ConsumerRecord
 from mode import Service
 
-from models.reco import ItemModel, ItemTrainer, TrainingBatch
+from models.item_trainer import ItemTrainer
+from models.reco import ItemModel
+from models.training import TrainingBatch
 from streams import metrics
 from streams.core.processing import BatchProcessor
 from streams.kafka.clients import group_consumer
@@ -144,7 +146,7 @@ class Trainer:
                 self._catalog_changed = True
             records = fetched.get(self._interactions, [])
             for record in records:
-                trainer.learn_batch(TrainingBatch.decode(record.value or b""), record.offset)
+                trainer.learn_record(TrainingBatch.from_bytes(record.value or b""), record.offset)
             metrics.TRAINER_BATCHES.inc(len(records))
             if time.monotonic() - self._last_snapshot_at >= self._snapshot_interval_s:
                 await self._publish(trainer)
@@ -152,8 +154,8 @@ class Trainer:
     async def _publish(self, trainer: ItemTrainer) -> None:
         if trainer.offset == self._published_offset and not self._catalog_changed:
             return
-        snapshot = trainer.snapshot()
-        await self._producer.send_and_wait(self._snapshots.topic, snapshot.encode(), key=SNAPSHOT_KEY, partition=0)
+        snapshot = trainer.export()
+        await self._producer.send_and_wait(self._snapshots.topic, snapshot.to_bytes(), key=SNAPSHOT_KEY, partition=0)
         await self._consumer.commit({self._interactions: trainer.offset})
         self._published_offset = trainer.offset
         self._catalog_changed = False
@@ -201,7 +203,7 @@ def _decoded(record: ConsumerRecord[bytes, bytes]) -> ItemModel | None:
     """The snapshot in `record`, or None (logged) when it cannot be read: a bad snapshot
     must not take a worker down, which keeps ranking with the model it has."""
     try:
-        model = ItemModel.decode(record.value or b"")
+        model = ItemModel.from_bytes(record.value or b"")
     except (ValueError, KeyError, TypeError, zlib.error) as e:
         log.error("cannot read the item-model snapshot at offset %d: %r", record.offset, e)
         return None
