@@ -77,7 +77,7 @@ class SnapshotFeed(Service):
         while not self.should_stop:
             fetched = await self._consumer.getmany(timeout_ms=500)
             records = [r for batch in fetched.values() for r in batch if r.value is not None]
-            model = _decoded(records[-1]) if records else None
+            model = snapshot_from_record(records[-1]) if records else None
             if model is not None:
                 self._processor.item_model = model
                 self.received_at = time.monotonic()
@@ -193,13 +193,13 @@ class Trainer:
                 records = fetched.get(self._snapshots, [])
                 if records:
                     # An unreadable snapshot (say, from an incompatible release) means training afresh.
-                    return _decoded(records[-1])
+                    return snapshot_from_record(records[-1])
             raise RuntimeError(f"the latest item-model snapshot in {self._snapshots.topic} did not arrive in 30 s")
         finally:
             await reader.stop()
 
 
-def _decoded(record: ConsumerRecord[bytes, bytes]) -> ItemModel | None:
+def snapshot_from_record(record: ConsumerRecord[bytes, bytes]) -> ItemModel | None:
     """The snapshot in `record`, or None (logged) when it cannot be read: a bad snapshot
     must not take a worker down, which keeps ranking with the model it has."""
     try:

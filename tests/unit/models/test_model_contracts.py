@@ -18,7 +18,6 @@ import importlib
 import inspect
 import pickle
 import pkgutil
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
@@ -339,14 +338,3 @@ def test_missing_and_new_features_are_handled() -> None:
     assert scorer.predict_proba_one({**full, "a_feature_no_model_knows": 5.0}) == scorer.predict_proba_one(full)
     constant = Scorer({"f": 1.0}, {"f": 0.0}, {"f": 3.0}, 0.0)
     assert constant.predict_proba_one({"f": 9.0}) == 0.5  # no spread learned: the feature cannot count
-
-
-def test_an_unreadable_snapshot_is_skipped_not_fatal() -> None:
-    from types import SimpleNamespace
-
-    from streams.kafka.model_feed import _decoded
-
-    good = SimpleNamespace(value=trained(LEARNERS[ItemTrainer]).export().to_bytes(), offset=7)
-    assert _decoded(good).version == 7  # type: ignore[arg-type, union-attr]
-    for value in (b"not zlib", zlib.compress(b"[1, 2]"), zlib.compress(b'{"skus": []}')):
-        assert _decoded(SimpleNamespace(value=value, offset=8)) is None  # type: ignore[arg-type]
