@@ -18,6 +18,11 @@ EVENTS_SKIPPED = Counter(
     ["reason"],
 )
 DEAD_LETTERS = Counter("tidemail_dead_letters_total", "Records sent to the dead-letter topic.", ["kind"])
+EVENTS_REROUTED = Counter(
+    "tidemail_events_rerouted_total",
+    "Events that arrived on a partition other than their key's murmur2 partition, forwarded to it.",
+    ["topic"],
+)
 JOBS_EMITTED = Counter("tidemail_jobs_emitted_total", "Email jobs published.", ["flow"])
 GOVERNANCE_DECISIONS = Counter(
     "tidemail_governance_decisions_total",
