@@ -93,22 +93,26 @@ def model_state_sizes(users: int, events: int, seed: int) -> StateSizes:
     from app.settings import Settings
     from streams.core.batch import InputRecord
     from streams.core.clock import Clock
-    from streams.core.state import UserState
+    from streams.core.state import UserState, tuple_as_list
 
     processor = build_processor(Settings.from_env(), Clock())
     trainer = _trainer(seed)
     states: dict[str, UserState] = {}
-    batch = []
-    for offset, (key, value) in enumerate(_messages(users, events, seed)):
-        batch.append(InputRecord(0, offset, key, value, 0))
-        if len(batch) == 2_000:
-            result = processor.process({0: batch}, lambda _, user: states.get(user))
-            states.update(result.changes.states.get(0, {}))
-            trainer.learn_record(result.training, 0)
-            processor.item_model = trainer.export()
-            batch = []
+    records = [
+        InputRecord(0, offset, key, value, 0) for offset, (key, value) in enumerate(_messages(users, events, seed))
+    ]
+    for start in range(0, len(records), 2_000):
+        result = processor.process({0: records[start : start + 2_000]}, lambda _, user: states.get(user))
+        states.update(result.changes.states.get(0, {}))
+        trainer.learn_record(result.training, 0)
+        processor.item_model = trainer.export()
     sizes = sorted(
-        len(orjson.dumps([s.recent_interactions, s.engagement_hours, s.propensity_probe, s.experiment_jobs]))
+        len(
+            orjson.dumps(
+                [s.recent_interactions, s.engagement_hours, s.propensity_probe, s.experiment_jobs],
+                default=tuple_as_list,
+            )
+        )
         for s in states.values()
     )
     return StateSizes(len(sizes), statistics.mean(sizes), sizes[int(len(sizes) * 0.99)], sizes[-1])

@@ -138,11 +138,12 @@ class UserState:
 
 
 def encode_state(state: UserState) -> bytes:
-    return orjson.dumps(state, default=_tuple_as_list)
+    return orjson.dumps(state, default=tuple_as_list)
 
 
-def _tuple_as_list(value: Any) -> list[Any]:
-    # orjson writes dataclasses natively but not named tuples; those are stored as arrays.
+def tuple_as_list(value: Any) -> list[Any]:
+    """orjson's `default` for user state: it writes dataclasses natively but not named tuples,
+    which are stored as arrays."""
     if isinstance(value, tuple):
         return list(value)
     raise TypeError(f"cannot store {type(value).__name__} in user state")

@@ -21,3 +21,11 @@ def test_the_segment_cost_is_over_every_run_of_each_and_pairs_runs_in_order() ->
     assert summary.startswith("50 segments keep 89% of the throughput without segments on first sight")
     assert "78% once users are known" in summary
     assert "over 2 runs of each; run by run, first sight 80%, 100%, known 80%, 75%" in summary
+
+
+def test_model_state_sizes_measure_the_stored_encoding() -> None:
+    from app.tools.model_quality import model_state_sizes
+
+    sizes = model_state_sizes(users=40, events=600, seed=3)
+    assert sizes.users > 0
+    assert 0 < sizes.mean_bytes <= sizes.p99_bytes <= sizes.max_bytes
