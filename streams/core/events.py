@@ -156,7 +156,14 @@ def _amount(name: str) -> Rule:
 
 def _currency(properties: Mapping[str, Any]) -> None:
     value = properties.get("currency")
-    if not isinstance(value, str) or len(value) != 3 or not value.isalpha() or not value.isupper():
+    # isascii: str.isalpha and isupper also pass 'ÉUR' or 'ΑΒΓ', which no ISO 4217 code is.
+    if (
+        not isinstance(value, str)
+        or len(value) != 3
+        or not value.isascii()
+        or not value.isalpha()
+        or not value.isupper()
+    ):
         raise InvalidEvent(f"`properties.currency` must be a 3-letter ISO 4217 code like 'EUR'; got {shown(value)}")
 
 
