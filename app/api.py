@@ -1,5 +1,5 @@
 """HTTP API served by the Faust worker's aiohttp server: health, metrics, users, segments,
-templates and their previews, and the unsubscribe link."""
+templates and their previews, the unsubscribe link, and the contracts' JSON Schemas."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from streams.core.jobs import format_time
 from streams.core.learning import bought_skus, owned_skus
 from streams.core.learning import features as propensity_features
 from streams.core.processing import BatchProcessor
+from streams.core.schemas import SCHEMA_NAMES, SUFFIX, schema, schema_bytes, schema_name
 from streams.core.segments import SegmentBook
 from streams.core.state import UserState
 from streams.core.unsubscribe import verify_token
@@ -76,6 +77,8 @@ def add_routes(web_app: web.Application, services: ApiServices) -> None:
     web_app.router.add_get("/segments/{name}", show_segment)
     web_app.router.add_get("/templates", list_templates)
     web_app.router.add_get("/templates/{name}/preview", preview_template)
+    web_app.router.add_get("/schemas", list_schemas)
+    web_app.router.add_get("/schemas/{name}", show_schema)
     web_app.router.add_get("/unsubscribe", unsubscribe)
     # RFC 8058 one-click: mail clients POST to the List-Unsubscribe URL.
     web_app.router.add_post("/unsubscribe", unsubscribe)
@@ -319,6 +322,21 @@ async def preview_template(request: web.Request) -> web.Response:
             }
         )
     return web.Response(text=email.html, content_type="text/html")
+
+
+async def list_schemas(request: web.Request) -> web.Response:
+    body = [{"name": name, "title": schema(name)["title"], "url": f"/schemas/{name}"} for name in SCHEMA_NAMES]
+    return _json({"schemas": body})
+
+
+async def show_schema(request: web.Request) -> web.Response:
+    """A contract's JSON Schema, byte for byte as shipped in `streams/schemas/`."""
+    requested = request.match_info["name"]
+    name = schema_name(requested)
+    if name is None:
+        error = f"no schema {requested!r}; known: {', '.join(SCHEMA_NAMES)} (the `{SUFFIX}` suffix is optional)"
+        return _json({"error": error}, 404)
+    return web.Response(body=schema_bytes(name), content_type="application/schema+json")
 
 
 async def unsubscribe(request: web.Request) -> web.Response:
