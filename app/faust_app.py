@@ -77,6 +77,7 @@ def build_processor(settings: Settings, clock: Clock) -> BatchProcessor:
         experiments=experiments,
         flows=FlowBook.load(settings.flows_file, set(renderer.versions), set(experiments), set(segments.by_name)),
         governance=settings.governance,
+        partitions=settings.partitions,
     )
 
 

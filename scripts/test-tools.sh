@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Installs what only the tests need: Debian's Chromium, which renders template previews
-# headless. Idempotent: does nothing when chromium is already on the PATH.
+# Installs what only the tests need, from Debian's packages: Chromium, which renders
+# template previews headless, and kcat, a librdkafka producer nobody here wrote.
+# Idempotent: installs only what is missing from the PATH.
 set -euo pipefail
-if command -v chromium >/dev/null; then exit 0; fi
-echo "[test-tools] installing chromium from Debian's packages" >&2
+missing=()
+command -v chromium >/dev/null || missing+=(chromium fonts-dejavu-core)
+command -v kcat >/dev/null || missing+=(kcat)
+if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+echo "[test-tools] installing ${missing[*]} from Debian's packages" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null
-apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

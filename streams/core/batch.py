@@ -5,6 +5,7 @@ core (`streams/core/processing.py`) and the Kafka shell that makes a batch durab
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,8 @@ from streams.core.state import UserState
 
 # A timer index entry: when a user is due for a check, and who.
 TimerEntry = tuple[int, str]
+# A Kafka record's headers, as clients give them.
+Headers = Sequence[tuple[str, bytes]]
 
 
 # Not frozen, like Event: one is built per consumed record.
@@ -26,6 +29,7 @@ class InputRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int
+    headers: Headers = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,15 @@ class DeadLetter:
     record: InputRecord
     kind: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reroute:
+    """A valid event that arrived on a partition other than its user's: forwarded there unprocessed."""
+
+    record: InputRecord
+    user_id: str
+    partition: int
 
 
 @dataclass(slots=True)
@@ -60,6 +73,8 @@ class Outputs:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     # What each evaluation that moved a user published, with the user's partition.
     segment_transitions: list[tuple[int, Transitions]] = field(default_factory=list)
+    # Events to forward to the partition their user lives in.
+    reroutes: list[Reroute] = field(default_factory=list)
 
 
 @dataclass(slots=True)

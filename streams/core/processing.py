@@ -17,7 +17,7 @@ import orjson
 
 from models.bandits import REWARD_EVENTS, Experiment
 from models.reco import ItemModel
-from streams.core.batch import BatchResult, DeadLetter, InputRecord
+from streams.core.batch import BatchResult, DeadLetter, InputRecord, Reroute
 from streams.core.clock_steps import (
     catch_up_segments,
     index_next_check,
@@ -45,6 +45,7 @@ from streams.core.flow_engine import FlowEngine, FlowOutputs
 from streams.core.governance import GovernancePolicy
 from streams.core.jobs import JobContext
 from streams.core.learning import propensity_scores
+from streams.core.partitioning import REROUTED_FROM_HEADER, Partitioner
 from streams.core.segments import SegmentBook, Transitions
 from streams.core.state import StatePolicy, UserState, apply
 
@@ -69,8 +70,11 @@ class BatchProcessor:
         experiments: dict[str, Experiment],
         flows: FlowBook,
         governance: GovernancePolicy,
+        partitions: int = 1,
     ) -> None:
         self._policy = policy
+        # With one partition every user lives in it: nothing to check.
+        self._partition_of = Partitioner(partitions) if partitions > 1 else None
         self._flow_engine = FlowEngine(flows, self._scores_of)
         self._emitter = JobEmitter(renderer, job_context, governance, clock_ms)
         self.segments = segments
@@ -114,6 +118,9 @@ class BatchProcessor:
             event = parse_event(record.value, record.key, self._max_event_bytes)
         except InvalidEvent as e:
             result.outputs.dead_letters.append(DeadLetter(record, "invalid_event", str(e)))
+            return
+        if self._partition_of is not None and (home := self._partition_of(event.user_id)) != record.partition:
+            _reroute(record, event.user_id, home, result)
             return
         state = changed.get(event.user_id) or load(record.partition, event.user_id) or UserState(event.user_id)
         if record.offset <= state.applied_offset:
@@ -265,3 +272,16 @@ def count_moves(transitions: list[tuple[int, Transitions]]) -> dict[tuple[int, s
             if segments:
                 names.setdefault((partition, change), []).extend(segments)
     return {move: Counter(found) for move, found in names.items()}
+
+
+def _reroute(record: InputRecord, user_id: str, home: int, result: BatchResult) -> None:
+    """Forward an event produced to the wrong partition (a librdkafka client's CRC32 partitioner,
+    say) to its user's, where its state lives; once only, so a mismatch cannot loop."""
+    if any(name == REROUTED_FROM_HEADER for name, _ in record.headers):
+        reason = (
+            f"event of user {user_id!r} was forwarded to partition {record.partition} but belongs in {home}; "
+            "do the events topic's partition counts agree?"
+        )
+        result.outputs.dead_letters.append(DeadLetter(record, "misrouted", reason))
+        return
+    result.outputs.reroutes.append(Reroute(record, user_id, home))

@@ -1,7 +1,8 @@
 """Making one processed batch durable: the worker's whole durability protocol, in order.
 
 1. Outputs (jobs, segment changes, dead letters) are produced and acknowledged, each at
-   most once per id (`outputs.py`); beside them, the batch's training records for the trainer.
+   most once per id (`outputs.py`); beside them, the batch's training records for the trainer
+   and the events that arrived on a partition not their user's, forwarded to it.
 2. Per partition, every key the batch changes (user states, timer index moves, segment
    sizes, and the checkpoint: last input offset and output topics' end offsets) is
    produced to the `users` table's changelog and acknowledged.
@@ -26,7 +27,7 @@ from aiokafka import AIOKafkaProducer
 from streams.core.batch import BatchResult, StateChanges
 from streams.core.state import encode_state
 from streams.kafka.clients import WorkerClients
-from streams.kafka.outputs import OutputPublisher
+from streams.kafka.outputs import OutputPublisher, rerouted_records
 from streams.kafka.produce import NO_HEADERS, Record, send_grouped
 from streams.kafka.segment_sizes import SegmentSizes, encode_sizes
 from streams.kafka.store import CHECKPOINT_KEY, SEGMENT_SIZES_KEY, Checkpoint, UserStore, timer_key
@@ -44,6 +45,7 @@ class BatchCommitter:
         *,
         clients: WorkerClients,
         outputs: OutputPublisher,
+        events_topic: str,
         interactions_topic: str,
         store: UserStore,
         states: UserStates,
@@ -51,6 +53,7 @@ class BatchCommitter:
     ) -> None:
         self._clients = clients
         self._outputs = outputs
+        self._events_topic = events_topic
         self._interactions_topic = interactions_topic
         self._store = store
         self._states = states
@@ -68,8 +71,10 @@ class BatchCommitter:
 
     async def commit(self, result: BatchResult) -> None:
         producer = self._clients.producer
-        output_ends, _ = await asyncio.gather(
-            self._outputs.publish(producer, result), self._publish_training(producer, result)
+        output_ends, _, _ = await asyncio.gather(
+            self._outputs.publish(producer, result),
+            self._publish_training(producer, result),
+            send_grouped(producer, rerouted_records(self._events_topic, result.outputs.reroutes)),
         )
         checkpoints = advanced_checkpoints(self._checkpoints, result.changes.last_offsets, output_ends)
         sizes = self._sizes.after(result.changes.segment_moves)

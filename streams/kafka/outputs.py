@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from streams.core.batch import BatchResult, DeadLetter
+from streams.core.batch import BatchResult, DeadLetter, Reroute
 from streams.core.jobs import format_time
+from streams.core.partitioning import REROUTED_FROM_HEADER
 from streams.core.segments import Transitions, change_id
 from streams.kafka.produce import NO_HEADERS, Record, send_grouped
 
@@ -178,3 +179,21 @@ class OutputPublisher:
         grouped.setdefault((self._topics.dead_letters, source.partition), []).append(
             (source.key, source.value, headers)
         )
+
+
+def rerouted_records(events_topic: str, reroutes: Iterable[Reroute]) -> dict[tuple[str, int], list[Record]]:
+    """Each misplaced event as a record for its user's partition: key, value and headers as they
+    came, plus where it came from. A keyless event gets its user id as key, as it should have had.
+
+    Not tracked by id like the other outputs: a copy that a replay forwards again is the same
+    event, which the user's state skips by `event_id` like any producer retry.
+    """
+    grouped: dict[tuple[str, int], list[Record]] = {}
+    for reroute in reroutes:
+        source = reroute.record
+        origin = f"{events_topic}:{source.partition}:{source.offset}".encode()
+        headers = [*source.headers, (REROUTED_FROM_HEADER, origin)]
+        grouped.setdefault((events_topic, reroute.partition), []).append(
+            (source.key or reroute.user_id.encode(), source.value, headers)
+        )
+    return grouped

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
-from aiokafka.partitioner import murmur2
 from faust.types import TP
 from rocksdict import WriteBatch
+
+from streams.core.partitioning import partition_of
 
 CHECKPOINT_KEY: Final = b"\x00tidemail:checkpoint"
 SEGMENT_SIZES_KEY: Final = b"\x00tidemail:segment-sizes"
@@ -69,7 +70,7 @@ class UserStore:
 
     def partition_for(self, key: bytes) -> int:
         """The partition Kafka's default partitioner gives `key` (murmur2, as the Java client)."""
-        return int(murmur2(key) & 0x7FFFFFFF) % self._partitions
+        return partition_of(key, self._partitions)
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         value: bytes | None = self._db(partition).get(key)

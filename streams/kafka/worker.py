@@ -75,6 +75,7 @@ class BatchWorker(Service):
         # Held while a batch is in flight, so a rebalance waits for it to become durable.
         self._lock = asyncio.Lock()
         self._failures_in_a_row = 0
+        self._misrouted = worker_metrics.MisroutedEvents(config.topics.events)
         # Called for each durable batch of events or timers, before its offsets are committed.
         self.on_batch: list[Callable[[BatchResult], None]] = []
         # Called with the user ids of each durable batch of events (the prediction cache drops them).
@@ -88,6 +89,7 @@ class BatchWorker(Service):
         self._committer = BatchCommitter(
             clients=self.clients,
             outputs=outputs,
+            events_topic=config.topics.events,
             interactions_topic=config.interactions_topic,
             store=store,
             states=self._states,
@@ -198,11 +200,12 @@ class BatchWorker(Service):
     async def _handle(self, fetched: Fetched) -> None:
         started = time.perf_counter()
         batch = {
-            tp.partition: [InputRecord(tp.partition, r.offset, r.key, r.value, r.timestamp) for r in records]
+            tp.partition: [InputRecord(tp.partition, r.offset, r.key, r.value, r.timestamp, r.headers) for r in records]
             for tp, records in fetched.items()
         }
         result = self._processor.process(batch, self._states.load)
         await self._committer.commit(result)
+        self._misrouted.note(result.outputs.reroutes)
         # Observed before the commit, so whoever sees the offsets committed sees the counts.
         self._observe(result, started)
         consumer = self.clients.consumer

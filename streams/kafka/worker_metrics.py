@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from streams import metrics
-from streams.core.batch import BatchCounts, BatchResult, Outputs
+from streams.core.batch import BatchCounts, BatchResult, Outputs, Reroute
 from streams.kafka.segment_sizes import SegmentMoves
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,41 @@ def _export_segment_changes(moves: SegmentMoves) -> None:
             changes[(segment, change)] += n
     for (segment, change), n in changes.items():
         metrics.SEGMENT_CHANGES.labels(segment, change).inc(n)
+
+
+class MisroutedEvents:
+    """Counts events forwarded to their user's partition and says, at most once a minute, how to
+    stop producing them: a misplaced event costs a second produce and a second read."""
+
+    def __init__(self, topic: str, warn_every_s: float = 60.0) -> None:
+        self._counter = metrics.EVENTS_REROUTED.labels(topic)
+        self._topic = topic
+        self._warn_every_s = warn_every_s
+        self._since_warning = 0
+        self._warned_at = float("-inf")
+
+    def note(self, reroutes: Sequence[Reroute]) -> None:
+        if not reroutes:
+            return
+        self._counter.inc(len(reroutes))
+        self._since_warning += len(reroutes)
+        now = time.monotonic()
+        if now - self._warned_at < self._warn_every_s:
+            return
+        first = reroutes[0]
+        log.warning(
+            "%d event(s) arrived on a partition of %s other than their key's murmur2 partition (e.g. user %r on "
+            "%d, belongs on %d) and were forwarded there. Their producer partitions keys differently from the "
+            "Java client: set partitioner=murmur2_random in librdkafka clients (kcat -X partitioner=murmur2_random, "
+            "confluent-kafka {'partitioner': 'murmur2_random'}).",
+            self._since_warning,
+            self._topic,
+            first.user_id,
+            first.record.partition,
+            first.partition,
+        )
+        self._since_warning = 0
+        self._warned_at = now
 
 
 def latencies_ms(fetched: Fetched) -> list[float]:

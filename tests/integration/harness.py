@@ -343,7 +343,7 @@ async def assert_durable_state_is_single_pass(settings: Settings) -> BatchResult
     records = await read_topic(settings.kafka_bootstrap, settings.events_topic)
     by_partition: dict[int, list[InputRecord]] = defaultdict(list)
     for r in records:
-        by_partition[r.partition].append(InputRecord(r.partition, r.offset, r.key, r.value, r.timestamp))
+        by_partition[r.partition].append(InputRecord(r.partition, r.offset, r.key, r.value, r.timestamp, r.headers))
     expected = build_processor(settings, Clock()).process(by_partition, lambda partition, user: None)
     expected_states = {user: state for states in expected.changes.states.values() for user, state in states.items()}
     durable: dict[str, UserState] = {}

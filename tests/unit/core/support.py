@@ -31,6 +31,7 @@ def processor(
     flows_yaml: str | None = None,
     governance: GovernancePolicy = OPEN_GOVERNANCE,
     clock_ms: Callable[[], int] = lambda: BASE_TS,
+    partitions: int = 1,
 ) -> BatchProcessor:
     """A processor with the shipped definitions, or the given ones; governance lets all through."""
     settings = Settings()
@@ -55,6 +56,7 @@ def processor(
         experiments={},
         flows=flows,
         governance=governance,
+        partitions=partitions,
     )
 
 

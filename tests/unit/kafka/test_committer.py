@@ -71,6 +71,7 @@ def committer(producer: FakeProducer, store: Any, cache: StateCache) -> tuple[Ba
     built = BatchCommitter(
         clients=clients,
         outputs=OutputPublisher("unused", TOPICS, max_record_bytes=10_000),
+        events_topic=TOPICS.events,
         interactions_topic="interactions",
         store=store,
         states=UserStates(store, cache),

@@ -3,10 +3,11 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from streams.core.batch import BatchResult, DeadLetter, InputRecord
+from streams.core.batch import BatchResult, DeadLetter, InputRecord, Reroute
 from streams.core.jobs import format_time
+from streams.core.partitioning import REROUTED_FROM_HEADER
 from streams.core.segments import Transitions, change_id, evaluation_id
-from streams.kafka.outputs import ID_HEADER, OutputPublisher, OutputTopics
+from streams.kafka.outputs import ID_HEADER, OutputPublisher, OutputTopics, rerouted_records
 from streams.kafka.store import Checkpoint
 from tests.unit.kafka.fakes import FakeProducer
 
@@ -114,3 +115,13 @@ def test_checkpoints_round_trip_and_bare_offsets_still_read() -> None:
 )
 def test_times_are_rfc3339_utc_with_milliseconds(millis: int, text: str) -> None:
     assert format_time(millis) == text
+
+
+def test_rerouted_events_keep_key_value_and_headers_and_name_their_origin() -> None:
+    keyed = InputRecord(2, 40, b"u1", b'{"a":1}', 0, [("trace", b"t")])
+    keyless = InputRecord(2, 41, None, b'{"b":2}', 0)
+    grouped = rerouted_records("events", [Reroute(keyed, "u1", 5), Reroute(keyless, "u9", 6)])
+    assert grouped == {
+        ("events", 5): [(b"u1", b'{"a":1}', [("trace", b"t"), (REROUTED_FROM_HEADER, b"events:2:40")])],
+        ("events", 6): [(b"u9", b'{"b":2}', [(REROUTED_FROM_HEADER, b"events:2:41")])],
+    }
