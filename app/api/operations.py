@@ -1,0 +1,38 @@
+"""What operators and the benchmark call: health, Prometheus metrics, processing stats,
+and the clock that tests and demos move."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.api.services import json_response, services
+
+
+async def health(request: web.Request) -> web.Response:
+    owned = sorted(services(request).ownership.owned)
+    return json_response({"status": "ok", "owned_partitions": owned})
+
+
+async def prometheus_metrics(request: web.Request) -> web.Response:
+    response = web.Response(body=generate_latest())
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return response
+
+
+async def stats(request: web.Request) -> web.Response:
+    """Processed count, and with `?percentiles` latency percentiles since the last reset;
+    the benchmark reads these."""
+    return json_response(services(request).latency.report("percentiles" in request.query))
+
+
+async def reset_stats(request: web.Request) -> web.Response:
+    services(request).latency.reset()
+    return json_response({"reset": True})
+
+
+async def advance_clock(request: web.Request) -> web.Response:
+    app = services(request)
+    body = await request.json()
+    app.clock.advance(int(body["advance_ms"]))
+    return json_response({"now_ms": app.clock.now_ms()})
