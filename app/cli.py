@@ -29,7 +29,7 @@ def worker(ctx: click.Context) -> None:
     settings = Settings.from_env()
     asyncio.run(ensure_deployment_topics(settings))
     app = create_app(settings)
-    sys.argv = ["tidemail", "worker", "--loglevel", settings.log_level, *ctx.args]
+    sys.argv = ["tidemail", "worker", "--loglevel", settings.faust_log_level, *ctx.args]
     _tune_garbage_collection()
     app.main()
 
@@ -56,7 +56,7 @@ def trainer() -> None:
     from app.faust_app import create_trainer, ensure_deployment_topics
 
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] [trainer] %(message)s")
+    logging.basicConfig(level=settings.logging_level, format="[%(asctime)s] [trainer] %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
     if settings.trainer_metrics_port:
@@ -88,7 +88,7 @@ def deliver() -> None:
     from streams.delivery.web_server import web_app
 
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] [deliver] %(message)s")
+    logging.basicConfig(level=settings.logging_level, format="[%(asctime)s] [deliver] %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
     async def run() -> None:

@@ -14,6 +14,16 @@ from streams.delivery.config import DeliveryConfig, Sender, SmtpConfig
 
 SMTP_TLS_MODES = ("none", "starttls", "tls")
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+# TIDEMAIL_LOG_LEVEL's accepted spellings (Faust's short ones among them) and the level each means.
+LOG_LEVELS = {
+    "debug": "DEBUG",
+    "info": "INFO",
+    "warn": "WARNING",
+    "warning": "WARNING",
+    "error": "ERROR",
+    "crit": "CRITICAL",
+    "critical": "CRITICAL",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +145,8 @@ class Settings:
         if min(self.frequency_cap_24h, self.frequency_cap_7d) < 1:
             raise ConfigError("TIDEMAIL_FREQUENCY_CAP_24H and TIDEMAIL_FREQUENCY_CAP_7D must be at least 1")
         QuietHours.parse(self.quiet_hours)
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ConfigError(f"TIDEMAIL_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}; got {self.log_level!r}")
         if self.max_event_bytes < 256:
             raise ConfigError(f"TIDEMAIL_MAX_EVENT_BYTES must be at least 256; got {self.max_event_bytes}")
         if self.smtp_tls not in SMTP_TLS_MODES:
@@ -146,6 +158,16 @@ class Settings:
     def hot_path_topics(self) -> list[str]:
         """The topics partitioned like the `users` table: input and every output."""
         return [self.events_topic, self.jobs_topic, self.dead_letter_topic, self.segment_changes_topic]
+
+    @property
+    def logging_level(self) -> str:
+        """The level as Python's logging (and Faust's `--loglevel`) names it: `crit` is `CRITICAL`."""
+        return LOG_LEVELS[self.log_level.lower()]
+
+    @property
+    def faust_log_level(self) -> str:
+        """The same level in the spelling Faust's `--loglevel` takes (crit, error, warn, info, debug)."""
+        return {"CRITICAL": "crit", "WARNING": "warn"}.get(self.logging_level, self.logging_level.lower())
 
     @property
     def reco_weights(self) -> dict[str, float]:

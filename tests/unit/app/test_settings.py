@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,17 @@ def test_the_deliverers_config_comes_from_settings_without_showing_the_password(
     assert (config.sender.address, config.sender.domain) == ("hello@shop.example.com", "shop.example.com")
     assert config.jobs_topic == settings.jobs_topic
     assert "hunter2" not in repr(config)
+
+
+@pytest.mark.parametrize("spelling", ["crit", "critical", "error", "warn", "warning", "info", "debug", "WARN"])
+def test_every_documented_log_level_is_one_python_and_faust_both_take(spelling: str) -> None:
+    from faust.cli.base import LOGLEVELS
+
+    settings = Settings.from_env({"TIDEMAIL_LOG_LEVEL": spelling})
+    assert isinstance(logging.getLevelName(settings.logging_level), int)
+    assert settings.faust_log_level.upper() in LOGLEVELS
+
+
+def test_an_unknown_log_level_is_refused_naming_the_choices() -> None:
+    with pytest.raises(ConfigError, match=r"TIDEMAIL_LOG_LEVEL must be one of debug, info, warn.*; got 'loud'"):
+        Settings.from_env({"TIDEMAIL_LOG_LEVEL": "loud"})
