@@ -50,6 +50,7 @@ class SnapshotFeed(Service):
         self._snapshots = TopicPartition(item_model_topic, 0)
         self._processor = processor
         self.received_at: float | None = None
+        self._consumer: AIOKafkaConsumer | None = None
 
     def status(self) -> dict[str, Any]:
         model = self._processor.item_model
@@ -64,18 +65,25 @@ class SnapshotFeed(Service):
         }
 
     async def on_start(self) -> None:
-        self._consumer = snapshot_consumer(self._bootstrap)
-        await self._consumer.start()
-        self._consumer.assign([self._snapshots])
-        await seek_to_latest(self._consumer, self._snapshots)
+        consumer = snapshot_consumer(self._bootstrap)
+        await consumer.start()
+        consumer.assign([self._snapshots])
+        await seek_to_latest(consumer, self._snapshots)
+        self._consumer = consumer
 
     async def on_stop(self) -> None:
-        await self._consumer.stop()
+        # A worker whose start failed earlier (its web port taken, say) stops this service
+        # too; a missing consumer must not hide the error that stopped it.
+        if self._consumer is not None:
+            await self._consumer.stop()
 
     @Service.task
     async def _follow(self) -> None:
+        # mode starts a service's tasks only after its on_start succeeded.
+        consumer = self._consumer
+        assert consumer is not None
         while not self.should_stop:
-            fetched = await self._consumer.getmany(timeout_ms=500)
+            fetched = await consumer.getmany(timeout_ms=500)
             records = [r for batch in fetched.values() for r in batch if r.value is not None]
             model = snapshot_from_record(records[-1]) if records else None
             if model is not None:

@@ -89,7 +89,7 @@ class WorkerHarness:
         return WorkerHarness(tmp, {k: v for k, v in self.env.items() if k.startswith("TIDEMAIL_") and k not in own})
 
     async def start(self) -> None:
-        self.process = self._spawn("worker", self.log_path)
+        self.process = self.spawn("worker", self.log_path)
         await self.wait_for(lambda health: bool(health["owned_partitions"]), "/health", timeout=90)
 
     async def start_with_trainer(self) -> None:
@@ -99,9 +99,9 @@ class WorkerHarness:
         self.start_trainer()
 
     def start_trainer(self) -> None:
-        self.trainer = self._spawn("trainer", self.tmp / "trainer.log")
+        self.trainer = self.spawn("trainer", self.tmp / "trainer.log")
 
-    def _spawn(self, command: str, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def spawn(self, command: str, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         with log_path.open("ab") as log:
             return subprocess.Popen(
                 [sys.executable, "-m", "app.cli", command],
@@ -233,7 +233,7 @@ class DelivererHarness:
 
     async def start(self) -> None:
         """Spawn it and wait until the group gave it partitions."""
-        self.process = self.deployment._spawn("deliver", self.log_path, self.env)
+        self.process = self.deployment.spawn("deliver", self.log_path, self.env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
