@@ -16,14 +16,42 @@ from app.settings import Settings
 
 
 @click.group()
+@click.version_option(package_name="tidemail", message="tidemail %(version)s")
 def main() -> None:
     """Tidemail: real-time personalization for triggered email."""
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+class _FaustWorkerCommand(click.Command):
+    """`tidemail worker --help` lists the Faust worker options it passes through."""
+
+    # Set from TIDEMAIL_* settings, or meaningless for a command that is not Faust's own CLI.
+    NOT_PASSED = frozenset({"loglevel", "app", "version", "help", "json"})
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from faust.cli import worker as faust_worker
+
+        def options_of() -> None:
+            """Collects the decorators' options."""
+
+        for option in reversed(faust_worker.worker.options):
+            options_of = option(options_of)
+        seen: set[str] = set()
+        rows = []
+        for param in getattr(options_of, "__click_params__", []):
+            if isinstance(param, click.Option) and param.name not in self.NOT_PASSED | seen:
+                seen.add(str(param.name))
+                record = param.get_help_record(ctx)
+                if record is not None:
+                    rows.append(record)
+        with formatter.section("Faust worker options (passed through)"):
+            formatter.write_dl(rows)
+
+
+@main.command(cls=_FaustWorkerCommand, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def worker(ctx: click.Context) -> None:
-    """Run a worker (Faust worker options pass through, e.g. `--web-port 6067`)."""
+    """Run a worker. Faust worker options pass through (listed below), e.g. `--web-port 6067`;
+    the log level comes from TIDEMAIL_LOG_LEVEL."""
     from app.faust_app import create_app, ensure_deployment_topics
 
     settings = Settings.from_env()

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from app.cli import main
+
+
+def test_version_names_the_package_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.startswith("tidemail 0.")
+
+
+def test_worker_help_lists_the_faust_options_it_passes_through() -> None:
+    result = CliRunner().invoke(main, ["worker", "--help"])
+    assert result.exit_code == 0
+    assert "Faust worker options (passed through)" in result.output
+    assert "--web-port" in result.output and "--without-web" in result.output
+    # Set from TIDEMAIL_LOG_LEVEL, so not offered as a pass-through.
+    assert "--loglevel" not in result.output
