@@ -13,6 +13,7 @@ import sys
 import click
 
 from app.settings import Settings
+from app.tools.replay_commands import dead_letters, replay
 
 
 @click.group()
@@ -260,6 +261,9 @@ def bench(
         click.echo(report_api(api_results, API_RATE))
         click.echo(report_flows(asyncio.run(run_flow_bench())))
 
+
+main.add_command(dead_letters)
+main.add_command(replay)
 
 if __name__ == "__main__":
     main()

@@ -168,6 +168,7 @@ class OutputPublisher:
         if self._is_published(source.partition, output_id):
             return
         headers = [
+            *source.headers,
             (ID_HEADER, output_id.encode()),
             ("tidemail.kind", dead.kind.encode()),
             ("tidemail.reason", dead.reason.encode()),
@@ -175,7 +176,7 @@ class OutputPublisher:
             ("tidemail.source.partition", str(source.partition).encode()),
             ("tidemail.source.offset", str(source.offset).encode()),
         ]
-        # The original bytes travel unchanged so a fixed record can be replayed as it was.
+        # The original bytes and headers travel unchanged so a fixed record can be replayed as it was.
         grouped.setdefault((self._topics.dead_letters, source.partition), []).append(
             (source.key, source.value, headers)
         )
