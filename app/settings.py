@@ -14,6 +14,10 @@ from streams.delivery.config import DeliveryConfig, Sender, SmtpConfig
 
 SMTP_TLS_MODES = ("none", "starttls", "tls")
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+ENVIRONMENTS = ("development", "production")
+DEVELOPMENT_UNSUBSCRIBE_SECRET = "dev-only-unsubscribe-secret-change-me"
+# Shortest unsubscribe secret and bearer token accepted outside development.
+MIN_SECRET_CHARS = 16
 # TIDEMAIL_LOG_LEVEL's accepted spellings (Faust's short ones among them) and the level each means.
 LOG_LEVELS = {
     "debug": "DEBUG",
@@ -53,6 +57,8 @@ class Settings:
     replication_factor: int = 1
     data_dir: Path = Path(".cache/worker")
     web_port: int = 6066
+    # Where every HTTP server of a process listens (the worker's API, the trainer's and the
+    # deliverer's metrics): this machine only, unless a deployment asks for more.
     web_host: str = "127.0.0.1"
     max_event_bytes: int = 65_536
     batch_max_records: int = 5_000
@@ -81,7 +87,14 @@ class Settings:
     allow_clock_control: bool = False
     brand: str = "Tidemail Shop"
     shop_url: str = "https://shop.example.com"
-    unsubscribe_secret: Secret = Secret("dev-only-unsubscribe-secret-change-me")
+    unsubscribe_secret: Secret = Secret(DEVELOPMENT_UNSUBSCRIBE_SECRET)
+    # `development` or `production`: in production the worker refuses development secrets
+    # and missing tokens at start-up, and every process refuses clock control.
+    env: str = "development"
+    # Bearer tokens of the worker's API, comma-separated (several, to rotate them); the admin
+    # routes (/admin/*, /stats/reset, erase) take only admin tokens, which open every route.
+    api_tokens: Secret = Secret("")
+    admin_tokens: Secret = Secret("")
     company_postal_address: str = "Tidemail, 1 Harbour Street, Portsmouth"
     unsubscribe_base_url: str = "http://127.0.0.1:6066/unsubscribe"
     log_level: str = "info"
@@ -153,6 +166,33 @@ class Settings:
             raise ConfigError(f"TIDEMAIL_SMTP_TLS must be one of {', '.join(SMTP_TLS_MODES)}; got {self.smtp_tls!r}")
         if self.delivery_concurrency < 1 or self.delivery_max_attempts < 1:
             raise ConfigError("TIDEMAIL_DELIVERY_CONCURRENCY and TIDEMAIL_DELIVERY_MAX_ATTEMPTS must be at least 1")
+        if self.env not in ENVIRONMENTS:
+            raise ConfigError(f"TIDEMAIL_ENV must be one of {', '.join(ENVIRONMENTS)}; got {self.env!r}")
+        if self.env != "development" and self.allow_clock_control:
+            raise ConfigError(f"TIDEMAIL_ALLOW_CLOCK_CONTROL must be false with TIDEMAIL_ENV={self.env}")
+
+    def check_api_secrets(self) -> None:
+        """Outside development, refuse to serve the API with a development unsubscribe secret
+        (anyone could forge links) or without API and admin tokens (no one could call it)."""
+        if self.env == "development":
+            return
+        problems = []
+        secret = self.unsubscribe_secret.reveal()
+        if secret == DEVELOPMENT_UNSUBSCRIBE_SECRET or len(secret) < MIN_SECRET_CHARS:
+            problems.append(f"TIDEMAIL_UNSUBSCRIBE_SECRET must be your own, of at least {MIN_SECRET_CHARS} characters")
+        for name, tokens in (("API", self.api_bearer_tokens), ("ADMIN", self.admin_bearer_tokens)):
+            if not tokens or min(map(len, tokens)) < MIN_SECRET_CHARS:
+                problems.append(f"TIDEMAIL_{name}_TOKENS must list tokens of at least {MIN_SECRET_CHARS} characters")
+        if problems:
+            raise ConfigError(f"TIDEMAIL_ENV={self.env} refuses to start: {'; '.join(problems)}")
+
+    @property
+    def api_bearer_tokens(self) -> tuple[str, ...]:
+        return _tokens(self.api_tokens)
+
+    @property
+    def admin_bearer_tokens(self) -> tuple[str, ...]:
+        return _tokens(self.admin_tokens)
 
     @property
     def hot_path_topics(self) -> list[str]:
@@ -219,6 +259,10 @@ class Settings:
     @property
     def kafka_url(self) -> str:
         return f"kafka://{self.kafka_bootstrap}"
+
+
+def _tokens(secret: Secret) -> tuple[str, ...]:
+    return tuple(token for token in (part.strip() for part in secret.reveal().split(",")) if token)
 
 
 def _convert(name: str, type_name: Any, raw: str) -> Any:

@@ -151,3 +151,10 @@ DELIVERY_CLAIMS_UNAVAILABLE = Counter(
     "tidemail_delivery_claims_unavailable_total",
     "Redis calls for delivery claims that failed; nothing is sent until the claim is made.",
 )
+
+# The worker's HTTP API.
+API_REFUSALS = Counter(
+    "tidemail_api_refusals_total",
+    "API requests refused: no_token or bad_token (401), not_admin (403), bad_request (400: a malformed input).",
+    ["reason"],
+)

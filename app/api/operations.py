@@ -6,7 +6,11 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.api.params import json_object, whole_number_field
 from app.api.services import json_response, services
+
+# A year at a time at most: the clock only moves forward, and dates far enough ahead overflow.
+MAX_CLOCK_ADVANCE_MS = 366 * 86_400_000
 
 
 async def health(request: web.Request) -> web.Response:
@@ -33,6 +37,6 @@ async def reset_stats(request: web.Request) -> web.Response:
 
 async def advance_clock(request: web.Request) -> web.Response:
     app = services(request)
-    body = await request.json()
-    app.clock.advance(int(body["advance_ms"]))
+    advance_ms = whole_number_field(await json_object(request), "advance_ms", 0, MAX_CLOCK_ADVANCE_MS)
+    app.clock.advance(advance_ms)
     return json_response({"now_ms": app.clock.now_ms()})

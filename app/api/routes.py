@@ -1,33 +1,61 @@
-"""Which handler answers which method and path."""
+"""Which handler answers which method and path, and who may call it."""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from app.api import learning, operations, schemas, segments, templates, unsubscribe, users
+from app.api.auth import ACCESS, CREDENTIALS, Access, Credentials, authenticate
+from app.api.params import bad_requests
 from app.api.services import TIDEMAIL, ApiServices
 
 
-def add_routes(web_app: web.Application, services: ApiServices) -> None:
-    web_app[TIDEMAIL] = services
-    web_app.router.add_get("/health", operations.health)
-    web_app.router.add_get("/metrics", operations.prometheus_metrics)
-    web_app.router.add_get("/stats", operations.stats)
-    web_app.router.add_post("/stats/reset", operations.reset_stats)
-    web_app.router.add_get("/users/{user_id}", users.user_profile)
-    web_app.router.add_get("/users/{user_id}/recommendations", users.user_recommendations)
-    web_app.router.add_get("/users/{user_id}/predictions", users.user_predictions)
-    web_app.router.add_get("/models", learning.models)
-    web_app.router.add_get("/experiments", learning.list_experiments)
-    web_app.router.add_get("/experiments/{name}", learning.show_experiment)
-    web_app.router.add_get("/segments", segments.list_segments)
-    web_app.router.add_get("/segments/{name}", segments.show_segment)
-    web_app.router.add_get("/templates", templates.list_templates)
-    web_app.router.add_get("/templates/{name}/preview", templates.preview_template)
-    web_app.router.add_get("/schemas", schemas.list_schemas)
-    web_app.router.add_get("/schemas/{name}", schemas.show_schema)
-    web_app.router.add_get("/unsubscribe", unsubscribe.unsubscribe)
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    access: Access = Access.API
+
+
+ROUTES = (
+    # Probes and scrapers, and the link in every email: no token.
+    Route("GET", "/health", operations.health, Access.PUBLIC),
+    Route("GET", "/metrics", operations.prometheus_metrics, Access.PUBLIC),
+    Route("GET", "/unsubscribe", unsubscribe.unsubscribe, Access.PUBLIC),
     # RFC 8058 one-click: mail clients POST to the List-Unsubscribe URL.
-    web_app.router.add_post("/unsubscribe", unsubscribe.unsubscribe)
-    if services.settings.allow_clock_control:
-        web_app.router.add_post("/admin/clock", operations.advance_clock)
+    Route("POST", "/unsubscribe", unsubscribe.unsubscribe, Access.PUBLIC),
+    Route("GET", "/stats", operations.stats),
+    Route("POST", "/stats/reset", operations.reset_stats, Access.ADMIN),
+    Route("GET", "/users/{user_id}", users.user_profile),
+    Route("GET", "/users/{user_id}/recommendations", users.user_recommendations),
+    Route("GET", "/users/{user_id}/predictions", users.user_predictions),
+    Route("GET", "/models", learning.models),
+    Route("GET", "/experiments", learning.list_experiments),
+    Route("GET", "/experiments/{name}", learning.show_experiment),
+    Route("GET", "/segments", segments.list_segments),
+    Route("GET", "/segments/{name}", segments.show_segment),
+    Route("GET", "/templates", templates.list_templates),
+    Route("GET", "/templates/{name}/preview", templates.preview_template),
+    Route("GET", "/schemas", schemas.list_schemas),
+    Route("GET", "/schemas/{name}", schemas.show_schema),
+)
+# Only with TIDEMAIL_ALLOW_CLOCK_CONTROL (tests, demos).
+CLOCK_ROUTES = (Route("POST", "/admin/clock", operations.advance_clock, Access.ADMIN),)
+
+
+def add_routes(web_app: web.Application, services: ApiServices) -> None:
+    """The API's routes on `web_app`, behind its token check and its 400s for malformed input."""
+    web_app[TIDEMAIL] = services
+    web_app[CREDENTIALS] = Credentials.from_settings(services.settings)
+    web_app[ACCESS] = access = {}
+    clock = CLOCK_ROUTES if services.settings.allow_clock_control else ()
+    for route in (*ROUTES, *clock):
+        resource = web_app.router.add_resource(route.path)
+        # A GET answers HEAD too, as aiohttp's add_get would have it.
+        for method in ("HEAD", "GET") if route.method == "GET" else (route.method,):
+            access[resource.add_route(method, route.handler)] = route.access
+    web_app.middlewares.extend((authenticate, bad_requests))

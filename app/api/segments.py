@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from app.api.params import whole_number
 from app.api.services import json_response, services
+
+MAX_SAMPLE = 200
 
 
 async def list_segments(request: web.Request) -> web.Response:
@@ -24,7 +27,7 @@ async def show_segment(request: web.Request) -> web.Response:
     segment = app.segments.by_name.get(name)
     if segment is None:
         return json_response({"error": f"no segment {name!r}"}, 404)
-    limit = min(int(request.query.get("limit", "20")), 200)
+    limit = whole_number(request, "limit", 20, 1, MAX_SAMPLE)
     sample = app.users.members(name, limit)
     body = {
         "name": segment.name,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from app.api.params import checked_user_id, choice
 from app.api.services import json_response, services
 from app.api.users import stored_user
 from streams.core.errors import RenderError
@@ -23,15 +24,16 @@ async def preview_template(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name not in app.processor.template_versions:
         return json_response({"error": f"no template {name!r}"}, 404)
-    user_id = request.query.get("user_id")
-    state = stored_user(app, user_id) if user_id else UserState("preview")
+    output = choice(request, "format", ("html", "json"))
+    wanted = request.query.get("user_id")
+    state = stored_user(app, checked_user_id(wanted)) if wanted else UserState("preview")
     if isinstance(state, web.Response):
         return state
     try:
         email = app.processor.preview(name, state)
     except RenderError as e:
         return json_response({"error": str(e)}, 500)
-    if request.query.get("format") == "json":
+    if output == "json":
         return json_response(
             {
                 "template": email.template,

@@ -8,6 +8,7 @@ from dataclasses import asdict
 import orjson
 from aiohttp import web
 
+from app.api.params import checked_user_id, whole_number
 from app.api.services import ApiServices, json_response, services
 from models import interests
 from models.send_time import best_send_time, next_occurrence
@@ -33,7 +34,7 @@ def stored_user(app: ApiServices, user_id: str) -> UserState | web.Response:
 
 async def user_profile(request: web.Request) -> web.Response:
     app = services(request)
-    state = stored_user(app, request.match_info["user_id"])
+    state = stored_user(app, checked_user_id(request.match_info["user_id"]))
     if isinstance(state, web.Response):
         return state
     partition = app.users.partition_of(state.user_id)
@@ -65,13 +66,8 @@ async def user_recommendations(request: web.Request) -> web.Response:
     """Top-k products for a user, each with its score and why (model, rule or popular);
     cached in Redis until the user's next event. A user never seen gets popular products."""
     app = services(request)
-    user_id = request.match_info["user_id"]
-    try:
-        k = int(request.query.get("k", "10"))
-    except ValueError:
-        k = 0
-    if not 1 <= k <= MAX_RECOMMENDATIONS:
-        return json_response({"error": f"k must be a whole number from 1 to {MAX_RECOMMENDATIONS}"}, 400)
+    user_id = checked_user_id(request.match_info["user_id"])
+    k = whole_number(request, "k", 10, 1, MAX_RECOMMENDATIONS)
     model = app.processor.item_model
 
     def answer(state: UserState) -> bytes:
@@ -88,7 +84,7 @@ async def user_predictions(request: web.Request) -> web.Response:
     them: their best hour of the week, from their own opens and clicks smoothed by the
     fleet's. Cached in Redis until the user's next event."""
     app = services(request)
-    user_id = request.match_info["user_id"]
+    user_id = checked_user_id(request.match_info["user_id"])
     model = app.processor.item_model
 
     def answer(state: UserState) -> bytes:

@@ -17,7 +17,17 @@ from pathlib import Path
 
 import aiohttp
 
-from app.tools.common import freeze_heap, get_json, launch, produce, stop_processes, tidemail_command, wait_until
+from app.settings import Settings
+from app.tools.common import (
+    api_headers,
+    freeze_heap,
+    get_json,
+    launch,
+    produce,
+    stop_processes,
+    tidemail_command,
+    wait_until,
+)
 from app.tools.generator import EventGenerator
 
 
@@ -31,12 +41,12 @@ class LoadResult:
     max_ms: float
 
 
-async def load_test(name: str, urls: list[str], rate: int, seconds: float) -> LoadResult:
+async def load_test(name: str, urls: list[str], rate: int, seconds: float, headers: dict[str, str]) -> LoadResult:
     freeze_heap()
     latencies: list[float] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=200)
-    async with aiohttp.ClientSession(connector=connector) as http:
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
 
         async def one(url: str, scheduled: float) -> None:
             nonlocal errors
@@ -77,23 +87,25 @@ async def run_api_bench(env: dict[str, str], base: str, rate: int, seconds: floa
     processes = [
         launch(tidemail_command(command), workdir / f"{command}.log", env) for command in ("worker", "trainer")
     ]
+    # Sent to /health too, so the baseline pays what the measured requests pay but the token check.
+    headers = api_headers(Settings.from_env(env))
     try:
-        await _load_users(env, base, users)
+        await _load_users(env, base, users, headers)
         rng = random.Random(3)
         sample = [f"u{rng.randrange(users):06d}" for _ in range(2_000)]
-        results = [await load_test("GET /health (baseline)", [base + "/health"], rate, seconds)]
+        results = [await load_test("GET /health (baseline)", [base + "/health"], rate, seconds, headers)]
         for name, path in (("recommendations?k=10", "/recommendations?k=10"), ("predictions", "/predictions")):
             urls = [f"{base}/users/{user}{path}" for user in sample]
             # The first requests for a user compute; the rest are served from Redis.
-            results.append(await load_test(f"GET /users/{{id}}/{name}", urls, rate, seconds))
+            results.append(await load_test(f"GET /users/{{id}}/{name}", urls, rate, seconds, headers))
         return results
     finally:
         stop_processes(processes)
 
 
-async def _load_users(env: dict[str, str], base: str, users: int) -> None:
+async def _load_users(env: dict[str, str], base: str, users: int, headers: dict[str, str]) -> None:
     """50,000 events from `users` users, through the worker, and an item model trained on them."""
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=headers) as http:
         await wait_until(lambda: get_json(http, base + "/stats"), lambda s: True, 120, "api worker")
         messages = itertools.islice(EventGenerator(users=users, seed=5).messages(), 50_000)
         await produce(env["TIDEMAIL_KAFKA_BOOTSTRAP"], env["TIDEMAIL_EVENTS_TOPIC"], messages)

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from app.settings import Settings
 from app.tools.api_bench import LoadResult, run_api_bench
 from app.tools.common import (
+    api_headers,
     delete_topics,
     deployment_env,
     flows_without_segment_triggers,
@@ -161,8 +162,9 @@ async def _measure(
     print(f"  worker log: {log_path}", flush=True)
     process = launch(contender.command, log_path, env)
     url = f"http://127.0.0.1:{contender.web_port}/stats"
+    headers = api_headers(Settings.from_env(env), admin=True)  # /stats/reset is an admin route
     try:
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(headers=headers) as http:
             drained, seconds, warm_rate = await _throughput(http, url, contender, events)
             measured = events * (2 if contender.warm_pass else 1)
             steady = await _latency(http, url, feed, measured, latency_rate, latency_seconds)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -55,7 +56,17 @@ def deployment_env(run_id: str, slug: str, partitions: int, web_port: int) -> di
         "TIDEMAIL_TRAINER_METRICS_PORT": "0",
         "TIDEMAIL_KAFKA_BOOTSTRAP": Settings.from_env().kafka_bootstrap,
         "TIDEMAIL_LOG_LEVEL": "warn",
+        "TIDEMAIL_API_TOKENS": secrets.token_urlsafe(24),
+        "TIDEMAIL_ADMIN_TOKENS": secrets.token_urlsafe(24),
     }
+
+
+def api_headers(settings: Settings, admin: bool = False) -> dict[str, str]:
+    """The `Authorization` header that calls the worker API of `settings`' deployment with its first
+    API token (an admin one with `admin`, or when it has no API token); none when it has neither."""
+    api, admins = settings.api_bearer_tokens, settings.admin_bearer_tokens
+    tokens = (admins or api) if admin else (api or admins)
+    return {"Authorization": f"Bearer {tokens[0]}"} if tokens else {}
 
 
 def flows_without_segment_triggers(directory: Path) -> Path:

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer
 
 from app.faust_app import ensure_deployment_topics
 from app.settings import Settings
-from app.tools.common import launch, stop_processes, tidemail_command
+from app.tools.common import api_headers, launch, stop_processes, tidemail_command
 from app.tools.generator import publish
 
 LOGS = Path(".cache/logs")
@@ -36,9 +36,12 @@ async def run_demo(settings: Settings, users: int, rate: float, time_lapse: floa
     base = f"http://{settings.web_host}:{settings.web_port}"
     generator: asyncio.Task[int] | None = None
     try:
-        async with aiohttp.ClientSession() as http:
+        # The admin token: the time-lapse moves the worker's clock.
+        async with aiohttp.ClientSession(headers=api_headers(settings, admin=True)) as http:
             await _wait_ready(http, base, worker)
-            print(f"metrics: {base}/metrics   a user: {base}/users/u000001   stop: Ctrl-C", flush=True)
+            token = api_headers(settings)["Authorization"]
+            print(f"metrics: {base}/metrics   stop: Ctrl-C", flush=True)
+            print(f"a user: curl -H '{token}' {base}/users/u000001", flush=True)
             print(f"emails: {settings.smtp_sink_dir}/*.eml", flush=True)
             generator = asyncio.create_task(
                 publish(settings, users=users, limit=None, rate=rate, seed=int(time.time()))

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.settings import Settings
 from app.tools.common import (
+    api_headers,
     delete_topics,
     deployment_env,
     flows_without_segment_triggers,
@@ -68,7 +69,7 @@ async def run_flow_bench(pending: int = 100_000, spread_s: float = 100, burst: i
     worker = launch(tidemail_command("worker"), workdir.with_suffix(".log"), env)
     base = f"http://127.0.0.1:{PORT}"
     try:
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(headers=api_headers(settings, admin=True)) as http:
             await wait_until(lambda: get_json(http, base + "/stats"), lambda s: True, 120, "worker")
             jobs = JobWatcher(settings.kafka_bootstrap, settings.jobs_topic, settings.partitions)
             await jobs.start()

@@ -71,9 +71,13 @@ class WorkerHarness:
             "TIDEMAIL_WEB_PORT": str(self.port),
             "TIDEMAIL_KAFKA_SESSION_TIMEOUT_S": "6",
             "TIDEMAIL_LOG_LEVEL": "warn",
+            "TIDEMAIL_API_TOKENS": f"api-token-{run}",
+            "TIDEMAIL_ADMIN_TOKENS": f"admin-token-{run}",
             **self.env_overrides,
         }
         self.settings = Settings.from_env({k: v for k, v in self.env.items() if k.startswith("TIDEMAIL_")})
+        # Tests read and move everything: the admin token opens every route.
+        self.headers = {"Authorization": f"Bearer {self.settings.admin_bearer_tokens[0]}"}
         self.process: subprocess.Popen[bytes] | None = None
         self.trainer: subprocess.Popen[bytes] | None = None
         self.log_path = self.tmp / "worker.log"
@@ -143,19 +147,22 @@ class WorkerHarness:
         self.process = None
 
     async def get(self, path: str) -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as http, http.get(self.url + path) as response:
+        async with aiohttp.ClientSession(headers=self.headers) as http, http.get(self.url + path) as response:
             return response.status, await response.json()
 
     async def advance_clock(self, millis: int) -> None:
         """Move the worker's clock forward (it runs with TIDEMAIL_ALLOW_CLOCK_CONTROL)."""
         async with (
-            aiohttp.ClientSession() as http,
+            aiohttp.ClientSession(headers=self.headers) as http,
             http.post(self.url + "/admin/clock", json={"advance_ms": millis}) as response,
         ):
             assert response.status == 200
 
     async def text(self, path: str, method: str = "GET") -> tuple[int, str]:
-        async with aiohttp.ClientSession() as http, http.request(method, self.url + path) as response:
+        async with (
+            aiohttp.ClientSession(headers=self.headers) as http,
+            http.request(method, self.url + path) as response,
+        ):
             return response.status, await response.text()
 
     async def wait_for(self, ready: Any, path: str, timeout: float) -> Any:

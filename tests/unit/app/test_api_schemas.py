@@ -13,17 +13,20 @@ from jsonschema import Draft202012Validator
 
 from app.api import ApiServices, add_routes
 from streams.core.schemas import SCHEMA_DIR
+from tests.unit.app.api_support import API_TOKEN, bearer
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
     # The schema routes read nothing of the worker's.
     unused: Any = None
-    settings: Any = type("Settings", (), {"allow_clock_control": False})()
+    settings: Any = type(
+        "Settings", (), {"allow_clock_control": False, "api_bearer_tokens": (API_TOKEN,), "admin_bearer_tokens": ()}
+    )()
     services = ApiServices(**{field.name: unused for field in fields(ApiServices)} | {"settings": settings})
     web_app = web.Application()
     add_routes(web_app, services)
-    async with TestClient(TestServer(web_app)) as test_client:
+    async with TestClient(TestServer(web_app), headers=bearer(API_TOKEN)) as test_client:
         yield test_client
 
 

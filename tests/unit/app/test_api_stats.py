@@ -12,12 +12,18 @@ from aiohttp.test_utils import TestClient, TestServer
 from app.api import ApiServices, add_routes
 from app.worker_stats import LatencySamples, RecoQuality
 from streams.core.batch import BatchResult
+from tests.unit.app.api_support import ADMIN_TOKEN, bearer
 
 
 @pytest.fixture
 async def api() -> AsyncIterator[tuple[TestClient[web.Request, web.Application], ApiServices]]:
     unused: Any = None
-    settings: Any = SimpleNamespace(allow_clock_control=False, reco_weights={"model": 1.0})
+    settings: Any = SimpleNamespace(
+        allow_clock_control=False,
+        reco_weights={"model": 1.0},
+        api_bearer_tokens=(),
+        admin_bearer_tokens=(ADMIN_TOKEN,),
+    )
     snapshots: Any = SimpleNamespace(status=lambda: {"snapshot_offset": -1})
     processor: Any = SimpleNamespace(item_model=SimpleNamespace(propensity_quality={}))
     services = ApiServices(
@@ -36,7 +42,8 @@ async def api() -> AsyncIterator[tuple[TestClient[web.Request, web.Application],
     )
     web_app = web.Application()
     add_routes(web_app, services)
-    async with TestClient(TestServer(web_app)) as client:
+    # The admin token: the tests reset the stats.
+    async with TestClient(TestServer(web_app), headers=bearer(ADMIN_TOKEN)) as client:
         yield client, services
 
 

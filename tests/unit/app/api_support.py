@@ -1,0 +1,118 @@
+"""The worker's real API (routes, middlewares, handlers, processor, user lookup) over
+in-memory stand-ins for what it reads from RocksDB, Redis and Kafka."""
+
+from __future__ import annotations
+
+from functools import cache
+from types import SimpleNamespace
+from typing import Any
+
+from app.api import ApiServices
+from app.faust_app import build_processor
+from app.settings import Secret, Settings
+from app.worker_stats import LatencySamples, RecoQuality
+from streams.core.clock import Clock
+from streams.core.partitioning import partition_of
+from streams.core.processing import BatchProcessor
+from streams.core.state import UserState, encode_state
+from streams.kafka.lookup import UserLookup
+from streams.kafka.segment_sizes import SegmentSizes
+
+API_TOKEN = "api-token-0123456789"
+ADMIN_TOKEN = "admin-token-0123456789"
+PARTITIONS = 4
+# Users of partitions 0 and 1 are this worker's; the others answer 421.
+OWNED = frozenset({0, 1})
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class MemoryStore:
+    """The part of `UserStore` that `UserLookup` reads."""
+
+    def __init__(self, states: list[UserState]) -> None:
+        self._rows: dict[int, dict[bytes, bytes]] = {p: {} for p in range(PARTITIONS)}
+        for state in states:
+            key = state.user_id.encode()
+            self._rows[self.partition_for(key)][key] = encode_state(state)
+
+    def partition_for(self, key: bytes) -> int:
+        return partition_of(key, PARTITIONS)
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        return self._rows[partition].get(key)
+
+    def sample_users(self, partition: int) -> list[bytes]:
+        return [self._rows[partition][key] for key in sorted(self._rows[partition])]
+
+
+class MemoryCache:
+    """`PredictionCache` without Redis."""
+
+    def __init__(self) -> None:
+        self.fields: dict[tuple[str, str], bytes] = {}
+
+    async def get(self, user_id: str, field: str) -> bytes | None:
+        return self.fields.get((user_id, field))
+
+    async def put(self, user_id: str, field: str, value: bytes) -> None:
+        self.fields[(user_id, field)] = value
+
+
+class RecordedEvents:
+    """`EventPublisher` without Kafka: what the API published, by user."""
+
+    def __init__(self) -> None:
+        self.submitted: list[tuple[str, bytes]] = []
+
+    async def submit(self, user_id: str, value: bytes) -> None:
+        self.submitted.append((user_id, value))
+
+
+def stored_users() -> list[UserState]:
+    """A few users, owned or not, one of them in a segment."""
+    users = [UserState(f"u{n}", first_seen_ms=1_000, last_seen_ms=2_000) for n in range(12)]
+    for state in users:
+        state.traits = {"email": f"{state.user_id}@example.com", "first_name": "Ada"}
+        state.segments = {"new_visitors": 1_000}
+    return users
+
+
+@cache
+def _clock_and_processor() -> tuple[Clock, BatchProcessor]:
+    # Compiling the template library takes ~0.4 s; the processor keeps nothing between requests.
+    clock = Clock()
+    return clock, build_processor(Settings(partitions=PARTITIONS), clock)
+
+
+def in_memory_services(**settings: Any) -> ApiServices:
+    defaults = {
+        "api_tokens": Secret(API_TOKEN),
+        "admin_tokens": Secret(ADMIN_TOKEN),
+        "allow_clock_control": True,
+        "partitions": PARTITIONS,
+    }
+    config = Settings(**(defaults | settings))
+    clock, processor = _clock_and_processor()
+    clock.offset_ms = 0
+    ownership: Any = SimpleNamespace(owned=OWNED)
+    store: Any = MemoryStore(stored_users())
+    snapshots: Any = SimpleNamespace(status=lambda: {"snapshot_offset": processor.item_model.offset})
+    cache: Any = MemoryCache()
+    events: Any = RecordedEvents()
+    return ApiServices(
+        settings=config,
+        clock=clock,
+        processor=processor,
+        segments=processor.segments,
+        ownership=ownership,
+        users=UserLookup(store, ownership),
+        segment_sizes=SegmentSizes(),
+        snapshots=snapshots,
+        prediction_cache=cache,
+        events=events,
+        latency=LatencySamples(),
+        reco_quality=RecoQuality(),
+    )
