@@ -9,14 +9,28 @@ import gc
 import logging
 import os
 import sys
+from typing import Any
 
 import click
 
 from app.settings import Settings
 from app.tools.replay_commands import dead_letters, replay
+from streams.core.errors import ConfigError
 
 
-@click.group()
+class _Commands(click.Group):
+    """A configuration error ends any command with one line naming the problem, and status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as e:
+            # The message says what is wrong and how to fix it; a traceback would bury it.
+            click.echo(f"tidemail: {' '.join(str(e).split())}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="tidemail", message="tidemail %(version)s")
 def main() -> None:
     """Tidemail: real-time personalization for triggered email."""
@@ -56,6 +70,7 @@ def worker(ctx: click.Context) -> None:
     from app.faust_app import create_app, ensure_deployment_topics
 
     settings = Settings.from_env()
+    settings.check_api_secrets()
     asyncio.run(ensure_deployment_topics(settings))
     app = create_app(settings)
     sys.argv = ["tidemail", "worker", "--loglevel", settings.faust_log_level, *ctx.args]
@@ -190,10 +205,15 @@ def generate(users: int, events: int, rate: float, seed: int) -> None:
 )
 def demo(users: int, rate: float, time_lapse: float) -> None:
     """Run a worker and a live event stream; print what comes out until Ctrl-C."""
+    import secrets
+
     from app.tools.demo import run_demo
 
     if time_lapse != 1:
         os.environ["TIDEMAIL_ALLOW_CLOCK_CONTROL"] = "true"  # for the processes the demo starts
+    # The demo's worker takes these unless the environment sets its own; the demo prints the API one.
+    for name in ("TIDEMAIL_API_TOKENS", "TIDEMAIL_ADMIN_TOKENS"):
+        os.environ.setdefault(name, secrets.token_urlsafe(24))
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_demo(Settings.from_env(), users, rate, time_lapse))
 
@@ -208,12 +228,17 @@ def preview(template: str, user_id: str | None, output: str, worker_url: str | N
     import orjson
     from aiohttp import ClientSession
 
+    from app.tools.common import api_headers
+
     settings = Settings.from_env()
     base = worker_url or f"http://127.0.0.1:{settings.web_port}"
     params = {"format": "json", **({"user_id": user_id} if user_id else {})}
 
     async def fetch() -> tuple[int, bytes]:
-        async with ClientSession() as http, http.get(f"{base}/templates/{template}/preview", params=params) as response:
+        async with (
+            ClientSession(headers=api_headers(settings)) as http,
+            http.get(f"{base}/templates/{template}/preview", params=params) as response,
+        ):
             return response.status, await response.read()
 
     status, body = asyncio.run(fetch())

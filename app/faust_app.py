@@ -39,11 +39,17 @@ class TidemailApp(faust.App):
     batch_worker: BatchWorker
     snapshot_feed: SnapshotFeed
     api_services: ApiServices
+    _api_routes_added = False
 
     def on_init_dependencies(self) -> Any:
         return [*super().on_init_dependencies(), self.batch_worker, self.snapshot_feed]
 
     def on_webserver_init(self, web: Web) -> None:
+        # `faust worker` initialises the web server twice (after autodiscovery, and on start);
+        # a second set of routes and middlewares would shadow the first one's access table.
+        if self._api_routes_added:
+            return
+        self._api_routes_added = True
         # Faust's base `Web` does not declare the aiohttp application its only driver has.
         add_routes(web.web_app, self.api_services)  # type: ignore[attr-defined]
 
@@ -153,9 +159,17 @@ def _faust_app(settings: Settings) -> TidemailApp:
         topic_replication_factor=settings.replication_factor,
         key_serializer="raw",
         value_serializer="raw",
+        # Faust listens on web_bind, all interfaces by default; web_host only names the URL.
+        web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
+        # Faust's own pages off: /table serves table values (every user's state), /router the
+        # cluster's layout, / and /graph its internals; the API serves what is meant to be read.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
         producer_acks=-1,
         # A worker that dies without leaving the group holds its partitions this long.
         broker_session_timeout=settings.kafka_session_timeout_s,

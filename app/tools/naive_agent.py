@@ -31,6 +31,8 @@ def create_naive_app(settings: Settings) -> faust.App:
         topic_partitions=settings.partitions,
         key_serializer="raw",
         value_serializer="raw",
+        # Faust listens on all interfaces unless told otherwise.
+        web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
     )
