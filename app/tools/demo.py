@@ -39,9 +39,9 @@ async def run_demo(settings: Settings, users: int, rate: float, time_lapse: floa
         # The admin token: the time-lapse moves the worker's clock.
         async with aiohttp.ClientSession(headers=api_headers(settings, admin=True)) as http:
             await _wait_ready(http, base, worker)
-            token = api_headers(settings)["Authorization"]
             print(f"metrics: {base}/metrics   stop: Ctrl-C", flush=True)
-            print(f"a user: curl -H '{token}' {base}/users/u000001", flush=True)
+            auth = "".join(f" -H '{name}: {value}'" for name, value in api_headers(settings).items())
+            print(f"a user: curl{auth} {base}/users/u000001", flush=True)
             print(f"emails: {settings.smtp_sink_dir}/*.eml", flush=True)
             generator = asyncio.create_task(
                 publish(settings, users=users, limit=None, rate=rate, seed=int(time.time()))
