@@ -119,6 +119,11 @@ async def test_preview_renders_a_real_users_state_and_loads_in_chromium(worker: 
     assert (await worker.get("/templates/nope/preview"))[0] == 404
     assert (await worker.get("/templates/welcome/preview?user_id=nobody"))[0] in (404, 421)
 
+    # The browser cannot send the API's bearer token: it loads the preview the worker served.
+    status, html = await worker.text("/templates/cart_reminder/preview?user_id=ann")
+    assert status == 200
+    page = tmp_path / "preview.html"
+    page.write_text(html)
     screenshot = tmp_path / "preview.png"
     result = subprocess.run(
         [
@@ -129,7 +134,7 @@ async def test_preview_renders_a_real_users_state_and_loads_in_chromium(worker: 
             "--hide-scrollbars",
             "--window-size=640,1600",
             f"--screenshot={screenshot}",
-            f"{worker.url}/templates/cart_reminder/preview?user_id=ann",
+            page.as_uri(),
         ],
         capture_output=True,
         timeout=90,
@@ -139,15 +144,16 @@ async def test_preview_renders_a_real_users_state_and_loads_in_chromium(worker: 
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     shutil.copy(screenshot, ROOT / ".cache" / "preview-cart_reminder.png")
 
-    # The same preview from the command line.
+    # The same preview from the command line, with the deployment's settings (and so its API token).
     command = [sys.executable, "-m", "app.cli", "preview", "--worker-url", worker.url]
     cli = subprocess.run(
         [*command, "cart_reminder", "--user-id", "ann", "--format", "text"],
         capture_output=True,
         cwd=ROOT,
+        env=worker.env,
         timeout=60,
     )
     assert cli.returncode == 0, cli.stderr.decode()
     assert cli.stdout.decode().startswith("Subject: Ann, your Item OUT-0 is waiting\n\nHi Ann,")
-    missing = subprocess.run([*command, "nope"], capture_output=True, cwd=ROOT, timeout=60)
+    missing = subprocess.run([*command, "nope"], capture_output=True, cwd=ROOT, env=worker.env, timeout=60)
     assert missing.returncode != 0 and "no template 'nope'" in missing.stderr.decode()
