@@ -4,6 +4,7 @@ events, and polling a worker's HTTP API until it reports what they wait for."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import secrets
@@ -105,16 +106,19 @@ def launch(
         return subprocess.Popen(argv, env=env, stdout=log, stderr=log, start_new_session=True)
 
 
-def stop_processes(processes: Iterable[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM every one, then wait for each; kill one that does not stop in 30 s."""
+def stop_processes(processes: Iterable[subprocess.Popen[bytes]], grace_s: float = 30) -> None:
+    """SIGTERM every one, then kill (with its session) each one still running after `grace_s` in all."""
     processes = list(processes)
     for process in processes:
-        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
     for process in processes:
         try:
-            process.wait(30)
+            process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 async def produce(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -24,6 +26,9 @@ LOGS = Path(".cache/logs")
 
 
 async def run_demo(settings: Settings, users: int, rate: float, time_lapse: float) -> None:
+    # SIGTERM (`kill`, a container or CI stopping it) ends the demo the way Ctrl-C does,
+    # through the `finally` below that stops every process it started.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, os.kill, os.getpid(), signal.SIGINT)
     # The worker's RocksDB is a cache of its changelog topic: started afresh it is rebuilt
     # from the broker, so a reset broker (or another checkout's) cannot contradict it.
     shutil.rmtree(settings.data_dir, ignore_errors=True)
@@ -58,7 +63,7 @@ async def run_demo(settings: Settings, users: int, rate: float, time_lapse: floa
             generator.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await generator
-        stop_processes((deliverer, sink, trainer, worker))
+        stop_processes((deliverer, sink, trainer, worker), grace_s=8)
         print("\nworker, trainer, deliverer and SMTP sink stopped", flush=True)
 
 
