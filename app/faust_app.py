@@ -6,12 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+from faust.tables.recovery import Recovery
 from faust.web import Web
 
 from app.api import ApiServices, add_routes
 from app.settings import Settings
 from app.worker_stats import LatencySamples, RecoQuality
 from models.reco import ItemModel
+from streams import metrics
 from streams.core.clock import Clock
 from streams.core.content import EmailRenderer
 from streams.core.experiments import load_experiments
@@ -25,9 +27,11 @@ from streams.kafka.clients import EventPublisher
 from streams.kafka.lookup import UserLookup
 from streams.kafka.model_feed import MAX_SNAPSHOT_BYTES, SnapshotFeed, Trainer
 from streams.kafka.outputs import OutputTopics
+from streams.kafka.readiness import Readiness
 from streams.kafka.store import UserStore
 from streams.kafka.topics import ensure_topics
 from streams.kafka.worker import BatchWorker, WorkerConfig
+from streams.kafka.worker_metrics import Rebalances
 from streams.serving.prediction_cache import PredictionCache
 
 MIB = 1024 * 1024
@@ -144,9 +148,34 @@ def create_app(settings: Settings) -> TidemailApp:
         events=EventPublisher(worker.clients, settings.events_topic),
         latency=latency,
         reco_quality=reco_quality,
+        readiness=_readiness(settings, app, worker),
     )
     _follow_rebalances(app, worker, store)
     return app
+
+
+def _readiness(settings: Settings, app: TidemailApp, worker: BatchWorker) -> Readiness:
+    """`GET /ready`, and the recovery progress and readiness gauges, read when scraped."""
+
+    def recovery_done() -> bool:
+        return not (app.rebalancing or app.in_recovery)
+
+    readiness = Readiness(
+        ownership=worker.ownership,
+        lag=worker.lag,
+        recovery_done=recovery_done,
+        max_lag_records=settings.ready_max_lag_records,
+    )
+    metrics.READY.set_function(lambda: float(not readiness.reasons()))
+    metrics.RECOVERY_DONE.set_function(lambda: float(recovery_done()))
+
+    def recovery() -> Recovery:
+        # Faust's TableManagerT does not declare the `recovery` its only implementation has.
+        return app.tables.recovery  # type: ignore[attr-defined, no-any-return]
+
+    metrics.RECOVERY_REMAINING.labels("active").set_function(lambda: recovery().active_remaining_total())
+    metrics.RECOVERY_REMAINING.labels("standby").set_function(lambda: recovery().standby_remaining_total())
+    return readiness
 
 
 def _faust_app(settings: Settings) -> TidemailApp:
@@ -206,10 +235,12 @@ def create_worker(settings: Settings, store: UserStore, processor: BatchProcesso
 
 def _follow_rebalances(app: TidemailApp, worker: BatchWorker, store: UserStore) -> None:
     """The worker processes exactly the partitions of the `users` table Faust assigns this process."""
+    rebalances = Rebalances()
 
     # mode types signal receivers so that no coroutine function matches; the ignores are for that.
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def release_partitions(sender: Any, *args: Any, **kwargs: Any) -> None:
+        rebalances.started()
         await worker.release()
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
@@ -217,3 +248,4 @@ def _follow_rebalances(app: TidemailApp, worker: BatchWorker, store: UserStore) 
         changelog = store.changelog_topic
         owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog}
         await worker.assign(owned)
+        rebalances.completed()

@@ -83,6 +83,8 @@ class Settings:
     default_timezone: str = "UTC"
     timer_interval_ms: int = 200
     timer_batch_users: int = 20_000
+    # GET /ready answers 503 while the worker's partitions are more records behind than this.
+    ready_max_lag_records: int = 100_000
     # Lets POST /admin/clock move the worker's clock forward: for tests and demos only.
     allow_clock_control: bool = False
     brand: str = "Tidemail Shop"

@@ -41,11 +41,13 @@ EXPERIMENT_OUTCOMES = Counter(
     ["experiment", "variant", "outcome"],
 )
 BATCH_RECORDS = Histogram(
-    "tidemail_batch_records", "Records per processed batch.", buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000)
+    "tidemail_batch_size_records",
+    "Records per processed batch of events.",
+    buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000),
 )
 BATCH_SECONDS = Histogram(
-    "tidemail_batch_seconds",
-    "Wall time to process and persist one batch.",
+    "tidemail_batch_duration_seconds",
+    "Wall time to process and persist one batch of events or due timers.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 
@@ -92,12 +94,33 @@ EVENT_LATENCY = BatchHistogram(
     "From the event's Kafka timestamp to its state being durable.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-CONSUMER_LAG = Gauge("tidemail_consumer_lag", "Records behind the high watermark.", ["partition"])
+CONSUMER_LAG = Gauge(
+    "tidemail_consumer_lag_records",
+    "Records of each partition this process consumes not yet read: the broker's end offset minus the position.",
+    ["topic", "partition"],
+)
 OWNED_PARTITIONS = Gauge("tidemail_owned_partitions", "Event partitions this worker processes.")
+REBALANCES = Counter("tidemail_rebalances_total", "Consumer group rebalances this worker went through.")
+REBALANCE_SECONDS = Histogram(
+    "tidemail_rebalance_duration_seconds",
+    "From the revocation that starts a rebalance to the hot path owning its partitions again, recovery included.",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+)
+RECOVERY_REMAINING = Gauge(
+    "tidemail_recovery_remaining_records",
+    "Changelog records the worker's table recovery has still to read, for active and standby partitions.",
+    ["replica"],
+)
+RECOVERY_DONE = Gauge("tidemail_recovery_done", "1 when no rebalance or table recovery is under way, else 0.")
+READY = Gauge(
+    "tidemail_ready",
+    "1 when GET /ready answers 200: partitions owned, recovery done, lag under TIDEMAIL_READY_MAX_LAG_RECORDS.",
+)
+REDIS_ERRORS = Counter("tidemail_redis_errors_total", "Redis calls that failed, by client.", ["client"])
 CACHED_USERS = Gauge("tidemail_state_cache_users", "User states held in the in-memory cache.")
 BATCH_FAILURES = Counter("tidemail_batch_failures_total", "Batches that failed to become durable and were retried.")
 SEGMENT_SIZE = Gauge(
-    "tidemail_segment_size", "Members of each segment in the partitions this worker owns.", ["segment"]
+    "tidemail_segment_members", "Members of each segment in the partitions this worker owns.", ["segment"]
 )
 SEGMENT_CHANGES = Counter(
     "tidemail_segment_changes_total", "Segment entries and exits published.", ["segment", "change"]
@@ -146,7 +169,7 @@ DELIVERY_DELAY = Histogram(
     "From a job's send_at to the SMTP server accepting it.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
 )
-DELIVERY_PENDING = Gauge("tidemail_delivery_pending", "Jobs read and not yet finished (most wait for send_at).")
+DELIVERY_PENDING = Gauge("tidemail_delivery_pending_jobs", "Jobs read and not yet finished (most wait for send_at).")
 DELIVERY_CLAIMS_UNAVAILABLE = Counter(
     "tidemail_delivery_claims_unavailable_total",
     "Redis calls for delivery claims that failed; nothing is sent until the claim is made.",

@@ -1,4 +1,4 @@
-"""What operators and the benchmark call: health, Prometheus metrics, processing stats,
+"""What operators and the benchmark call: health, readiness, Prometheus metrics, processing stats,
 and the clock that tests and demos move."""
 
 from __future__ import annotations
@@ -16,6 +16,12 @@ MAX_CLOCK_ADVANCE_MS = 366 * 86_400_000
 async def health(request: web.Request) -> web.Response:
     owned = sorted(services(request).ownership.owned)
     return json_response({"status": "ok", "owned_partitions": owned})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """200 when the worker should get traffic, 503 naming why not (a probe reads the status)."""
+    is_ready, body = services(request).readiness.report()
+    return json_response(body, 200 if is_ready else 503)
 
 
 async def prometheus_metrics(request: web.Request) -> web.Response:

@@ -24,6 +24,7 @@ class Route:
 ROUTES = (
     # Probes and scrapers, and the link in every email: no token.
     Route("GET", "/health", operations.health, Access.PUBLIC),
+    Route("GET", "/ready", operations.ready, Access.PUBLIC),
     Route("GET", "/metrics", operations.prometheus_metrics, Access.PUBLIC),
     Route("GET", "/unsubscribe", unsubscribe.unsubscribe, Access.PUBLIC),
     # RFC 8058 one-click: mail clients POST to the List-Unsubscribe URL.

@@ -17,6 +17,7 @@ from streams.kafka.clients import EventPublisher
 from streams.kafka.lookup import UserLookup
 from streams.kafka.model_feed import SnapshotFeed
 from streams.kafka.ownership import PartitionOwnership
+from streams.kafka.readiness import Readiness
 from streams.kafka.segment_sizes import SegmentSizes
 from streams.serving.prediction_cache import PredictionCache
 
@@ -38,6 +39,7 @@ class ApiServices:
     events: EventPublisher
     latency: LatencySamples
     reco_quality: RecoQuality
+    readiness: Readiness
 
 
 TIDEMAIL = web.AppKey("tidemail", ApiServices)

@@ -14,6 +14,7 @@ import logging
 
 from aiokafka import AIOKafkaProducer
 
+from streams.consumer_lag import ConsumerLag, follow_lag
 from streams.core.clock import Clock
 from streams.delivery.claims import DeliveryClaims
 from streams.delivery.config import DeliveryConfig
@@ -57,8 +58,10 @@ class Deliverer:
             intake.subscribe()
             sending = [asyncio.create_task(senders.run()) for _ in range(c.concurrency)]
             scheduler = asyncio.create_task(self._due.run())
+            lag = asyncio.create_task(follow_lag(ConsumerLag(c.jobs_topic), consumer, stop))
             await intake.fetch_until(stop)
             await _drain(senders, sending, scheduler)
+            await lag
             await intake.commit(self.jobs.partitions)
         finally:
             await consumer.stop()

@@ -20,6 +20,7 @@ from typing import Any
 from mode import Service
 
 from streams import metrics
+from streams.consumer_lag import LAG_INTERVAL_S, ConsumerLag
 from streams.core.batch import BatchResult, InputRecord
 from streams.core.clock import Clock
 from streams.core.processing import BatchProcessor
@@ -71,6 +72,7 @@ class BatchWorker(Service):
         self.clients = WorkerClients(config.bootstrap, config.group_id)
         self._states = UserStates(store, cache)
         self.segment_sizes = SegmentSizes()
+        self.lag = ConsumerLag(config.topics.events)
         self._assemble(store, clock)
         # Held while a batch is in flight, so a rebalance waits for it to become durable.
         self._lock = asyncio.Lock()
@@ -137,6 +139,7 @@ class BatchWorker(Service):
             return
         async with self._lock:
             self.ownership.release()
+            self.lag.export({})
 
     @Service.task
     async def _run(self) -> None:
@@ -182,6 +185,13 @@ class BatchWorker(Service):
                 self._failures_in_a_row = 0
                 self._observe(result, started)
 
+    @Service.task
+    async def _measure_lag(self) -> None:
+        while not self.should_stop:
+            await self.sleep(LAG_INTERVAL_S)
+            if self.clients.started.is_set() and not self.should_stop:
+                await self.lag.refresh(self.clients.consumer)
+
     async def _recover_from_failed_batch(self) -> None:
         # Usually the broker is unreachable. Nothing of the batch counts until it is
         # durable, so rewinding to the checkpoints and trying again loses nothing.
@@ -214,7 +224,7 @@ class BatchWorker(Service):
         for changed in self.on_users_changed:
             await changed(changed_users)
         latencies = worker_metrics.latencies_ms(fetched)
-        worker_metrics.export_consumption(fetched, latencies, consumer)
+        worker_metrics.export_consumption(latencies)
         for consumed in self.on_consumed:
             consumed(latencies)
 

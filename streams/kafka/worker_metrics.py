@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from streams import metrics
@@ -109,13 +109,26 @@ def latencies_ms(fetched: Fetched) -> list[float]:
     return [max(0.0, now_ms - record.timestamp) for records in fetched.values() for record in records]
 
 
-def export_consumption(fetched: Fetched, latencies: Sequence[float], consumer: AIOKafkaConsumer) -> None:
-    """Events consumed by a durable batch, their latencies, and how far behind each partition is."""
-    count = len(latencies)
+def export_consumption(latencies_ms: Sequence[float]) -> None:
+    """Events consumed by a durable batch, and their latencies (lag is `ConsumerLag`'s)."""
+    count = len(latencies_ms)
     metrics.EVENTS_CONSUMED.inc(count)
     metrics.BATCH_RECORDS.observe(count)
-    metrics.EVENT_LATENCY.observe_many(latency / 1000 for latency in latencies)
-    for tp, records in fetched.items():
-        highwater = consumer.highwater(tp)
-        if highwater is not None:
-            metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, highwater - records[-1].offset - 1))
+    metrics.EVENT_LATENCY.observe_many(latency / 1000 for latency in latencies_ms)
+
+
+class Rebalances:
+    """Counts the worker's rebalances and times each, from the revocation that starts it to
+    the hot path owning its partitions again: how long the worker processed nothing."""
+
+    def __init__(self) -> None:
+        self._started: float | None = None
+
+    def started(self) -> None:
+        self._started = time.monotonic()
+
+    def completed(self) -> None:
+        metrics.REBALANCES.inc()
+        if self._started is not None:
+            metrics.REBALANCE_SECONDS.observe(time.monotonic() - self._started)
+            self._started = None

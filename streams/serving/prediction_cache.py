@@ -29,6 +29,8 @@ class PredictionCache:
         self._redis = redis.from_url(url, socket_timeout=0.05, socket_connect_timeout=0.05)
         self._ttl_s = ttl_s
         self._down_until = 0.0
+        # Exported at 0 from the start, so a rate over it exists before the first failure.
+        self._errors = metrics.REDIS_ERRORS.labels("prediction_cache")
 
     async def get(self, user_id: str, field: str) -> bytes | None:
         """The cached answer, or None on a miss or when Redis is unavailable (counted)."""
@@ -73,6 +75,7 @@ class PredictionCache:
         return time.monotonic() < self._down_until
 
     def _failed(self, error: Exception) -> None:
+        self._errors.inc()
         if not self._backing_off():
             log.warning("prediction cache unavailable (%s); answering from the tables", error)
         self._down_until = time.monotonic() + BACKOFF_S

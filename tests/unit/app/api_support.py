@@ -11,11 +11,13 @@ from app.api import ApiServices
 from app.faust_app import build_processor
 from app.settings import Secret, Settings
 from app.worker_stats import LatencySamples, RecoQuality
+from streams.consumer_lag import ConsumerLag
 from streams.core.clock import Clock
 from streams.core.partitioning import partition_of
 from streams.core.processing import BatchProcessor
 from streams.core.state import UserState, encode_state
 from streams.kafka.lookup import UserLookup
+from streams.kafka.readiness import Readiness
 from streams.kafka.segment_sizes import SegmentSizes
 
 API_TOKEN = "api-token-0123456789"
@@ -115,4 +117,7 @@ def in_memory_services(**settings: Any) -> ApiServices:
         events=events,
         latency=LatencySamples(),
         reco_quality=RecoQuality(),
+        readiness=Readiness(
+            ownership=ownership, lag=ConsumerLag("events"), recovery_done=lambda: True, max_lag_records=1_000
+        ),
     )

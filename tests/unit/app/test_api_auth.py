@@ -105,6 +105,8 @@ async def test_admin_routes_are_403_for_an_api_token_and_open_to_an_admin_token(
 async def test_probes_metrics_and_the_unsubscribe_link_need_no_token(client: Client) -> None:
     assert (await client.get("/health")).status == 200
     assert (await client.head("/health")).status == 200
+    # Not ready (no lag measured in memory), but answered: a probe sends no token.
+    assert (await client.get("/ready")).status == 503
     assert (await client.get("/metrics")).status == 200
     # Refused for its forged token, not for a missing bearer token.
     for method in ("GET", "POST"):
@@ -133,7 +135,8 @@ def test_every_admin_path_is_marked_admin() -> None:
     for route in (*ROUTES, *CLOCK_ROUTES):
         if route.path.startswith("/admin/") or route.path == "/stats/reset":
             assert route.access is Access.ADMIN, route.path
-    assert {route.path for route in ROUTES if route.access is Access.PUBLIC} == {"/health", "/metrics", "/unsubscribe"}
+    public = {route.path for route in ROUTES if route.access is Access.PUBLIC}
+    assert public == {"/health", "/ready", "/metrics", "/unsubscribe"}
 
 
 def test_a_token_opens_what_its_list_grants() -> None:

@@ -39,6 +39,7 @@ async def api() -> AsyncIterator[tuple[TestClient[web.Request, web.Application],
         events=unused,
         latency=LatencySamples(),
         reco_quality=RecoQuality(),
+        readiness=unused,
     )
     web_app = web.Application()
     add_routes(web_app, services)
