@@ -185,13 +185,51 @@ def smtp_sink(host: str | None, port: int | None, directory: str | None) -> None
 @click.option("--events", default=0, show_default=True, help="Stop after this many events (0: run until Ctrl-C).")
 @click.option("--rate", default=500.0, show_default=True, help="Events per second (0: as fast as possible).")
 @click.option("--seed", default=7, show_default=True)
-def generate(users: int, events: int, rate: float, seed: int) -> None:
+@click.option(
+    "--world",
+    type=click.Choice(["shipped", "longtail"]),
+    default="shipped",
+    show_default=True,
+    help="longtail: 2,000 products with Zipf popularity, mixed and drifting tastes, complements bought later.",
+)
+def generate(users: int, events: int, rate: float, seed: int, world: str) -> None:
     """Publish a realistic stream of shop events to the events topic."""
     from app.tools.generator import publish
 
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    asyncio.run(publish(settings, users=users, limit=events or None, rate=rate or None, seed=seed))
+    asyncio.run(publish(settings, users=users, limit=events or None, rate=rate or None, seed=seed, world=world))
+
+
+@main.command("eval")
+@click.option(
+    "--world",
+    "worlds",
+    type=click.Choice(["shipped", "longtail"]),
+    multiple=True,
+    help="Generated world to evaluate on (repeatable; default: both).",
+)
+@click.option("--events", default=200_000, show_default=True, help="Events per run.")
+@click.option("--seeds", default="3", show_default=True, help="Comma-separated seeds, one run each.")
+def evaluate(worlds: tuple[str, ...], events: int, seeds: str) -> None:
+    """Compare the recommender with popularity, item-to-item and its own components on generated
+    worlds: each event predicted, then learned; hit-rate@10 and NDCG@10 on all clicks and purchases
+    and on products new to the user."""
+    from app.tools.eval_reco import evaluate as run
+    from app.tools.eval_report import report_board, report_targets
+
+    try:
+        seed_list = [int(seed) for seed in seeds.split(",")]
+    except ValueError:
+        raise click.BadParameter(
+            f"expected whole numbers separated by commas; got {seeds!r}", param_hint="--seeds"
+        ) from None
+    for world in worlds or ("shipped", "longtail"):
+        boards = []
+        for seed in seed_list:
+            boards.append(run(world, events, seed))
+            click.echo(report_board(boards[-1]))
+        click.echo(report_targets(world, boards))
 
 
 @main.command()
@@ -203,7 +241,8 @@ def generate(users: int, events: int, rate: float, seed: int) -> None:
     show_default=True,
     help="How much faster the worker's and deliverer's clocks run (60: a cart goes quiet in a minute).",
 )
-def demo(users: int, rate: float, time_lapse: float) -> None:
+@click.option("--world", type=click.Choice(["shipped", "longtail"]), default="shipped", show_default=True)
+def demo(users: int, rate: float, time_lapse: float, world: str) -> None:
     """Run a worker and a live event stream; print what comes out until Ctrl-C."""
     import secrets
 
@@ -215,7 +254,7 @@ def demo(users: int, rate: float, time_lapse: float) -> None:
     for name in ("TIDEMAIL_API_TOKENS", "TIDEMAIL_ADMIN_TOKENS"):
         os.environ.setdefault(name, secrets.token_urlsafe(24))
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_demo(Settings.from_env(), users, rate, time_lapse))
+        asyncio.run(run_demo(Settings.from_env(), users, rate, time_lapse, world))
 
 
 @main.command()
@@ -274,12 +313,13 @@ def bench(
         return
     from app.tools.api_bench import report_api
     from app.tools.bench import API_RATE, report, run_bench
-    from app.tools.model_quality import model_state_sizes, prequential_quality, report_models
+    from app.tools.eval_reco import evaluate as run_eval
+    from app.tools.model_quality import model_state_sizes, report_models
     from app.tools.render_bench import measure_render_cost, report_render_cost
 
     click.echo(report_render_cost(measure_render_cost()))
-    quality = prequential_quality(users=2_000, events=100_000, seed=3)
-    click.echo(report_models(quality, model_state_sizes(users=20_000, events=200_000, seed=11)))
+    sizes = model_state_sizes(users=20_000, events=200_000, seed=11)
+    click.echo(report_models(sizes, run_eval("longtail", 50_000, seed=3)))
     if not render_only:
         results, api_results = asyncio.run(run_bench(events, latency_rate, latency_seconds, partitions))
         click.echo(report(results))

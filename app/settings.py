@@ -106,7 +106,6 @@ class Settings:
     item_model_topic: str = "tidemail.item-model"
     # The shop's catalogue, keyed by sku: {"name", "category", "price", "available"}.
     catalog_topic: str = "tidemail.catalog"
-    reco_factors: int = 16
     reco_snapshot_interval_s: float = 5.0
     reco_catalog_capacity: int = 5_000
     # Where `tidemail trainer` serves its Prometheus metrics (0: nowhere).

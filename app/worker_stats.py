@@ -11,6 +11,7 @@ from typing import Any
 from streams.core.batch import BatchResult
 
 RECOMMENDERS = ("model", "popular")
+NEW_RECOMMENDERS = ("model", "popular", "item_to_item")
 
 
 class LatencySamples:
@@ -38,7 +39,8 @@ class LatencySamples:
 
 
 class RecoQuality:
-    """How often each recommender's top 10 held what users then clicked or bought."""
+    """How often each recommender's top 10 held what users then clicked or bought, and the
+    products they touched for the first time."""
 
     def __init__(self) -> None:
         self._counts: Counter[str] = Counter()
@@ -48,6 +50,17 @@ class RecoQuality:
             self._counts.update(result.counts.reco_quality)
 
     def report(self) -> dict[str, Any]:
-        predictions = self._counts["predictions"]
-        rates = {name: round(self._counts[name] / predictions, 4) if predictions else None for name in RECOMMENDERS}
-        return {"predictions": predictions, "hit_rate_at_10": rates}
+        counts = self._counts
+        predictions, fresh = counts["predictions"], counts["new_predictions"]
+        return {
+            "predictions": predictions,
+            "hit_rate_at_10": {name: _rate(counts[name], predictions) for name in RECOMMENDERS},
+            "new_to_user": {
+                "predictions": fresh,
+                "hit_rate_at_10": {name: _rate(counts[f"new_{name}"], fresh) for name in NEW_RECOMMENDERS},
+            },
+        }
+
+
+def _rate(hits: int, predictions: int) -> float | None:
+    return round(hits / predictions, 4) if predictions else None

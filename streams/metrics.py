@@ -181,3 +181,15 @@ API_REFUSALS = Counter(
     "API requests refused: no_token or bad_token (401), not_admin (403), bad_request (400: a malformed input).",
     ["reason"],
 )
+
+# Recommender quality on products new to the user (a fixed sample of first touches; see
+# streams/core/event_steps.py): predictions, and hits of each recommender's top 10.
+RECO_NEW_PREDICTIONS = Counter(
+    "tidemail_reco_new_predictions_total",
+    "First touches of products new to the user, predicted before learning (prequential).",
+)
+RECO_NEW_HITS = Counter(
+    "tidemail_reco_new_hits_total",
+    "Predicted first touches whose product was in the top 10, by recommender (model, popular or item_to_item).",
+    ["recommender"],
+)

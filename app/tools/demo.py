@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -25,7 +26,7 @@ from app.tools.generator import publish
 LOGS = Path(".cache/logs")
 
 
-async def run_demo(settings: Settings, users: int, rate: float, time_lapse: float) -> None:
+async def run_demo(settings: Settings, users: int, rate: float, time_lapse: float, world: str = "shipped") -> None:
     # SIGTERM (`kill`, a container or CI stopping it) ends the demo the way Ctrl-C does,
     # through the `finally` below that stops every process it started.
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, os.kill, os.getpid(), signal.SIGINT)
@@ -49,7 +50,7 @@ async def run_demo(settings: Settings, users: int, rate: float, time_lapse: floa
             print(f"a user: curl{auth} {base}/users/u000001", flush=True)
             print(f"emails: {settings.smtp_sink_dir}/*.eml", flush=True)
             generator = asyncio.create_task(
-                publish(settings, users=users, limit=None, rate=rate, seed=int(time.time()))
+                publish(settings, users=users, limit=None, rate=rate, seed=int(time.time()), world=world)
             )
             clocks = [base, f"http://{settings.web_host}:{settings.deliverer_metrics_port}"]
             lapse = asyncio.create_task(_time_lapse(http, clocks, time_lapse)) if time_lapse != 1 else None
@@ -127,7 +128,7 @@ async def _watch(http: aiohttp.ClientSession, base: str, settings: Settings, wor
             async with http.get(f"{base}/stats") as response:
                 processed = (await response.json())["processed"]
             async with http.get(f"{base}/models") as response:
-                quality = (await response.json())["recommendations"]["quality"]["hit_rate_at_10"]
+                quality = (await response.json())["recommendations"]["quality"]
             now = time.monotonic()
             rate = (processed - previous) / (now - previous_at)
             previous, previous_at = processed, now
@@ -136,8 +137,18 @@ async def _watch(http: aiohttp.ClientSession, base: str, settings: Settings, wor
                 f"segment changes {changes:>7,} | jobs: welcome {jobs['welcome']:,}, "
                 f"cart {jobs['cart_abandonment']:,}, win-back {jobs['winback']:,} | emails sent {sent:>6,}"
             )
-            hits = f"hit@10 model {quality['model'] or 0:.1%} vs popular {quality['popular'] or 0:.1%}"
+            hits = _hit_rates(quality)
             line = f"{counts} | {hits} | last: {last_job}"
             print("\r" + line[:240].ljust(240), end="", flush=True)
     finally:
         await consumer.stop()
+
+
+def _hit_rates(quality: dict[str, Any]) -> str:
+    """Hit-rate@10 on clicks and purchases, and on products new to the user, per recommender."""
+    clicked, fresh = quality["hit_rate_at_10"], quality["new_to_user"]["hit_rate_at_10"]
+    return (
+        f"hit@10 model {clicked['model'] or 0:.1%} vs popular {clicked['popular'] or 0:.1%}; "
+        f"new to user: model {fresh['model'] or 0:.1%}, popular {fresh['popular'] or 0:.1%}, "
+        f"item-to-item {fresh['item_to_item'] or 0:.1%}"
+    )

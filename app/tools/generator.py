@@ -196,16 +196,29 @@ class EventGenerator:
         return event
 
 
-async def publish(settings: Settings, *, users: int, limit: int | None, rate: float | None, seed: int) -> int:
-    """Send generated events to the events topic, paced at `rate` per second; return how many."""
+async def publish(
+    settings: Settings, *, users: int, limit: int | None, rate: float | None, seed: int, world: str = "shipped"
+) -> int:
+    """Send generated events to the events topic, paced at `rate` per second; return how many.
+    The long-tail world first sends its products to the catalogue topic."""
     from aiokafka import AIOKafkaProducer
+
+    from app.tools.generator_longtail import LongTailGenerator
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=10, max_batch_size=512 * 1024)
     await producer.start()
     sent = 0
     started = time.monotonic()
     try:
-        for key, value in EventGenerator(users, seed).messages():
+        generator: EventGenerator | LongTailGenerator
+        if world == "longtail":
+            longtail = LongTailGenerator(users, seed)
+            for sku, entry in longtail.catalogue():
+                await producer.send(settings.catalog_topic, orjson.dumps(entry), key=sku.encode())
+            generator = longtail
+        else:
+            generator = EventGenerator(users, seed)
+        for key, value in generator.messages():
             await producer.send(settings.events_topic, value, key=key)
             sent += 1
             if limit is not None and sent >= limit:

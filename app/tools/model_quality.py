@@ -1,10 +1,6 @@
-"""Prequential quality of the recommender on the generator's planted taste groups.
-
-Every click and purchase is first predicted, then learned: was its product in the
-user's top 10 just before? Three recommenders see the same stream in the same run:
-the fleet design (the trainer's item snapshots, user vectors folded in on the worker),
-one BiasedMF model trained on all traffic with its own user vectors, and popularity.
-"""
+"""What `tidemail bench` tells of the models: the size of their per-user state after a
+generated stream through the real processor, and an item model trained beforehand for
+the hot path's contenders."""
 
 from __future__ import annotations
 
@@ -12,69 +8,17 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import orjson
 
+from app.tools.eval_reco import Scoreboard
 from app.tools.generator import EventGenerator
 from models.item_trainer import ItemTrainer
-from models.reco import DEFAULT_WEIGHTS, ItemModel, remember
+from models.reco import DEFAULT_WEIGHTS, ItemModel
 from streams.core.errors import InvalidEvent
 from streams.core.events import Event, parse_event
 from streams.core.learning import interactions_of
 
-K = 10
 START_MS = 1_795_852_800_000
-
-
-@dataclass(frozen=True, slots=True)
-class Quality:
-    predictions: int
-    fleet_hits: int
-    single_hits: int
-    popular_hits: int
-
-    def rate(self, hits: int) -> float:
-        return hits / self.predictions if self.predictions else 0.0
-
-
-def prequential_quality(users: int, events: int, seed: int, snapshot_every: int = 2_000) -> Quality:
-    trainer = _trainer(seed)
-    snapshot = ItemModel.empty(16)
-    histories: dict[str, list[object]] = {}
-    bought: dict[str, list[str]] = {}
-    counts = {"predictions": 0, "fleet": 0, "single": 0, "popular": 0}
-    offset = 0
-    for event in _events(users, events, seed):
-        for interaction, product in interactions_of(event, DEFAULT_WEIGHTS):
-            user = interaction.user_id
-            owned = frozenset(bought.get(user, ()))
-            if event.type in ("click", "purchase") and interaction.sku not in owned:
-                counts["predictions"] += 1
-                fleet = snapshot.predict_top(histories.get(user, []), K, owned, bought.get(user, []))
-                counts["fleet"] += interaction.sku in {r.sku for r in fleet}
-                counts["single"] += interaction.sku in _single_model_top(trainer, user, owned)
-                counts["popular"] += interaction.sku in [s for s in snapshot.popular if s not in owned][:K]
-            trainer.learn_one((interaction, product))
-            offset += 1
-            histories[user] = remember(histories.get(user, []), interaction)
-            if event.type == "purchase":
-                bought.setdefault(user, []).append(interaction.sku)
-            if offset % snapshot_every == 0:
-                snapshot = trainer.export()
-    return Quality(counts["predictions"], counts["fleet"], counts["single"], counts["popular"])
-
-
-def _single_model_top(trainer: ItemTrainer, user: str, owned: frozenset[str]) -> set[str]:
-    model = trainer._model  # the trainer's own BiasedMF: one model over all traffic
-    if user not in model.u_latents:  # asking River about an unknown user would add one
-        return set()
-    skus = [sku for sku in trainer._skus if sku in model.i_latents and sku not in owned]
-    if not skus:
-        return set()
-    scores = np.array([model.i_latents[s] for s in skus]) @ model.u_latents[user] + np.array(
-        [model.i_biases.get(s, 0.0) for s in skus]
-    )
-    return {skus[i] for i in np.argsort(-scores)[:K]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +40,7 @@ def model_state_sizes(users: int, events: int, seed: int) -> StateSizes:
     from streams.core.state import UserState, tuple_as_list
 
     processor = build_processor(Settings.from_env(), Clock())
-    trainer = _trainer(seed)
+    trainer = _trainer()
     states: dict[str, UserState] = {}
     records = [
         InputRecord(0, offset, key, value, 0) for offset, (key, value) in enumerate(_messages(users, events, seed))
@@ -118,15 +62,18 @@ def model_state_sizes(users: int, events: int, seed: int) -> StateSizes:
     return StateSizes(len(sizes), statistics.mean(sizes), sizes[int(len(sizes) * 0.99)], sizes[-1])
 
 
-def report_models(quality: Quality, sizes: StateSizes) -> str:
-    fleet, single, popular = (quality.rate(h) for h in (quality.fleet_hits, quality.single_hits, quality.popular_hits))
+def report_models(sizes: StateSizes, board: Scoreboard) -> str:
+    """Per-user model state, and the recommenders on a short long-tail stream (`tidemail eval`
+    runs the full comparison)."""
+    blend, popular, item = (
+        board.tally("new", name) for name in ("tidemail blend", "decayed popularity", "item-to-item")
+    )
     return "\n".join(
         [
-            f"recommendations, prequential hit-rate@10 over {quality.predictions:,} clicks and purchases "
-            "on planted taste groups:",
-            f"  fleet design {fleet:.1%}, one model over all traffic {single:.1%}, popularity {popular:.1%}",
-            f"  fleet / one model {fleet / single:.2f} (target >= 0.95), fleet / popularity {fleet / popular:.1f}x "
-            "(target >= 2)",
+            f"recommendations, prequential hit-rate@10 on {blend.predictions:,} first touches of products new to "
+            f"the user ({board.world} world, {board.events:,} events, seed {board.seed}; `tidemail eval` for all):",
+            f"  blend {blend.hit_rate:.1%}, decayed popularity {popular.hit_rate:.1%}, "
+            f"item-to-item {item.hit_rate:.1%}",
             f"model state per user ({sizes.users:,} users): mean {sizes.mean_bytes:.0f} B, "
             f"p99 {sizes.p99_bytes} B, max {sizes.max_bytes} B (target < 1 KB)",
         ]
@@ -135,15 +82,15 @@ def report_models(quality: Quality, sizes: StateSizes) -> str:
 
 def trained_item_model(users: int, events: int, seed: int) -> ItemModel:
     """An item model trained on generated events, as a trainer would publish it."""
-    trainer = _trainer(seed)
+    trainer = _trainer()
     for event in _events(users, events, seed):
         for interaction, product in interactions_of(event, DEFAULT_WEIGHTS):
             trainer.learn_one((interaction, product))
     return trainer.export()
 
 
-def _trainer(seed: int) -> ItemTrainer:
-    return ItemTrainer(n_factors=16, half_life_days=14, capacity=5_000, seed=seed)
+def _trainer() -> ItemTrainer:
+    return ItemTrainer(half_life_days=14, capacity=5_000)
 
 
 def _messages(users: int, events: int, seed: int) -> Iterator[tuple[bytes, bytes]]:

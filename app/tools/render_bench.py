@@ -68,7 +68,7 @@ def report_render_cost(costs: list[RenderCost]) -> str:
 
 
 def _typical_user() -> tuple[ItemModel, UserState]:
-    trainer = ItemTrainer(n_factors=16, half_life_days=14, capacity=1_000)
+    trainer = ItemTrainer(half_life_days=14, capacity=1_000)
     state = UserState("u1", traits={"first_name": "Ann", "email": "ann@example.com", "country": "GB"})
     docs = [
         {"type": "cart_add", "properties": {"cart_id": f"c{n}", "item": _item(category, n)}}

@@ -19,19 +19,22 @@ from models import propensity
 from models.bandits import BanditRecord
 from models.interactions import InteractionExample
 from models.propensity import PropensityExample
+from models.ranking import item_to_item_top, popular_top
 from models.reco import ItemModel, remember
 from models.send_time import add_engagement, hour_of_week
 from streams.core.events import Event
 from streams.core.flow_engine import FlowEngine, FlowOutputs
-from streams.core.learning import interactions_of, open_probe, owned_skus
+from streams.core.learning import bought_skus, interactions_of, open_probe, owned_skus
 from streams.core.segments import SegmentBook, Transitions
 from streams.core.state import ExperimentSend, UserState
 
-# Recommender quality is measured on these, as hit-rate at 10 of the product acted on.
+# Recommender quality is measured as hit-rate at 10 of the product acted on, for (a) every
+# click and purchase, and (b) every first touch of a product the user had not touched.
 PREDICTED_EVENTS = frozenset({"click", "purchase"})
 QUALITY_K = 10
-# One in this many clicks and purchases is predicted: ranking costs ~40 us, and a fixed
-# sample (by event id, so replays agree) measures the same hit-rate at a sixteenth the cost.
+# One in this many events with products is predicted: ranking costs tens of microseconds,
+# and a fixed sample (by event id, so replays agree) measures the same rates at a
+# sixteenth of the cost.
 QUALITY_SAMPLE = 16
 ENGAGEMENT_EVENTS = frozenset({"email_open", "email_click"})
 # A purchase rewards the user's latest experiment email if it came at most this long before.
@@ -39,12 +42,18 @@ PURCHASE_ATTRIBUTION_MS = 7 * 86_400_000
 
 
 class QualitySample(NamedTuple):
-    """One sampled event's products, predicted before learning them: how many, and how many
-    of them each recommender had in its top `QUALITY_K`."""
+    """One sampled event's products, predicted before learning them: how many clicked or
+    bought products, and how many of them each recommender had in its top `QUALITY_K`;
+    the same for the products the user touched for the first time, where the item-to-item
+    baseline is asked too."""
 
     predictions: int
     model_hits: int
     popular_hits: int
+    new_predictions: int = 0
+    new_model_hits: int = 0
+    new_popular_hits: int = 0
+    new_item_to_item_hits: int = 0
 
 
 # Not frozen, like InputRecord: one is built for most events, and a frozen one takes three
@@ -60,13 +69,13 @@ class LearnedInteractions:
 def learn_interactions(
     before: UserState, state: UserState, event: Event, weights: dict[str, float], item_model: ItemModel
 ) -> tuple[UserState, LearnedInteractions | None]:
-    """The user's new interaction history; a fixed sample of clicks and purchases is predicted first."""
+    """The user's new interaction history; a fixed sample of events is predicted first."""
     interactions = interactions_of(event, weights)
     if not interactions:
         return state, None
     quality = None
-    if event.type in PREDICTED_EVENTS and zlib.crc32(event.event_id.encode()) % QUALITY_SAMPLE == 0:
-        quality = _sample_quality(before, interactions, item_model)
+    if zlib.crc32(event.event_id.encode()) % QUALITY_SAMPLE == 0:
+        quality = _sample_quality(before, event.type in PREDICTED_EVENTS, interactions, item_model)
     history = before.recent_interactions
     for interaction, _ in interactions:
         history = remember(history, interaction)
@@ -75,18 +84,31 @@ def learn_interactions(
 
 
 def _sample_quality(
-    before: UserState, interactions: list[InteractionExample], item_model: ItemModel
+    before: UserState, predicted: bool, interactions: list[InteractionExample], item_model: ItemModel
 ) -> QualitySample | None:
-    """How the recommender and plain popularity would have ranked what the user acted on,
-    from the user's history before it; None when the user owned all of it already."""
-    owned = owned_skus(before)
-    picks = {r.sku for r in item_model.predict_top(before.recent_interactions, QUALITY_K, owned)}
-    popular = [sku for sku in item_model.popular[: QUALITY_K + len(owned)] if sku not in owned][:QUALITY_K]
-    predicted = [interaction.sku for interaction, _ in interactions if interaction.sku not in owned]
-    if not predicted:
+    """How the recommender and the baselines would have ranked what the user acted on, from
+    the user's state before it; None when there is nothing to ask (not a click or purchase,
+    and nothing new to the user). Every list leaves out what the user touched, as emails do."""
+    history = before.recent_interactions
+    touched = owned_skus(before)
+    skus = [interaction.sku for interaction, _ in interactions]
+    fresh = [sku for sku in skus if sku not in touched and sku not in history[::2]]
+    if not (predicted or fresh):
         return None
-    model_hits = sum(sku in picks for sku in predicted)
-    return QualitySample(len(predicted), model_hits, sum(sku in popular for sku in predicted))
+    touched = touched.union(history[::2])
+    picks = {r.sku for r in item_model.predict_top(history, QUALITY_K, touched, bought_skus(before))}
+    popular = popular_top(item_model, QUALITY_K, touched)
+    clicked = skus if predicted else []
+    following = item_to_item_top(history, item_model, QUALITY_K, touched) if fresh else []
+    return QualitySample(
+        len(clicked),
+        sum(sku in picks for sku in clicked),
+        sum(sku in popular for sku in clicked),
+        len(fresh),
+        sum(sku in picks for sku in fresh),
+        sum(sku in popular for sku in fresh),
+        sum(sku in following for sku in fresh),
+    )
 
 
 def note_engagement(state: UserState, event: Event) -> tuple[UserState, int]:

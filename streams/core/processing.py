@@ -245,6 +245,10 @@ def _count_quality(sample: QualitySample, result: BatchResult) -> None:
     quality["predictions"] += sample.predictions
     quality["model"] += sample.model_hits
     quality["popular"] += sample.popular_hits
+    quality["new_predictions"] += sample.new_predictions
+    quality["new_model"] += sample.new_model_hits
+    quality["new_popular"] += sample.new_popular_hits
+    quality["new_item_to_item"] += sample.new_item_to_item_hits
 
 
 def _fold_emission(emission: Emission, trigger: InputRecord, result: BatchResult) -> None:

@@ -59,9 +59,8 @@ class SnapshotFeed(Service):
             "snapshot_offset": model.offset,
             "snapshot_version": model.version,
             "snapshot_age_s": age,
-            "items": len(model.skus),
+            "items": model.items,
             "products": len(model.products),
-            "factors": model.n_factors,
         }
 
     async def on_start(self) -> None:
@@ -89,7 +88,7 @@ class SnapshotFeed(Service):
             if model is not None:
                 self._processor.item_model = model
                 self.received_at = time.monotonic()
-                metrics.ITEM_MODEL_ITEMS.set(len(model.skus))
+                metrics.ITEM_MODEL_ITEMS.set(model.items)
 
 
 class Trainer:
@@ -103,7 +102,6 @@ class Trainer:
         interactions_topic: str,
         item_model_topic: str,
         catalog_topic: str,
-        n_factors: int,
         half_life_days: float,
         catalog_capacity: int,
         snapshot_interval_s: float,
@@ -113,7 +111,7 @@ class Trainer:
         self._interactions = TopicPartition(interactions_topic, 0)
         self._snapshots = TopicPartition(item_model_topic, 0)
         self._catalog = TopicPartition(catalog_topic, 0)
-        self._trainer_settings = (n_factors, half_life_days, catalog_capacity)
+        self._trainer_settings = (half_life_days, catalog_capacity)
         self._snapshot_interval_s = snapshot_interval_s
         self._trainer: ItemTrainer | None = None
         self._published_offset = -1
@@ -169,7 +167,7 @@ class Trainer:
         self._catalog_changed = False
         self._last_snapshot_at = time.monotonic()
         metrics.SNAPSHOTS_PUBLISHED.inc()
-        log.info("published item model at interactions offset %d (%d items)", trainer.offset, len(snapshot.skus))
+        log.info("published item model at interactions offset %d (%d items)", trainer.offset, snapshot.items)
 
     async def become_trainer(self) -> None:
         async with self._training:

@@ -36,6 +36,9 @@ def export_batch(result: BatchResult, seconds: float, cached_users: int) -> None
         metrics.RECO_PREDICTIONS.inc(quality["predictions"])
         for recommender in ("model", "popular"):
             metrics.RECO_HITS.labels(recommender).inc(quality[recommender])
+        metrics.RECO_NEW_PREDICTIONS.inc(quality["new_predictions"])
+        for recommender in ("model", "popular", "item_to_item"):
+            metrics.RECO_NEW_HITS.labels(recommender).inc(quality[f"new_{recommender}"])
 
 
 def _export_counts(counts: BatchCounts) -> None:

@@ -65,12 +65,17 @@ async def test_models_report_the_recommenders_hit_rates_over_every_batch(
     api: tuple[TestClient[web.Request, web.Application], ApiServices],
 ) -> None:
     client, services = api
-    for quality in (Counter(predictions=3, model=2, popular=1), Counter(), Counter(predictions=1, model=1)):
+    fresh = Counter(new_predictions=2, new_model=1, new_popular=0, new_item_to_item=1)
+    for quality in (Counter(predictions=3, model=2, popular=1), Counter(), Counter(predictions=1, model=1), fresh):
         result = BatchResult()
         result.counts.reco_quality = quality
         services.reco_quality.observe(result)
     body = await (await client.get("/models")).json()
-    expected = {"predictions": 4, "hit_rate_at_10": {"model": 0.75, "popular": 0.25}}
+    expected = {
+        "predictions": 4,
+        "hit_rate_at_10": {"model": 0.75, "popular": 0.25},
+        "new_to_user": {"predictions": 2, "hit_rate_at_10": {"model": 0.5, "popular": 0.0, "item_to_item": 0.5}},
+    }
     assert body["recommendations"] == {"snapshot_offset": -1, "weights": {"model": 1.0}, "quality": expected}
 
 
@@ -79,4 +84,8 @@ async def test_models_report_no_hit_rate_before_any_prediction(
 ) -> None:
     client, _ = api
     body = await (await client.get("/models")).json()
-    assert body["recommendations"]["quality"] == {"predictions": 0, "hit_rate_at_10": {"model": None, "popular": None}}
+    assert body["recommendations"]["quality"] == {
+        "predictions": 0,
+        "hit_rate_at_10": {"model": None, "popular": None},
+        "new_to_user": {"predictions": 0, "hit_rate_at_10": {"model": None, "popular": None, "item_to_item": None}},
+    }

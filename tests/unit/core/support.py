@@ -52,7 +52,7 @@ def processor(
         max_event_bytes=4_096,
         clock_ms=clock_ms,
         reco_weights=DEFAULT_WEIGHTS,
-        item_model=ItemModel.empty(4),
+        item_model=ItemModel.empty(),
         experiments={},
         flows=flows,
         governance=governance,

@@ -26,7 +26,7 @@ def known(user_id: str = "u1") -> UserState:
 
 
 def test_an_allowed_request_becomes_a_job_and_counts_against_the_caps() -> None:
-    state, emission = emitter().emit(REQUEST, known(), ItemModel.empty(4), {})
+    state, emission = emitter().emit(REQUEST, known(), ItemModel.empty(), {})
     assert emission.outcome == "allowed" and not emission.delayed
     assert emission.sent is None and emission.dead_letter is None
     assert emission.job is not None and emission.job["job_id"] == job_id("welcome", 1, "u1", "u1")
@@ -34,7 +34,7 @@ def test_an_allowed_request_becomes_a_job_and_counts_against_the_caps() -> None:
 
 
 def test_a_user_without_an_address_is_dead_lettered_and_an_opt_out_is_not() -> None:
-    state, emission = emitter().emit(REQUEST, UserState("u1"), ItemModel.empty(4), {})
+    state, emission = emitter().emit(REQUEST, UserState("u1"), ItemModel.empty(), {})
     assert emission.outcome == "no_address" and emission.job is None
     assert emission.dead_letter == (
         "undeliverable",
@@ -42,14 +42,14 @@ def test_a_user_without_an_address_is_dead_lettered_and_an_opt_out_is_not() -> N
     )
     opted_out = known()
     opted_out.unsubscribed_lists = ["marketing"]
-    assert emitter().emit(REQUEST, opted_out, ItemModel.empty(4), {}) == (opted_out, Emission("unsubscribed"))
+    assert emitter().emit(REQUEST, opted_out, ItemModel.empty(), {}) == (opted_out, Emission("unsubscribed"))
     assert state.marketing_sends == []
 
 
 def test_a_held_out_user_gets_no_job_but_the_send_is_recorded_as_the_baseline() -> None:
     experiment = Experiment("exp", "welcome", ("a", "b"), holdout=1.0)
     request = JobRequest("welcome", 1, "welcome", "u1", "signup-u1", BASE_TS, experiment="exp")
-    state, emission = emitter().emit(request, known(), ItemModel.empty(4), {"exp": experiment})
+    state, emission = emitter().emit(request, known(), ItemModel.empty(), {"exp": experiment})
     assert emission == Emission("held_out", sent=BanditRecord("sent", "exp", HOLDOUT, None, False))
     [sent] = state.experiment_jobs
     assert (sent.experiment, sent.variant, sent.sent_ms, sent.rewarded) == ("exp", HOLDOUT, BASE_TS, False)
@@ -59,7 +59,7 @@ def test_a_held_out_user_gets_no_job_but_the_send_is_recorded_as_the_baseline() 
 def test_an_experiment_job_carries_its_variant() -> None:
     experiment = Experiment("exp", "welcome", ("a",), policy="split")
     request = JobRequest("welcome", 1, "welcome", "u1", "signup-u1", BASE_TS, experiment="exp")
-    state, emission = emitter().emit(request, known(), ItemModel.empty(4), {"exp": experiment})
+    state, emission = emitter().emit(request, known(), ItemModel.empty(), {"exp": experiment})
     assert emission.sent == BanditRecord("sent", "exp", "a", None, False)
     assert emission.job is not None and emission.job["variant"] == "a"
     assert [sent.variant for sent in state.experiment_jobs] == ["a"]

@@ -7,7 +7,7 @@ import zlib
 from typing import Any
 
 from models.bandits import BanditRecord
-from models.interactions import Interaction
+from models.interactions import Interaction, Product
 from models.propensity import HORIZON_MS, Probe
 from models.reco import DEFAULT_WEIGHTS, ItemModel
 from streams.core.event_steps import (
@@ -65,15 +65,17 @@ def sampled_click(**kwargs: Any) -> Event:
 
 
 def test_interactions_are_learned_and_a_sampled_click_is_predicted_first() -> None:
-    model = ItemModel.empty(4)
-    model.popular = ["OUT-001", "RUN-002"]
+    products = {sku: Product(sku, sku, "outdoor", 1.0) for sku in ("OUT-001", "RUN-002")}
+    model = ItemModel([("OUT-001", 2.0, BASE_TS), ("RUN-002", 1.0, BASE_TS)], {}, products, 0)
     before = UserState("u1")
     event = sampled_click(sku="OUT-001")
     state, learned = learn_interactions(before, applied(before, event), event, DEFAULT_WEIGHTS, model)
     assert learned is not None
     [(interaction, product)] = learned.interactions
     assert interaction == Interaction("u1", "OUT-001", DEFAULT_WEIGHTS["click"], BASE_TS) and product is None
-    assert learned.quality == QualitySample(predictions=1, model_hits=0, popular_hits=1)
+    # A click, and the user's first touch of the product: both measures count it; with no
+    # history, every recommender offers the popular products.
+    assert learned.quality == QualitySample(1, 1, 1, 1, 1, 1, 1)
     assert state.recent_interactions and before.recent_interactions == []
 
 
@@ -81,7 +83,7 @@ def test_events_without_feedback_teach_nothing() -> None:
     before = UserState("u1")
     event = make_event("signup")
     state = applied(before, event)
-    assert learn_interactions(before, state, event, DEFAULT_WEIGHTS, ItemModel.empty(4)) == (state, None)
+    assert learn_interactions(before, state, event, DEFAULT_WEIGHTS, ItemModel.empty()) == (state, None)
 
 
 def test_an_open_counts_towards_its_local_hour_of_the_week() -> None:

@@ -17,7 +17,7 @@ def record(value: bytes, offset: int) -> Any:
 
 
 def test_a_snapshot_takes_its_offset_as_version() -> None:
-    trainer = ItemTrainer(n_factors=4, half_life_days=7, capacity=50)
+    trainer = ItemTrainer(half_life_days=7, capacity=50)
     trainer.learn_many([(Interaction(f"u{n % 3}", f"S{n % 4}", 2.0, BASE_TS + n, None), None) for n in range(20)])
     model = snapshot_from_record(record(trainer.export().to_bytes(), 7))
     assert model is not None

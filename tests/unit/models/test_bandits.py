@@ -91,7 +91,7 @@ def test_thompson_sampling_moves_sends_to_the_variant_that_engages() -> None:
 def test_jobs_carry_their_variant_and_opens_of_them_are_rewards() -> None:
     worker = processor()
     worker.experiments = {"welcome_preheader": Experiment("welcome_preheader", "welcome", ("promise", "picks"))}
-    worker.item_model = ItemModel.empty(4)
+    worker.item_model = ItemModel.empty()
     store = Store()
     sent = worker.process({0: [record(0, signup("u1"))]}, store.load)
     store.save(sent)

@@ -34,8 +34,9 @@ from models.interactions import Interaction, Product
 from models.item_trainer import ItemTrainer
 from models.popularity import Popularity
 from models.propensity import FEATURES, Probe, PropensityTrainer, Scorer
-from models.reco import ItemModel, user_vector
+from models.reco import ItemModel
 from models.training import TrainingBatch
+from models.transitions import Transitions
 from tests.factories import BASE_TS
 
 HISTORIES = [[value for n in range(4) for value in (f"S{(u + n) % 6}", 2.0)] for u in range(3)]
@@ -67,7 +68,7 @@ def bandit_records() -> list[BanditRecord]:
 
 
 def new_item_trainer() -> ItemTrainer:
-    return ItemTrainer(n_factors=4, half_life_days=7, capacity=50)
+    return ItemTrainer(half_life_days=7, capacity=50)
 
 
 def ranked_items(trainer: ItemTrainer) -> Any:
@@ -101,8 +102,7 @@ class LearnerCase:
     make: Callable[[], Any]
     examples: Callable[[], list[Any]]
     predict: Callable[[Any], Any]
-    # Whether restoring a fresh learner's export leaves it as fresh. Not for the item
-    # trainer: the snapshot's global mean counts as one observation of the mean.
+    # Whether restoring a fresh learner's export leaves it as fresh.
     empty_restore_is_fresh: bool = True
 
 
@@ -114,7 +114,8 @@ class ValueCase:
 
 
 LEARNERS: dict[type[Any], LearnerCase] = {
-    ItemTrainer: LearnerCase(new_item_trainer, interaction_examples, ranked_items, empty_restore_is_fresh=False),
+    ItemTrainer: LearnerCase(new_item_trainer, interaction_examples, ranked_items),
+    Transitions: LearnerCase(lambda: Transitions(half_life_days=7), interaction_examples, lambda t: t.export()),
     Popularity: LearnerCase(lambda: Popularity(half_life_days=7, capacity=5), interaction_examples, popular_products),
     PropensityTrainer: LearnerCase(PropensityTrainer, propensity_examples, propensity_predictions),
     BanditTrainer: LearnerCase(BanditTrainer, bandit_records, bandit_predictions),
@@ -128,7 +129,7 @@ def trained(case: LearnerCase) -> Any:
 
 
 VALUES: dict[type[Any], ValueCase] = {
-    ItemModel: ValueCase(lambda: trained(LEARNERS[ItemTrainer]).export(), lambda: ItemModel.empty(4), ranked_snapshot),
+    ItemModel: ValueCase(lambda: trained(LEARNERS[ItemTrainer]).export(), ItemModel.empty, ranked_snapshot),
     Scorer: ValueCase(
         lambda: Scorer({"page_view_7d": 1.0, "mobile": 0.5}, {"page_view_7d": 4.0}, {"page_view_7d": 0.7}, -0.2),
         lambda: Scorer.restore({"means": {}, "variances": {}, "weights": {}, "intercept": 0.0}),
@@ -326,8 +327,8 @@ def test_unknown_users_and_items_leave_no_trace() -> None:
     trainer = trained(LEARNERS[ItemTrainer])
     before = plain(trainer.export())
     model = trainer.export()
-    assert user_vector(["NEVER-SEEN", 1.0] * 5, model) is None
-    model.predict_top(["NEVER-SEEN", 1.0], 3)
+    picks = model.predict_top(["NEVER-SEEN", 1.0] * 5, 3)
+    assert [p.reason for p in picks] == ["popular"] * 3
     assert plain(trainer.export()) == before
 
 

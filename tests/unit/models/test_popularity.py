@@ -58,7 +58,7 @@ def test_capacity_keeps_the_strongest_products_and_export_round_trips() -> None:
 
 
 def test_template_context_takes_products_from_the_item_model_without_owned_ones() -> None:
-    trainer = ItemTrainer(n_factors=4, half_life_days=14, capacity=100)
+    trainer = ItemTrainer(half_life_days=14, capacity=100)
     state = UserState("u1")
     events = [
         *(make_event("cart_add", user_id=f"x{n}", event_id=f"o{n}", item=item(sku=f"OUT-{n}")) for n in range(4)),

@@ -2,25 +2,26 @@ from __future__ import annotations
 
 import copy
 import pickle
+import zlib
 
-import numpy as np
 import orjson
 import pytest
 
-from app.tools.model_quality import prequential_quality
 from models.bandits import BanditRecord
 from models.interactions import Interaction, Product
 from models.item_trainer import ItemTrainer
-from models.reco import DEFAULT_WEIGHTS, HISTORY_KEPT, ItemModel, pairs, remember, user_vector
+from models.ranking import Blend, item_to_item_top, popular_top
+from models.reco import DEFAULT_WEIGHTS, HISTORY_KEPT, ItemModel, pairs, remember
 from models.training import TrainingBatch
 from streams.core.learning import interactions_of
 from tests.factories import BASE_TS, item, make_event
 
 
 def trained(n_users: int = 60, rounds: int = 30) -> ItemTrainer:
-    """Two planted tastes: even users like A-items, odd users B-items; everyone also views
-    GHOST, a product no cart or order ever described."""
-    trainer = ItemTrainer(n_factors=8, half_life_days=7, capacity=100, seed=1)
+    """Two planted tastes: even users like A-items, odd users B-items, each walking through
+    their side's ten in order; everyone also views GHOST, a product no cart or order ever
+    described."""
+    trainer = ItemTrainer(half_life_days=7, capacity=100)
     for r in range(rounds):
         batch = TrainingBatch()
         for u in range(n_users):
@@ -41,36 +42,46 @@ def snapshot() -> ItemModel:
 
 def test_snapshot_round_trips_through_its_encoding(snapshot: ItemModel) -> None:
     decoded = ItemModel.from_bytes(snapshot.to_bytes())
-    assert decoded.skus == snapshot.skus and decoded.offset == snapshot.offset == 30
-    assert np.allclose(decoded.factors, snapshot.factors, atol=1e-6)
+    assert decoded.offset == snapshot.offset == 30 and decoded.transitions == snapshot.transitions
     assert decoded.products == snapshot.products and decoded.popular == snapshot.popular
+    assert decoded.successors == snapshot.successors and decoded.next_after == snapshot.next_after
 
 
 def test_models_pickle_and_restore(snapshot: ItemModel) -> None:
     trainer = trained(rounds=2)
     clone = pickle.loads(pickle.dumps(trainer))
-    assert clone.export().skus == trainer.export().skus
-    restored = ItemTrainer(n_factors=8, half_life_days=7, capacity=100, seed=1)
+    assert clone.export().transitions == trainer.export().transitions
+    restored = ItemTrainer(half_life_days=7, capacity=100)
     restored.restore(snapshot)
     again = restored.export()
-    assert again.skus == snapshot.skus and again.offset == snapshot.offset
-    assert np.allclose(again.factors, snapshot.factors) and again.popular == snapshot.popular
+    assert again.transitions == snapshot.transitions and again.offset == snapshot.offset
+    assert again.popular == snapshot.popular
 
 
 def test_planted_tastes_are_recommended(snapshot: ItemModel) -> None:
     history = [value for n in range(5) for value in (f"A{n}", 2.0)]
-    picks = snapshot.predict_top(history, 5, exclude=frozenset(f"A{n}" for n in range(5)))
-    assert [p.reason for p in picks] == ["model"] * 5
-    assert all(p.sku.startswith("A") for p in picks)
+    picks = snapshot.predict_top(history, 5)
+    assert {p.sku for p in picks} == {f"A{n}" for n in range(5, 10)}
+    assert {p.reason for p in picks} <= {"sequence", "category"}
+    # What users touched after A4 is A5: it leads.
+    assert picks[0].sku == "A5"
+
+
+def test_a_user_with_no_evidence_gets_the_prior_and_each_component_ranks_alone(snapshot: ItemModel) -> None:
+    assert [p.reason for p in snapshot.predict_top([], 3)] == ["popular"] * 3
+    history = ["B3", 2.0]
+    sequence = snapshot.predict_top(history, 3, blend=Blend(categories=0, rules=0, popularity=0))
+    assert sequence[0].sku == "B4" and sequence[0].reason == "sequence"
+    categories = snapshot.predict_top(history, 3, blend=Blend(sequence=0, rules=0, popularity=0))
+    assert {p.reason for p in categories} == {"category"} and all(p.sku.startswith("B") for p in categories)
 
 
 def test_unknown_users_and_items_are_handled_without_side_effects(snapshot: ItemModel) -> None:
     before = copy.deepcopy(snapshot)
-    assert user_vector(["NOPE", 8.0] * 5, snapshot) is None
     picks = snapshot.predict_top(["NOPE", 8.0], 3)
     assert [p.reason for p in picks] == ["popular"] * 3
-    assert snapshot.skus == before.skus and np.array_equal(snapshot.factors, before.factors)
-    assert ItemModel.empty(8).predict_top([], 3) == []
+    assert snapshot.transitions == before.transitions and snapshot.successors == before.successors
+    assert ItemModel.empty().predict_top([], 3) == []
 
 
 def test_learning_and_ranking_do_not_mutate_their_inputs(snapshot: ItemModel) -> None:
@@ -84,25 +95,66 @@ def test_learning_and_ranking_do_not_mutate_their_inputs(snapshot: ItemModel) ->
     assert len(kept_pairs) == HISTORY_KEPT and kept_pairs[0] == ("A1", 1.0) and kept_pairs[-1] == ("B1", 1.0)
 
 
-def test_top_n_excludes_what_the_user_owns_and_products_never_seen_in_an_item(snapshot: ItemModel) -> None:
-    history = [value for n in range(9) for value in (f"A{n}", 2.0)]
-    owned = frozenset(f"A{n}" for n in range(9))
+def test_top_n_leaves_out_what_the_user_touched_owns_and_what_no_event_described(snapshot: ItemModel) -> None:
+    history = [value for n in range(6) for value in (f"A{n}", 2.0)]
+    owned = frozenset({"A6", "A7"})
     picks = snapshot.predict_top(history, 20, exclude=owned)
-    assert not owned & {p.sku for p in picks} and len({p.sku for p in picks}) == len(picks)
-    assert {p.sku for p in picks} <= set(snapshot.products) and "GHOST" in snapshot.skus
+    assert not (owned | set(history[::2])) & {p.sku for p in picks} and len({p.sku for p in picks}) == len(picks)
+    assert {p.sku for p in picks} <= set(snapshot.products) and "GHOST" in snapshot.transitions.counts
     assert "GHOST" not in {p.sku for p in picks}
 
 
-def test_bought_together_rules_follow_purchases() -> None:
-    trainer = ItemTrainer(n_factors=4, half_life_days=7, capacity=100, seed=1)
+def test_bought_then_later_bought_becomes_a_rule() -> None:
+    trainer = ItemTrainer(half_life_days=7, capacity=100)
     for n in range(5):
-        for sku in ("TENT", "PEGS"):
+        for day, sku in enumerate(("TENT", "PEGS")):  # the pegs in an order of their own, a day later
             product = Product(sku, sku.title(), "outdoor", 10.0)
-            trainer.learn_one((Interaction(f"u{n}", sku, 8.0, BASE_TS, order_id=f"o{n}"), product))
+            at = BASE_TS + day * 86_400_000
+            trainer.learn_one((Interaction(f"u{n}", sku, 8.0, at, order_id=f"o{n}-{sku}"), product))
     model = trainer.export()
-    assert model.together["TENT"] == ["PEGS"]
+    assert model.together == {"TENT": ["PEGS"]}
     picks = model.predict_top([], 1, exclude=frozenset({"TENT"}), bought=["TENT"])
     assert [(p.sku, p.reason) for p in picks] == [("PEGS", "rule")]
+
+
+def test_the_baselines_rank_from_the_same_snapshot(snapshot: ItemModel) -> None:
+    assert popular_top(snapshot, 3, frozenset()) == snapshot.popular[:3]
+    assert popular_top(snapshot, 3, frozenset(snapshot.popular[:1])) == snapshot.popular[1:4]
+    # Everyone viewed GHOST after A3, but no event described it: popular products instead.
+    assert snapshot.next_after["A3"] == ["GHOST"]
+    assert item_to_item_top(["A3", 2.0], snapshot, 2, frozenset()) == snapshot.popular[:2]
+    assert item_to_item_top([], snapshot, 2, frozenset()) == snapshot.popular[:2]
+    trainer = ItemTrainer(half_life_days=7, capacity=100)
+    for n, sku in enumerate(["TENT", "PEGS", "MUG"]):
+        trainer.learn_one((Interaction("u1", sku, 4.0, BASE_TS + n), Product(sku, sku, "outdoor", 1.0)))
+    # PEGS followed TENT; then the most popular, MUG (the latest, so the least decayed).
+    assert item_to_item_top(["TENT", 4.0], trainer.export(), 2, frozenset()) == ["PEGS", "MUG"]
+
+
+def test_a_snapshot_of_the_release_with_item_factors_still_ranks() -> None:
+    old = {
+        "skus": ["TENT", "PEGS"],
+        "factors": [[0.1, 0.2], [0.3, 0.4]],
+        "biases": [0.1, 0.2],
+        "global_mean": 1.0,
+        "popularity": [["TENT", 8.0, BASE_TS], ["PEGS", 4.0, BASE_TS]],
+        "together": {"TENT": ["PEGS"]},
+        "products": {"TENT": ["Tent", "outdoor", 99.0], "PEGS": ["Pegs", "outdoor", 5.0]},
+        "offset": 12,
+        "send_hours": [0.0] * 168,
+        "propensity": {},
+        "propensity_quality": {},
+        "bandits": {},
+        "unavailable": [],
+    }
+    model = ItemModel.from_bytes(zlib.compress(orjson.dumps(old)))
+    assert model.offset == 12 and model.items == 0
+    assert [(p.sku, p.reason) for p in model.predict_top([], 2, bought=["TENT"], exclude=frozenset({"TENT"}))] == [
+        ("PEGS", "rule")
+    ]
+    restored = ItemTrainer(half_life_days=7, capacity=100)
+    restored.restore(model)
+    assert restored.export().popular == ["TENT", "PEGS"]
 
 
 def test_interactions_carry_weights_products_and_orders() -> None:
@@ -125,14 +177,6 @@ def test_interactions_carry_weights_products_and_orders() -> None:
     assert [(len(p.interactions), len(p.engagement_hours)) for p in pieces] == [(4, 3), (4, 0), (2, 0)]
 
 
-def test_fleet_design_matches_one_model_and_beats_popularity_on_planted_data() -> None:
-    quality = prequential_quality(users=1_000, events=40_000, seed=5)
-    fleet, single, popular = (quality.rate(h) for h in (quality.fleet_hits, quality.single_hits, quality.popular_hits))
-    assert quality.predictions > 10_000
-    assert fleet >= 0.95 * single
-    assert fleet >= 2 * popular
-
-
 def test_products_the_catalogue_withdraws_are_never_offered() -> None:
     trainer = trained()
     trainer.update_catalog("A5", {"name": "Item A5", "category": "A", "price": 10.0, "available": False})
@@ -147,18 +191,26 @@ def test_products_the_catalogue_withdraws_are_never_offered() -> None:
     assert "A5" not in trainer.export().unavailable
 
 
-def test_the_worker_predicts_a_fixed_sample_of_clicks_before_learning_them(snapshot: ItemModel) -> None:
-    import zlib
-
+def test_the_worker_predicts_a_fixed_sample_of_events_before_learning_them(snapshot: ItemModel) -> None:
     from tests.factories import event_doc
     from tests.unit.core.support import Store, processor, record
 
     worker = processor()
     worker.item_model = snapshot
-    clicks = [event_doc("click", "u0", event_id=f"c{n}", ts=BASE_TS + n, sku=f"A{n % 10}") for n in range(40)]
-    result = worker.process({0: [record(n, doc) for n, doc in enumerate(clicks)]}, Store().load)
-    sampled = [doc for doc in clicks if zlib.crc32(doc["event_id"].encode()) % 16 == 0]
-    assert 0 < result.counts.reco_quality["predictions"] == len(sampled) < len(clicks)
-    # u0 clicks its own side's items, which the model ranks high once it knows three of them.
-    assert result.counts.reco_quality["model"] > result.counts.reco_quality["popular"]
-    assert len(result.training.interactions) == len(clicks)
+    # u0 walks through its side's items: views of each (first touches), then a click on it.
+    docs = [
+        event_doc(kind, "u0", event_id=f"{kind}{n}", ts=BASE_TS + n, sku=f"A{n % 10}")
+        for n in range(40)
+        for kind in ("page_view", "click")
+    ]
+    result = worker.process({0: [record(n, doc) for n, doc in enumerate(docs)]}, Store().load)
+    sampled = [doc for doc in docs if zlib.crc32(doc["event_id"].encode()) % 16 == 0]
+    quality = result.counts.reco_quality
+    clicks = [doc for doc in sampled if doc["type"] == "click"]
+    assert quality["predictions"] == len(clicks) > 0
+    firsts = [doc for doc in sampled if doc["type"] == "page_view" and int(doc["event_id"][9:]) < 10]
+    assert quality["new_predictions"] == len(firsts)
+    # Every click is of a product just viewed: none is new, so no recommender can have it.
+    assert quality["model"] == quality["popular"] == 0
+    assert quality["new_model"] >= quality["new_popular"]
+    assert len(result.training.interactions) == len(docs)
