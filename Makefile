@@ -26,7 +26,7 @@ check: setup
 	$(VENV)/lint-imports
 	$(VENV)/python scripts/check_sizes.py
 
-unit: setup
+unit: setup test-tools
 	$(VENV)/pytest tests/unit -q
 
 test-tools:
