@@ -153,6 +153,46 @@ def deliver() -> None:
     asyncio.run(run())
 
 
+@main.command()
+def ingest() -> None:
+    """Serve Segment's HTTP tracking API (track, identify, page, batch) into the events topic."""
+    import signal
+
+    from aiohttp import web
+
+    from streams.ingest.server import ingest_app
+    from streams.kafka.topics import ensure_topics
+
+    settings = Settings.from_env()
+    config = settings.ingest
+    logging.basicConfig(level=settings.logging_level, format="[%(asctime)s] [ingest] %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    if not config.write_keys:
+        logging.warning("no write keys are set (TIDEMAIL_WRITE_KEYS): every request will be refused with 401")
+
+    async def run() -> None:
+        # Created here as the worker creates it, so events sent before any worker ran land
+        # on the partitions the worker expects.
+        await ensure_topics(
+            settings.kafka_bootstrap, settings.partitions, settings.replication_factor, [settings.events_topic]
+        )
+        runner = web.AppRunner(ingest_app(config), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, config.host, config.port).start()
+        logging.info("serving on http://%s:%d, producing to %s", config.host, config.port, config.events_topic)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            # Answers the requests in flight (their events acknowledged), then stops the producer.
+            await runner.cleanup()
+
+    asyncio.run(run())
+
+
 @main.command("smtp-sink")
 @click.option("--host", default=None, help="Listen address (default: TIDEMAIL_SMTP_HOST).")
 @click.option("--port", type=int, default=None, help="Listen port (default: TIDEMAIL_SMTP_PORT).")
@@ -302,14 +342,26 @@ def preview(template: str, user_id: str | None, output: str, worker_url: str | N
 @click.option("--partitions", default=8, show_default=True)
 @click.option("--render-only", is_flag=True, help="Measure only rendering and the models on planted data.")
 @click.option("--flows", "flows_only", is_flag=True, help="Measure only flow timer lag and jobs/s through governance.")
+@click.option("--ingest-only", is_flag=True, help="Measure only HTTP ingestion (tidemail ingest): events/s, latency.")
 def bench(
-    events: int, latency_rate: int, latency_seconds: int, partitions: int, render_only: bool, flows_only: bool
+    events: int,
+    latency_rate: int,
+    latency_seconds: int,
+    partitions: int,
+    render_only: bool,
+    flows_only: bool,
+    ingest_only: bool,
 ) -> None:
-    """Measure the hot path against a naive Faust agent, rendering against per-job MJML, and flow timers."""
+    """Measure the hot path against a naive Faust agent, rendering against per-job MJML, flow timers
+    and HTTP ingestion."""
     from app.tools.flow_bench import report_flows, run_flow_bench
+    from app.tools.ingest_bench import report_ingest, run_ingest_bench
 
     if flows_only:
         click.echo(report_flows(asyncio.run(run_flow_bench())))
+        return
+    if ingest_only:
+        click.echo(report_ingest(asyncio.run(run_ingest_bench(partitions))))
         return
     from app.tools.api_bench import report_api
     from app.tools.bench import API_RATE, report, run_bench
@@ -325,6 +377,7 @@ def bench(
         click.echo(report(results))
         click.echo(report_api(api_results, API_RATE))
         click.echo(report_flows(asyncio.run(run_flow_bench())))
+        click.echo(report_ingest(asyncio.run(run_ingest_bench(partitions))))
 
 
 main.add_command(dead_letters)

@@ -11,6 +11,7 @@ from typing import Any
 from streams.core.errors import ConfigError
 from streams.core.governance import GovernancePolicy, QuietHours
 from streams.delivery.config import DeliveryConfig, Sender, SmtpConfig
+from streams.ingest.config import IngestConfig
 
 SMTP_TLS_MODES = ("none", "starttls", "tls")
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -135,6 +136,11 @@ class Settings:
     delivery_max_pending: int = 50_000
     delivery_claim_ttl_s: int = 30 * 86_400
     deliverer_metrics_port: int = 6069
+    # `tidemail ingest`: Segment's HTTP tracking API. Write keys are comma-separated (several,
+    # to rotate them); with none, every request is refused.
+    write_keys: Secret = Secret("")
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = 6070
     smtp_sink_dir: Path = Path(".cache/smtp-sink")
 
     @classmethod
@@ -255,6 +261,17 @@ class Settings:
             max_pending=self.delivery_max_pending,
             claim_ttl_s=self.delivery_claim_ttl_s,
             allow_clock_control=self.allow_clock_control,
+        )
+
+    @property
+    def ingest(self) -> IngestConfig:
+        """What `tidemail ingest` reads."""
+        return IngestConfig(
+            kafka_bootstrap=self.kafka_bootstrap,
+            events_topic=self.events_topic,
+            write_keys=_tokens(self.write_keys),
+            host=self.ingest_host,
+            port=self.ingest_port,
         )
 
     @property

@@ -193,3 +193,21 @@ RECO_NEW_HITS = Counter(
     "Predicted first touches whose product was in the top 10, by recommender (model, popular or item_to_item).",
     ["recommender"],
 )
+
+# Served by `tidemail ingest` (Segment's HTTP tracking API) on TIDEMAIL_INGEST_PORT.
+INGEST_REQUESTS = Counter(
+    "tidemail_ingest_requests_total",
+    "Requests to the ingestion API by route (track, identify, page, batch) and HTTP status.",
+    ["route", "status"],
+)
+INGEST_EVENTS = Counter(
+    "tidemail_ingest_events_total",
+    "Calls received by outcome: accepted (acknowledged by the broker), invalid, too_large, failed (broker).",
+    ["outcome"],
+)
+INGEST_REQUEST_SECONDS = Histogram(
+    "tidemail_ingest_request_duration_seconds",
+    "From a request's arrival to its answer, the broker's acknowledgement included.",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
