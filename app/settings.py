@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -16,6 +17,8 @@ from streams.ingest.config import IngestConfig
 SMTP_TLS_MODES = ("none", "starttls", "tls")
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 ENVIRONMENTS = ("development", "production")
+# An address for List-Unsubscribe's mailto, plain enough to need no percent-encoding (RFC 6068).
+MAILTO_ADDRESS = re.compile(r"^[A-Za-z0-9._+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 DEVELOPMENT_UNSUBSCRIBE_SECRET = "dev-only-unsubscribe-secret-change-me"
 # Shortest unsubscribe secret and bearer token accepted outside development.
 MIN_SECRET_CHARS = 16
@@ -128,6 +131,8 @@ class Settings:
     smtp_timeout_s: float = 30.0
     mail_from_address: str = "hello@shop.example.com"
     mail_from_name: str = "Tidemail Shop"
+    # An address listed as `<mailto:...>` beside the link in List-Unsubscribe; empty for none.
+    unsubscribe_mailto: str = ""
     delivery_concurrency: int = 8
     delivery_max_attempts: int = 5
     delivery_retry_base_ms: int = 2_000
@@ -165,6 +170,9 @@ class Settings:
         if min(self.frequency_cap_24h, self.frequency_cap_7d) < 1:
             raise ConfigError("TIDEMAIL_FREQUENCY_CAP_24H and TIDEMAIL_FREQUENCY_CAP_7D must be at least 1")
         QuietHours.parse(self.quiet_hours)
+        if self.unsubscribe_mailto and not MAILTO_ADDRESS.match(self.unsubscribe_mailto):
+            address = self.unsubscribe_mailto
+            raise ConfigError(f"TIDEMAIL_UNSUBSCRIBE_MAILTO must be an address like unsub@example.com; got {address!r}")
         if self.log_level.lower() not in LOG_LEVELS:
             raise ConfigError(f"TIDEMAIL_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}; got {self.log_level!r}")
         if self.max_event_bytes < 256:
@@ -252,7 +260,7 @@ class Settings:
             deliveries_topic=self.deliveries_topic,
             events_topic=self.events_topic,
             dead_letter_topic=self.dead_letter_topic,
-            sender=Sender(self.mail_from_address, self.mail_from_name),
+            sender=Sender(self.mail_from_address, self.mail_from_name, self.unsubscribe_mailto),
             smtp=smtp,
             concurrency=self.delivery_concurrency,
             max_attempts=self.delivery_max_attempts,

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True)
 class Sender:
-    """Who the email is from."""
+    """Who the email is from, and where else than the link an unsubscribe may go."""
 
     address: str
     name: str
+    # An address listed as `<mailto:...>` before the link in List-Unsubscribe; empty for none.
+    unsubscribe_mailto: str = ""
 
     @property
     def domain(self) -> str:

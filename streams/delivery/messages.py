@@ -4,11 +4,13 @@ what an SMTP failure means, the retry schedule, and the records an outcome produ
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader
 from email.message import EmailMessage
+from email.policy import Policy
 from email.utils import formatdate
 from enum import Enum
 from typing import Any, Final
@@ -29,6 +31,15 @@ DUPLICATE: Final = "duplicate"
 INVALID: Final = "invalid"
 
 REQUIRED_TEXT: Final = ("job_id", "user_id", "to", "flow", "subject", "html", "text", "unsubscribe_url", "send_at")
+# SMTP's limit on a line, without its CRLF (RFC 5322 2.1.1).
+MAX_LINE_OCTETS: Final = 998
+# The job id ends up in the Message-ID, whose left part must be a dot-atom (RFC 5322 3.6.4).
+_JOB_ID = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+MAX_JOB_ID_CHARS: Final = 200
+# An http(s) URL of printable ASCII without space, quote or angle brackets: it goes between
+# the angle brackets of List-Unsubscribe as is, on a line of its own at most.
+_UNSUBSCRIBE_URL = re.compile(r"^https?://[!#-;=?-~]+$")
+MAX_UNSUBSCRIBE_URL_CHARS: Final = 900
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +74,17 @@ def parse_job(raw: bytes | None) -> Job:
             raise InvalidJob(f"`{name}` must be a non-empty string; got {shown(value)}")
     if "@" not in doc["to"]:
         raise InvalidJob(f"`to` must be an email address; got {shown(doc['to'])}")
+    if len(doc["job_id"]) > MAX_JOB_ID_CHARS or not _JOB_ID.match(doc["job_id"]):
+        raise InvalidJob(
+            f"`job_id` must be at most {MAX_JOB_ID_CHARS} letters, digits, dots or dashes (a UUID); "
+            f"got {shown(doc['job_id'])}"
+        )
+    url = doc["unsubscribe_url"]
+    if len(url) > MAX_UNSUBSCRIBE_URL_CHARS or not _UNSUBSCRIBE_URL.match(url):
+        raise InvalidJob(
+            f"`unsubscribe_url` must be an http(s) URL of at most {MAX_UNSUBSCRIBE_URL_CHARS} printable ASCII "
+            f"characters without spaces, quotes or angle brackets; got {shown(url)}"
+        )
     return Job(
         job_id=doc["job_id"],
         user_id=doc["user_id"],
@@ -89,7 +111,9 @@ def parse_time(value: str, name: str) -> int:
 
 
 def build_message(job: Job, sender: Sender, now_ms: int) -> EmailMessage:
-    """The email as sent: text and HTML alternatives with one-click unsubscribe (RFC 8058) headers.
+    """The email as sent: text and HTML alternatives with one-click unsubscribe headers
+    (RFC 2369 and 8058: `List-Unsubscribe: <mailto:...>, <https://...>`, the mailto only
+    when one is configured).
 
     The Message-ID is derived from the job id, so a receiving system that somehow got the
     job twice can tell it is one email."""
@@ -99,14 +123,48 @@ def build_message(job: Job, sender: Sender, now_ms: int) -> EmailMessage:
     message["To"] = job.to
     message["Date"] = formatdate(now_ms / 1000, usegmt=True)
     message["Message-ID"] = f"<{job.job_id}@{sender.domain}>"
-    message["List-Unsubscribe"] = f"<{job.unsubscribe_url}>"
+    uris = [f"mailto:{sender.unsubscribe_mailto}"] if sender.unsubscribe_mailto else []
+    message["List-Unsubscribe"] = UriListHeader(
+        "List-Unsubscribe", ", ".join(f"<{u}>" for u in [*uris, job.unsubscribe_url])
+    )
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message["X-Tidemail-Job-Id"] = job.job_id
     # Quoted-printable keeps both parts 7-bit with short lines, so any relay takes them
     # (rendered HTML can carry lines past SMTP's 998-octet limit).
     message.set_content(job.text, cte="quoted-printable")
     message.add_alternative(job.html, subtype="html", cte="quoted-printable")
+    for part in message.iter_parts():
+        # The email package gives the part it adds a MIME-Version of its own; RFC 2045
+        # puts it at the top only.
+        del part["MIME-Version"]
     return message
+
+
+class UriListHeader(BaseHeader):
+    """A header of angle-bracketed URIs (RFC 2369), written as given: folded only between
+    the URIs, never into RFC 2047 encoded-words. The email package encodes any word too long
+    for a 78-character line, and a List-Unsubscribe made of encoded-words is no URI to a
+    mail client or a mailbox provider; a longer line is allowed, up to 998 octets."""
+
+    max_count = 1
+
+    @classmethod
+    def parse(cls, value: str, kwds: dict[str, Any]) -> None:
+        kwds["decoded"] = value
+        # Nothing reads a parse tree: `fold` writes the value itself.
+        kwds["parse_tree"] = None
+
+    def fold(self, *, policy: Policy) -> str:
+        one_line = f"{self.name}: {self}"
+        if len(one_line) <= (policy.max_line_length or MAX_LINE_OCTETS):
+            lines = [one_line]
+        else:
+            uris = str(self).split(", ")
+            lines = [f"{self.name}: {uris[0]}", *(f" {uri}" for uri in uris[1:])]
+            lines = [f"{line}," for line in lines[:-1]] + lines[-1:]
+        if max(map(len, lines)) > MAX_LINE_OCTETS:
+            raise ValueError(f"{self.name} has a URI too long for one line of {MAX_LINE_OCTETS} octets")
+        return policy.linesep.join(lines) + policy.linesep
 
 
 class Verdict(Enum):

@@ -73,6 +73,8 @@ class WorkerHarness:
             "TIDEMAIL_LOG_LEVEL": "warn",
             "TIDEMAIL_API_TOKENS": f"api-token-{run}",
             "TIDEMAIL_ADMIN_TOKENS": f"admin-token-{run}",
+            # The links in emails lead to this worker.
+            "TIDEMAIL_UNSUBSCRIBE_BASE_URL": f"http://127.0.0.1:{self.port}/unsubscribe",
             **self.env_overrides,
         }
         self.settings = Settings.from_env({k: v for k, v in self.env.items() if k.startswith("TIDEMAIL_")})
