@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.core.errors import ConfigError
-from streams.core.governance import GovernancePolicy, QuietHours
+from streams.core.governance import GovernancePolicy, QuietHours, parse_max_age
 from streams.delivery.config import DeliveryConfig, Sender, SmtpConfig
 from streams.ingest.config import IngestConfig
 
@@ -85,6 +85,9 @@ class Settings:
     frequency_cap_7d: int = 7
     quiet_hours: str = "21-8"
     default_timezone: str = "UTC"
+    # Events older than this on the worker's clock (`24h`, `7d`; empty for no limit) still
+    # update state and segments but start no flow run: a backfill sends nothing.
+    max_trigger_age: str = "24h"
     timer_interval_ms: int = 200
     timer_batch_users: int = 20_000
     # GET /ready answers 503 while the worker's partitions are more records behind than this.
@@ -170,6 +173,7 @@ class Settings:
         if min(self.frequency_cap_24h, self.frequency_cap_7d) < 1:
             raise ConfigError("TIDEMAIL_FREQUENCY_CAP_24H and TIDEMAIL_FREQUENCY_CAP_7D must be at least 1")
         QuietHours.parse(self.quiet_hours)
+        parse_max_age(self.max_trigger_age)
         if self.unsubscribe_mailto and not MAILTO_ADDRESS.match(self.unsubscribe_mailto):
             address = self.unsubscribe_mailto
             raise ConfigError(f"TIDEMAIL_UNSUBSCRIBE_MAILTO must be an address like unsub@example.com; got {address!r}")
@@ -237,7 +241,11 @@ class Settings:
     @property
     def governance(self) -> GovernancePolicy:
         return GovernancePolicy(
-            self.frequency_cap_24h, self.frequency_cap_7d, QuietHours.parse(self.quiet_hours), self.default_timezone
+            self.frequency_cap_24h,
+            self.frequency_cap_7d,
+            QuietHours.parse(self.quiet_hours),
+            self.default_timezone,
+            parse_max_age(self.max_trigger_age),
         )
 
     @property

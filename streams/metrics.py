@@ -27,7 +27,8 @@ JOBS_EMITTED = Counter("tidemail_jobs_emitted_total", "Email jobs published.", [
 GOVERNANCE_DECISIONS = Counter(
     "tidemail_governance_decisions_total",
     "Decisions on the emails flows asked for: allowed, unsubscribed, hard_bounced, no_address, capped_24h, "
-    "capped_7d, held_out (experiment holdout), delayed_quiet_hours (also allowed).",
+    "capped_7d, held_out (experiment holdout), delayed_quiet_hours (also allowed); and stale_trigger, the flow runs "
+    "that a trigger older than TIDEMAIL_MAX_TRIGGER_AGE did not start or move on.",
     ["decision"],
 )
 FLOW_TRANSITIONS = Counter(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 
@@ -39,7 +39,9 @@ def model_state_sizes(users: int, events: int, seed: int) -> StateSizes:
     from streams.core.clock import Clock
     from streams.core.state import UserState, tuple_as_list
 
-    processor = build_processor(Settings.from_env(), Clock())
+    # No trigger age limit: the events are dated from a fixed day (START_MS), and the
+    # experiment sends of the flows they trigger are part of what is measured.
+    processor = build_processor(replace(Settings.from_env(), max_trigger_age=""), Clock())
     trainer = _trainer()
     states: dict[str, UserState] = {}
     records = [

@@ -8,6 +8,13 @@ its id from, the step it waits at, the instant that wait ends, and the event tha
 started it. Runs advance in event time: an event first lets every wait that ended
 before it run out, so a replay walks the same steps, and the timer index fires the
 rest when the clock passes their `due`.
+
+A trigger older than the maximum trigger age on the worker's clock is stale (a backfill,
+a replay, a worker days behind): it starts no run, and an awaited event that is stale
+ends the run waiting for it instead of moving it on, since the event did happen (so the
+timeout path is wrong) but sending now in reply to it is what the limit forbids. A stale
+event still ends the runs whose goal it is and restarts a wait for quiet: both only
+withhold email. Waits of runs under way run out on the timer whatever their age.
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ class FlowOutputs:
 
     requests: list[JobRequest] = field(default_factory=list)
     transitions: list[tuple[str, int]] = field(default_factory=list)
+    # Runs that stale triggers did not start or move on: a governance decision, `stale_trigger`.
+    stale_triggers: int = 0
 
     def count(self, transition: str, runs: int = 1) -> None:
         self.transitions.append((transition, runs))
@@ -72,9 +81,23 @@ class FlowEngine:
     containers of the state they are given, which the caller owns, and add what the runs
     ask for to the caller's `FlowOutputs`."""
 
-    def __init__(self, book: FlowBook, scores_of: ScoresOf) -> None:
+    def __init__(
+        self,
+        book: FlowBook,
+        scores_of: ScoresOf,
+        clock_ms: Callable[[], int] | None = None,
+        max_trigger_age_ms: int | None = None,
+    ) -> None:
         self.book = book
         self._scores_of = scores_of
+        self._clock_ms = clock_ms
+        self._max_trigger_age_ms = max_trigger_age_ms
+
+    def is_stale(self, at_ms: int) -> bool:
+        """Whether a trigger at `at_ms` is older than the maximum trigger age, on the clock."""
+        if self._clock_ms is None or self._max_trigger_age_ms is None:
+            return False
+        return self._clock_ms() - at_ms > self._max_trigger_age_ms
 
     def next_due(self, state: UserState) -> int | None:
         if not state.flow_runs:
@@ -141,6 +164,9 @@ class FlowEngine:
                 state.flow_runs = [restarted if r is run else r for r in state.flow_runs]
                 continue
             state.flow_runs = [r for r in state.flow_runs if r is not run]
+            if self.is_stale(at):
+                _count_stale(flow, out)
+                continue
             self._continue(flow, {**run, "due": None}, step.on_event, state, at, out)
 
     def _enter(self, flow: Flow, key: str, state: UserState, at_ms: int, cause: str, out: FlowOutputs) -> None:
@@ -149,6 +175,10 @@ class FlowEngine:
         refusal = _reentry_refusal(flow, key, state, at_ms)
         if refusal:
             out.count(f"{flow.name}:{refusal}")
+            return
+        if self.is_stale(at_ms):
+            # Not entered at all, so a later fresh trigger may still start the flow.
+            _count_stale(flow, out)
             return
         if flow.supersede:
             kept = [r for r in state.flow_runs if r["flow"] != flow.name]
@@ -201,6 +231,11 @@ def _request(flow: Flow, index: int, step: Send, run: dict[str, Any], at_ms: int
         flow.category,
         step.experiment,
     )
+
+
+def _count_stale(flow: Flow, out: FlowOutputs) -> None:
+    out.count(f"{flow.name}:stale_trigger")
+    out.stale_triggers += 1
 
 
 def _reentry_refusal(flow: Flow, key: str, state: UserState, at_ms: int) -> str | None:

@@ -1,5 +1,6 @@
 """Delivery governance, decided just before a job is emitted: who must not get an email,
-how many marketing emails a user may get, and at what local hours they may arrive."""
+how many marketing emails a user may get, and at what local hours they may arrive; and
+how old a trigger may be and still start a flow run (the flow engine applies that one)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from models.send_time import zone
+from streams.core.durations import parse_duration
 from streams.core.errors import ConfigError
 from streams.core.flow_engine import JobRequest
 from streams.core.state import UserState
@@ -68,6 +70,16 @@ class GovernancePolicy:
     cap_7d: int
     quiet_hours: QuietHours | None
     default_timezone: str = "UTC"
+    # A trigger (event or segment entry) older than this on the worker's clock starts no
+    # flow run (`stale_trigger`); None for no limit.
+    max_trigger_age_ms: int | None = None
+
+
+def parse_max_age(text: str) -> int | None:
+    """`"24h"` from settings in milliseconds; empty means no limit."""
+    if not text.strip():
+        return None
+    return parse_duration(text.strip(), "TIDEMAIL_MAX_TRIGGER_AGE")
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,7 +75,7 @@ class BatchProcessor:
         self._policy = policy
         # With one partition every user lives in it: nothing to check.
         self._partition_of = Partitioner(partitions) if partitions > 1 else None
-        self._flow_engine = FlowEngine(flows, self._scores_of)
+        self._flow_engine = FlowEngine(flows, self._scores_of, clock_ms, governance.max_trigger_age_ms)
         self._emitter = JobEmitter(renderer, job_context, governance, clock_ms)
         self.segments = segments
         self._max_event_bytes = max_event_bytes
@@ -226,6 +226,8 @@ class BatchProcessor:
         tally = result.counts.flow_transitions
         for transition, runs in flows.transitions:
             tally[transition] += runs
+        if flows.stale_triggers:
+            result.counts.governance["stale_trigger"] += flows.stale_triggers
         for request in flows.requests:
             state, emission = self._emitter.emit(request, state, self.item_model, self.experiments)
             _fold_emission(emission, trigger, result)

@@ -73,6 +73,9 @@ class WorkerHarness:
             "TIDEMAIL_LOG_LEVEL": "warn",
             "TIDEMAIL_API_TOKENS": f"api-token-{run}",
             "TIDEMAIL_ADMIN_TOKENS": f"admin-token-{run}",
+            # Test events carry fixed timestamps (`BASE_TS`) that grow older with the calendar;
+            # the tests of stale triggers set their own limit.
+            "TIDEMAIL_MAX_TRIGGER_AGE": "",
             # The links in emails lead to this worker.
             "TIDEMAIL_UNSUBSCRIBE_BASE_URL": f"http://127.0.0.1:{self.port}/unsubscribe",
             **self.env_overrides,
