@@ -173,7 +173,7 @@ DELIVERY_DELAY = Histogram(
 DELIVERY_PENDING = Gauge("tidemail_delivery_pending_jobs", "Jobs read and not yet finished (most wait for send_at).")
 DELIVERY_CLAIMS_UNAVAILABLE = Counter(
     "tidemail_delivery_claims_unavailable_total",
-    "Redis calls for delivery claims that failed; nothing is sent until the claim is made.",
+    "Redis calls for delivery claims that failed or were skipped after one; the deliveries topic decides alone.",
 )
 
 # The worker's HTTP API.
@@ -211,4 +211,19 @@ INGEST_REQUEST_SECONDS = Histogram(
     "From a request's arrival to its answer, the broker's acknowledgement included.",
     ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+
+# The deliverer's ledger: what the deliveries topic says was claimed and finished.
+DELIVERY_LEDGER_RECORDS_READ = Counter(
+    "tidemail_delivery_ledger_records_read_total",
+    "Deliveries-topic records read back into the ledger when the deliverer was given partitions.",
+)
+DELIVERY_LEDGER_REBUILD_SECONDS = Histogram(
+    "tidemail_delivery_ledger_rebuild_seconds",
+    "Time to read the deliveries topic back for newly assigned partitions, before any of their jobs is taken.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+DELIVERY_LEDGER_JOBS = Gauge(
+    "tidemail_delivery_ledger_jobs",
+    "Jobs the ledger remembers as claimed, released or finished, for the partitions this deliverer owns.",
 )

@@ -2,10 +2,12 @@
 
 Without I/O: `config` (what it is configured with), `messages` (the job contract, the MIME
 message, what an SMTP failure means, outcome records), `schedule` (due-time and offset
-bookkeeping), `pending` (the partitions owned and the jobs not finished).
+bookkeeping), `pending` (the partitions owned and the jobs not finished), `ledger` (what the
+deliveries topic says was claimed and finished: the durable record of at most once).
 
-The shell: `deliverer` runs the parts below; `consumer` (Kafka, the jobs topic), `due`
-(the scheduler task), `senders` (claim, send, retry), `publisher` (outcomes to Redis and
-Kafka), `claims` (Redis), `smtp` (the SMTP connection), `availability` (waiting out Redis
-or Kafka), `web_server` (/health, /metrics, /admin/clock).
+The shell: `deliverer` runs the parts below; `consumer` (Kafka, the jobs topic), `rebuild`
+(the deliveries topic read back into the ledger), `due` (the scheduler task), `senders`
+(claim, send, retry), `publisher` (claims and outcomes to Kafka and Redis), `claims` (Redis,
+the fast path), `smtp` (the SMTP connection), `availability` (waiting out Kafka),
+`web_server` (/health, /metrics, /admin/clock).
 """

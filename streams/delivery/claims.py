@@ -1,26 +1,39 @@
-"""Delivery claims in Redis: the record that makes sending at most once per job id.
+"""Delivery claims in Redis: the fast path of at most once per job id.
 
 A key per job, `tidemail:<app id>:delivery:<job id>`, written with `SET NX` before the
 first SMTP attempt (`claimed:<epoch ms>`) and overwritten with the job's outcome record
-once the outcome is known. Whoever does not win the `SET NX` must not send.
+once the outcome is known. Whoever does not win the `SET NX` must not send. The durable
+record is the deliveries topic (`ledger`): Redis may be lost or unreachable, and then the
+deliverer goes on without it.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from streams import metrics
 from streams.core.errors import TidemailError
 
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
 CLAIMED = b"claimed:"
+# While Redis is failing, how long calls skip it before one tries again: a timeout per
+# email would otherwise slow every sender to one email per timeout.
+RETRY_AFTER_S = 1.0
 
 
 class ClaimsUnavailable(TidemailError):
-    """Redis did not answer; nothing may be sent until it does."""
+    """Redis did not answer (or failed moments ago); the caller goes on without it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,34 +56,52 @@ class DeliveryClaims:
         self._prefix = f"tidemail:{namespace}:delivery:"
         self._redis = redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._ttl_s = ttl_s
+        self._skip_until = 0.0
 
-    async def claim(self, job_id: str, now_ms: int) -> Existing | None:
-        """Claim the job: None if this call did, else what is already there."""
-        key = self._prefix + job_id
-        try:
-            while True:
-                if await self._redis.set(key, CLAIMED + str(now_ms).encode(), nx=True, ex=self._ttl_s):
-                    return None
-                value = await self._redis.get(key)
-                # None: released (a retry pending elsewhere) or expired between the two calls.
-                if isinstance(value, bytes):
-                    return read_existing(value)
-        except (RedisError, OSError) as e:
-            raise ClaimsUnavailable(f"cannot reach Redis for delivery claims: {e}") from e
+    async def claim(self, job_id: str, now_ms: int, replace_claim: bool = False) -> Existing | None:
+        """Claim the job: None if this call did, else what is already there. With
+        `replace_claim`, a bare claim left there (its release failed) is taken over."""
+        return await self._call(
+            lambda: self._claim(self._prefix + job_id, CLAIMED + str(now_ms).encode(), replace_claim)
+        )
+
+    async def _claim(self, key: str, value: bytes, replace_claim: bool) -> Existing | None:
+        while True:
+            if await self._redis.set(key, value, nx=True, ex=self._ttl_s):
+                return None
+            found = await self._redis.get(key)
+            # None: released (a retry pending elsewhere) or expired between the two calls.
+            if isinstance(found, bytes):
+                existing = read_existing(found)
+                if not (replace_claim and existing.outcome is None):
+                    return existing
+                await self._redis.set(key, value, ex=self._ttl_s)
+                return None
 
     async def record(self, job_id: str, outcome: bytes) -> None:
         """Replace the claim with the job's outcome record."""
-        await self._call(self._redis.set(self._prefix + job_id, outcome, ex=self._ttl_s))
+        await self._call(lambda: self._redis.set(self._prefix + job_id, outcome, ex=self._ttl_s))
 
     async def release(self, job_id: str) -> None:
         """Give up a claim after an attempt that certainly sent nothing, so a retry may claim again."""
-        await self._call(self._redis.delete(self._prefix + job_id))
+        await self._call(lambda: self._redis.delete(self._prefix + job_id))
 
     async def close(self) -> None:
         await self._redis.aclose()
 
-    async def _call(self, command: Any) -> None:
+    async def _call(self, command: Callable[[], Awaitable[T]]) -> T:
+        if time.monotonic() < self._skip_until:
+            metrics.DELIVERY_CLAIMS_UNAVAILABLE.inc()
+            raise ClaimsUnavailable("Redis failed less than a second ago")
         try:
-            await command
+            result = await command()
         except (RedisError, OSError) as e:
+            metrics.DELIVERY_CLAIMS_UNAVAILABLE.inc()
+            if not self._skip_until:
+                log.warning("cannot reach Redis for delivery claims (%s); going on with the deliveries topic alone", e)
+            self._skip_until = time.monotonic() + RETRY_AFTER_S
             raise ClaimsUnavailable(f"cannot reach Redis for delivery claims: {e}") from e
+        if self._skip_until:
+            log.info("Redis answers again; delivery claims are made there too")
+            self._skip_until = 0.0
+        return result

@@ -1,6 +1,7 @@
-"""The jobs topic's consumer (group `<app id>-deliver`): reads jobs into the schedule, pauses
-above the pending cap, commits each partition up to its earliest unfinished job, and hands
-partitions over on a rebalance."""
+"""The jobs topic's consumer (group `<app id>-deliver`): rebuilds the ledger of a partition
+it is given before taking its jobs, reads jobs into the schedule, pauses above the pending
+cap, commits each partition up to its earliest unfinished job (and forgets what the ledger
+no longer needs), and hands partitions over on a rebalance."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from aiokafka.structs import ConsumerRecord
 
 from streams import metrics
 from streams.core.errors import InvalidJob
+from streams.delivery.availability import until_available
 from streams.delivery.config import DeliveryConfig
 from streams.delivery.due import DueJobs
+from streams.delivery.ledger import CLOCK_SKEW_MS, Ledger
 from streams.delivery.messages import DUPLICATE, parse_job
 from streams.delivery.pending import Pending, PendingJobs
 from streams.delivery.publisher import OutcomePublisher
+from streams.delivery.rebuild import LedgerReader
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +52,16 @@ class JobConsumer:
         jobs: PendingJobs,
         due: DueJobs,
         publisher: OutcomePublisher,
+        ledger: Ledger,
+        reader: LedgerReader,
     ) -> None:
         self._config = config
         self._consumer = consumer
         self._jobs = jobs
         self._due = due
         self._publisher = publisher
+        self._ledger = ledger
+        self._reader = reader
         self._committed: dict[int, int] = {}
 
     def subscribe(self) -> None:
@@ -65,14 +73,39 @@ class JobConsumer:
         while not stop.is_set():
             self._apply_backpressure()
             fetched = await self._consumer.getmany(timeout_ms=200, max_records=1_000)
+            await self._load_ledgers(fetched)
             for tp, records in fetched.items():
                 for record in records:
-                    if tp in self._consumer.assignment():
+                    # Not loaded: the partition went away (and perhaps came back) while its
+                    # ledger was read; it is fetched again from its committed offset.
+                    if tp in self._consumer.assignment() and self._ledger.loaded(tp.partition):
                         await self._accept(record)
             metrics.DELIVERY_PENDING.set(self._jobs.unfinished)
             if loop.time() - last_commit >= COMMIT_INTERVAL_S:
                 await self.commit(self._jobs.partitions)
+                self._prune_ledger()
                 last_commit = loop.time()
+
+    async def _load_ledgers(self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Before the first job of a partition it was given is taken, read its ledger back
+        from the time that job was published: every job read from here on is at least that
+        recent, since offsets are committed up to the earliest unfinished one."""
+        assignment = self._consumer.assignment()
+        anchors = {
+            tp.partition: records[0].timestamp
+            for tp, records in fetched.items()
+            if records and tp in assignment and not self._ledger.loaded(tp.partition)
+        }
+        if anchors:
+            await until_available(lambda: self._reader.rebuild(anchors))
+
+    def _prune_ledger(self) -> None:
+        """Forget what no job a restart would read again can need (see `_load_ledgers`)."""
+        for partition in self._jobs.partitions:
+            anchor = self._jobs.anchor_ms(partition)
+            if anchor is not None:
+                self._ledger.prune(partition, anchor - CLOCK_SKEW_MS)
+        metrics.DELIVERY_LEDGER_JOBS.set(len(self._ledger))
 
     def _apply_backpressure(self) -> None:
         pending, cap = self._jobs.unfinished, self._config.max_pending
@@ -85,7 +118,7 @@ class JobConsumer:
             self._consumer.resume(*self._consumer.paused())
 
     async def _accept(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        self._jobs.read(record.partition, record.offset)
+        self._jobs.read(record.partition, record.offset, record.timestamp)
         try:
             job = parse_job(record.value)
         except InvalidJob as e:
@@ -125,6 +158,7 @@ class JobConsumer:
         for partition in partitions:
             self._committed.pop(partition, None)
         self._jobs.forget(partitions)
+        self._ledger.forget(partitions)
 
     def assign(self, partitions: set[int]) -> None:
         self._jobs.own(partitions)

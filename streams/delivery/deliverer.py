@@ -4,7 +4,8 @@ SMTP at most once per job id (see README, Delivery).
 Shape: one fetch loop (`JobConsumer`) puts jobs into a schedule; a scheduler (`DueJobs`)
 moves due jobs to a queue; `concurrency` senders (`Senders`), each with its own SMTP
 connection, claim, send, record and publish (`OutcomePublisher`). Offsets are committed up
-to the earliest job not finished, per partition.
+to the earliest job not finished, per partition. What was claimed and finished is known from
+the deliveries topic (`Ledger`, read back by `LedgerReader` whenever partitions are given).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from streams.delivery.claims import DeliveryClaims
 from streams.delivery.config import DeliveryConfig
 from streams.delivery.consumer import DRAIN_TIMEOUT_S, JobConsumer, jobs_consumer
 from streams.delivery.due import DueJobs
+from streams.delivery.ledger import Ledger
 from streams.delivery.pending import PendingJobs
 from streams.delivery.publisher import OutcomePublisher
+from streams.delivery.rebuild import LedgerReader, ledger_consumer
 from streams.delivery.senders import Senders
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,7 @@ class Deliverer:
         self.config = config
         self.clock = clock
         self.jobs = PendingJobs()
+        self.ledger = Ledger()
         self._due = DueJobs(clock)
 
     @property
@@ -48,13 +52,15 @@ class Deliverer:
         c = self.config
         claims = DeliveryClaims(c.redis_url, c.app_id, c.claim_ttl_s)
         producer = AIOKafkaProducer(bootstrap_servers=c.kafka_bootstrap, acks="all", linger_ms=5)
-        consumer = jobs_consumer(c)
+        consumer, reader = jobs_consumer(c), ledger_consumer(c)
         await producer.start()
+        await reader.start()
         await consumer.start()
         try:
-            publisher = OutcomePublisher(c, producer, claims, self.jobs)
-            intake = JobConsumer(c, consumer, self.jobs, self._due, publisher)
-            senders = Senders(c, self.clock, claims, self.jobs, self._due, publisher)
+            publisher = OutcomePublisher(c, producer, claims, self.jobs, self.ledger)
+            rebuild = LedgerReader(c, reader, self.ledger)
+            intake = JobConsumer(c, consumer, self.jobs, self._due, publisher, self.ledger, rebuild)
+            senders = Senders(c, self.clock, claims, self.ledger, self.jobs, self._due, publisher)
             intake.subscribe()
             sending = [asyncio.create_task(senders.run()) for _ in range(c.concurrency)]
             scheduler = asyncio.create_task(self._due.run())
@@ -65,6 +71,7 @@ class Deliverer:
             await intake.commit(self.jobs.partitions)
         finally:
             await consumer.stop()
+            await reader.stop()
             await producer.stop()
             await claims.close()
 

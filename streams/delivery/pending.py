@@ -36,8 +36,8 @@ class PendingJobs:
         """Records read and not finished, across every partition: what the pending cap bounds."""
         return self._offsets.unfinished()
 
-    def read(self, partition: int, offset: int) -> None:
-        self._offsets.started(partition, offset)
+    def read(self, partition: int, offset: int, timestamp_ms: int) -> None:
+        self._offsets.started(partition, offset, timestamp_ms)
 
     def skipped(self, partition: int, offset: int) -> None:
         """A record that holds no job to send (invalid, or a duplicate) is finished at once."""
@@ -75,6 +75,10 @@ class PendingJobs:
     def position(self, partition: int) -> int | None:
         """Where `partition` may be committed: its earliest unfinished offset."""
         return self._offsets.position(partition)
+
+    def anchor_ms(self, partition: int) -> int | None:
+        """The Kafka timestamp of the record at `position`: a restart reads nothing older."""
+        return self._offsets.anchor_ms(partition)
 
     def own(self, partitions: set[int]) -> None:
         self.partitions |= partitions

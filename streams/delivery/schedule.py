@@ -44,22 +44,26 @@ class Schedule(Generic[T]):
 
 
 class OffsetTracker:
-    """Offsets read but not yet finished, per partition.
+    """Offsets read but not yet finished, per partition, with each record's Kafka timestamp.
 
     A partition may be committed up to its earliest unfinished offset (or one past the last
     offset read when none is unfinished): after a restart everything not finished is read
-    again, and nothing finished before the earliest unfinished one is.
+    again, and nothing finished before the earliest unfinished one is. The timestamp of the
+    record there is where a restart's reading starts in time (`anchor_ms`).
     """
 
     def __init__(self) -> None:
-        self._open: dict[int, list[int]] = {}
+        self._open: dict[int, list[tuple[int, int]]] = {}
         self._done: dict[int, set[int]] = {}
         self._next: dict[int, int] = {}
+        self._last_ms: dict[int, int] = {}
 
-    def started(self, partition: int, offset: int) -> None:
-        heapq.heappush(self._open.setdefault(partition, []), offset)
+    def started(self, partition: int, offset: int, timestamp_ms: int) -> None:
+        heapq.heappush(self._open.setdefault(partition, []), (offset, timestamp_ms))
         self._done.setdefault(partition, set())
-        self._next[partition] = max(self._next.get(partition, 0), offset + 1)
+        if offset + 1 > self._next.get(partition, 0):
+            self._next[partition] = offset + 1
+            self._last_ms[partition] = timestamp_ms
 
     def finished(self, partition: int, offset: int) -> None:
         if partition in self._done:
@@ -67,12 +71,22 @@ class OffsetTracker:
 
     def position(self, partition: int) -> int | None:
         """Where a consumer may commit `partition`, or None if nothing was read from it."""
+        earliest = self._earliest(partition)
+        return None if earliest is None else earliest[0]
+
+    def anchor_ms(self, partition: int) -> int | None:
+        """The timestamp of the record at `position`: of the earliest unfinished one, or of
+        the last read when none is (the next one cannot be much older)."""
+        earliest = self._earliest(partition)
+        return None if earliest is None else earliest[1]
+
+    def _earliest(self, partition: int) -> tuple[int, int] | None:
         if partition not in self._next:
             return None
         heap, done = self._open[partition], self._done[partition]
-        while heap and heap[0] in done:
-            done.discard(heapq.heappop(heap))
-        return heap[0] if heap else self._next[partition]
+        while heap and heap[0][0] in done:
+            done.discard(heapq.heappop(heap)[0])
+        return heap[0] if heap else (self._next[partition], self._last_ms[partition])
 
     def unfinished(self) -> int:
         """Jobs held in memory across every partition: what the pending cap bounds."""
@@ -83,3 +97,4 @@ class OffsetTracker:
         self._open.pop(partition, None)
         self._done.pop(partition, None)
         self._next.pop(partition, None)
+        self._last_ms.pop(partition, None)

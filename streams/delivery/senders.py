@@ -1,18 +1,21 @@
-"""The send loop: take a due job, claim it in Redis, send it over SMTP, then record and
-publish its outcome, or give the claim up and schedule a retry."""
+"""The send loop: take a due job, look it up in the ledger, claim it in Redis (the fast path)
+and on the deliveries topic (the durable record), send it over SMTP, then record and publish
+its outcome, or give the claim up and schedule a retry."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 from email import policy
 
 from streams import metrics
 from streams.core.clock import Clock
 from streams.core.jobs import format_time
-from streams.delivery.availability import unavailable, until_available
 from streams.delivery.claims import ClaimsUnavailable, DeliveryClaims, Existing
 from streams.delivery.config import DeliveryConfig
 from streams.delivery.due import DueJobs
+from streams.delivery.ledger import CLAIMED, FINISHED, RELEASED, Ledger, claim_record, release_record
 from streams.delivery.messages import (
     BOUNCED,
     DUPLICATE,
@@ -34,10 +37,6 @@ log = logging.getLogger(__name__)
 OUTCOMES = {Verdict.RETRY: FAILED, Verdict.BOUNCE: BOUNCED, Verdict.FAIL: FAILED, Verdict.UNCERTAIN: UNCONFIRMED}
 
 
-class Abandoned:
-    """A claim not made: the partition was revoked, or the process is stopping, while Redis was down."""
-
-
 class Senders:
     """What every sender shares; each runs `run` with its own SMTP connection."""
 
@@ -46,6 +45,7 @@ class Senders:
         config: DeliveryConfig,
         clock: Clock,
         claims: DeliveryClaims,
+        ledger: Ledger,
         jobs: PendingJobs,
         due: DueJobs,
         publisher: OutcomePublisher,
@@ -53,6 +53,7 @@ class Senders:
         self._config = config
         self._clock = clock
         self._claims = claims
+        self._ledger = ledger
         self._jobs = jobs
         self._due = due
         self._publisher = publisher
@@ -79,13 +80,26 @@ class Senders:
             await smtp.close()
 
     async def _deliver(self, pending: Pending, smtp: SmtpSession) -> None:
-        job, sender = pending.job, self._config.sender
-        existing = await self._claim(pending)
-        if isinstance(existing, Abandoned):
+        job = pending.job
+        known = self._ledger.get(pending.partition, job.job_id)
+        if known is not None and known.state == FINISHED:
+            # Its outcome is on the deliveries topic already: a second record of the job, or
+            # re-read after a restart.
+            metrics.DELIVERIES.labels(DUPLICATE).inc()
+            self._jobs.finished(pending)
             return
-        if isinstance(existing, Existing):
+        existing = await self._claim_in_redis(pending, replace_claim=known is not None and known.state == RELEASED)
+        if existing is not None:
             await self._already_claimed(pending, existing)
             return
+        if known is not None and known.state == CLAIMED:
+            # Redis forgot (lost, or unreachable): the deliveries topic remembers the claim.
+            await self._unconfirmed(pending, known.at_ms, "on the deliveries topic")
+            return
+        await self._attempt(pending, smtp)
+
+    async def _attempt(self, pending: Pending, smtp: SmtpSession) -> None:
+        job, sender = pending.job, self._config.sender
         pending.attempts += 1
         now = self._clock.now_ms()
         try:
@@ -95,6 +109,11 @@ class Senders:
             log.warning("job %s cannot be built: %s", job.job_id, e)
             record = outcome_record(job, FAILED, pending.attempts, now, None, f"cannot build: {e}")
             await self._publisher.finish(pending, record)
+            return
+        if not await self._publisher.claim(pending, claim_record(job, pending.attempts, now), self._giving_up(pending)):
+            # Never claimed durably, so certainly not sent: whoever reads the job next may send it.
+            with contextlib.suppress(ClaimsUnavailable):
+                await self._claims.release(job.job_id)
             return
         try:
             await smtp.send(sender.address, job.to, message)
@@ -113,35 +132,41 @@ class Senders:
             record = outcome_record(job, SENT, pending.attempts, sent_at, 250, None)
         await self._publisher.finish(pending, record)
 
-    async def _claim(self, pending: Pending) -> Existing | Abandoned | None:
-        """Claim the job (None), find it claimed before (`Existing`), or give up (`Abandoned`)."""
-        while True:
-            if pending.revoked or self.stopping:
-                return Abandoned()
-            try:
-                return await self._claims.claim(pending.job.job_id, self._clock.now_ms())
-            except ClaimsUnavailable as e:
-                await unavailable(e)
+    def _giving_up(self, pending: Pending) -> Callable[[], bool]:
+        return lambda: pending.revoked or self.stopping
+
+    async def _claim_in_redis(self, pending: Pending, replace_claim: bool) -> Existing | None:
+        """What Redis already holds for the job, or None: claimed now, or Redis unreachable
+        (then the deliveries topic alone decides)."""
+        try:
+            return await self._claims.claim(pending.job.job_id, self._clock.now_ms(), replace_claim)
+        except ClaimsUnavailable:
+            return None
 
     async def _already_claimed(self, pending: Pending, existing: Existing) -> None:
         if existing.outcome is not None:
-            # Finished before: a second record of the job, or re-read after a restart. Its
-            # outcome is published again unchanged, so that a crash between recording and
-            # publishing it loses nothing.
+            # Finished before, beyond what the ledger holds, or its outcome recorded here but
+            # not yet published when a process died: published again, unchanged.
             metrics.DELIVERIES.labels(DUPLICATE).inc()
             await self._publisher.publish(pending, existing.outcome)
             return
-        # Claimed, but no outcome recorded: a process died between claim and result. It
-        # may have sent the email, so it is never sent again; the outcome says so.
-        claimed_at = format_time(existing.claimed_at_ms or 0)
-        reason = f"claimed at {claimed_at} by an attempt that recorded no outcome; not sent again (at most once)"
+        await self._unconfirmed(pending, existing.claimed_at_ms or 0, "in Redis")
+
+    async def _unconfirmed(self, pending: Pending, claimed_at_ms: int, where: str) -> None:
+        # Claimed, but no outcome recorded: a process died between claim and result. It may
+        # have sent the email, so it is never sent again; the outcome says so.
+        claimed_at = format_time(claimed_at_ms)
+        reason = (
+            f"claimed at {claimed_at} ({where}) by an attempt that recorded no outcome; not sent again (at most once)"
+        )
         log.warning("job %s: %s", pending.job.job_id, reason)
         record = outcome_record(pending.job, UNCONFIRMED, pending.attempts, self._clock.now_ms(), None, reason)
         await self._publisher.finish(pending, record)
 
     async def _retry_later(self, pending: Pending, reason: str) -> None:
         # Nothing was accepted, so the claim is given up: a restart during the wait sends it afresh.
-        await until_available(lambda: self._claims.release(pending.job.job_id))
+        record = release_record(pending.job, pending.attempts, self._clock.now_ms(), reason)
+        await self._publisher.release(pending, record)
         c = self._config
         delay = backoff_ms(pending.attempts, c.retry_base_ms, c.retry_max_ms)
         log.info("job %s attempt %d: %s; retrying in %d ms", pending.job.job_id, pending.attempts, reason, delay)

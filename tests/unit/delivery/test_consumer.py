@@ -14,6 +14,7 @@ from app.settings import Settings
 from streams.core.clock import Clock
 from streams.delivery.consumer import JobConsumer
 from streams.delivery.due import DueJobs
+from streams.delivery.ledger import Ledger
 from streams.delivery.pending import PendingJobs
 from tests.unit.delivery.test_messages import job_doc
 
@@ -22,7 +23,7 @@ TP = TopicPartition(TOPIC, 0)
 
 
 def record(offset: int, value: bytes) -> ConsumerRecord[bytes, bytes]:
-    return ConsumerRecord(TOPIC, 0, offset, 0, 0, b"ann", value, None, 3, len(value), [])
+    return ConsumerRecord(TOPIC, 0, offset, 1_000 + offset, 0, b"ann", value, None, 3, len(value), [])
 
 
 def job(job_id: str) -> bytes:
@@ -60,6 +61,19 @@ class FakeConsumer:
         self.commits.append(offsets)
 
 
+class FakeReader:
+    """Loads an empty ledger for each partition it is asked to rebuild, noting the anchors."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.anchors: list[dict[int, int]] = []
+
+    async def rebuild(self, anchors: dict[int, int]) -> None:
+        self.anchors.append(anchors)
+        for partition in anchors:
+            self.ledger.load(partition, self.ledger.generation(partition), [])
+
+
 class DeadLetters:
     def __init__(self) -> None:
         self.records: list[tuple[int, str]] = []
@@ -73,10 +87,15 @@ async def test_jobs_are_held_once_invalid_ones_dead_lettered_and_fetching_pauses
     stop = asyncio.Event()
     batches = [[record(0, job("a")), record(1, job("a")), record(2, b"{not json")], [record(3, job("b"))]]
     kafka, dead, jobs, due = FakeConsumer(batches, stop), DeadLetters(), PendingJobs(), DueJobs(Clock())
-    consumer = JobConsumer(config, kafka, jobs, due, dead)  # type: ignore[arg-type]
+    ledger = Ledger()
+    reader = FakeReader(ledger)
+    consumer = JobConsumer(config, kafka, jobs, due, dead, ledger, reader)  # type: ignore[arg-type]
     consumer.assign({0})
 
     await consumer.fetch_until(stop)
+
+    # Read back once, before the first job, from the time that job was published.
+    assert reader.anchors == [{0: 1_000}]
 
     assert [offset for offset, _ in dead.records] == [2]
     assert "not valid JSON" in dead.records[0][1]
@@ -89,4 +108,36 @@ async def test_jobs_are_held_once_invalid_ones_dead_lettered_and_fetching_pauses
 
     assert [p.job.job_id for p in due.remove_from({0})] == []
     assert (jobs.partitions, jobs.position(0), jobs.holds("a")) == (set(), None, False)
+    assert not ledger.loaded(0)
     assert kafka.commits == [{TP: 0}]
+
+
+class RevokedWhileReading(FakeReader):
+    """The first rebuild sees its partition let go (and given back) before it finishes."""
+
+    async def rebuild(self, anchors: dict[int, int]) -> None:
+        if not self.anchors:
+            self.anchors.append(anchors)
+            generation = self.ledger.generation(0)
+            self.ledger.forget({0})
+            self.ledger.load(0, generation, [])
+            return
+        await super().rebuild(anchors)
+
+
+async def test_records_fetched_while_their_partitions_ledger_was_lost_are_not_taken() -> None:
+    config = replace(Settings().delivery, jobs_topic=TOPIC)
+    stop = asyncio.Event()
+    # The group hands the partition back from its committed offset: the same records again.
+    batches = [[record(0, job("a")), record(1, b"{not json")], [record(0, job("a")), record(1, b"{not json")]]
+    kafka, dead, jobs, due = FakeConsumer(batches, stop), DeadLetters(), PendingJobs(), DueJobs(Clock())
+    ledger = Ledger()
+    reader = RevokedWhileReading(ledger)
+    consumer = JobConsumer(config, kafka, jobs, due, dead, ledger, reader)  # type: ignore[arg-type]
+    consumer.assign({0})
+
+    await consumer.fetch_until(stop)
+
+    assert reader.anchors == [{0: 1_000}, {0: 1_000}]
+    # Taken once, from the second fetch: the first was read before the partition came back.
+    assert (jobs.unfinished, [offset for offset, _ in dead.records]) == (1, [1])

@@ -15,9 +15,9 @@ def test_a_partition_commits_up_to_its_earliest_unfinished_job() -> None:
     jobs = PendingJobs()
     first, second = pending(0, 10, "a"), pending(0, 11, "b")
     for p in (first, second):
-        jobs.read(p.partition, p.offset)
+        jobs.read(p.partition, p.offset, 1_000)
         jobs.hold(p)
-    jobs.read(0, 12)
+    jobs.read(0, 12, 1_000)
     jobs.skipped(0, 12)
     assert (jobs.unfinished, jobs.position(0)) == (2, 10)
     jobs.finished(second)
@@ -31,7 +31,7 @@ def test_revoking_marks_held_jobs_and_lets_go_of_the_waiting_ones() -> None:
     jobs.own({0, 1})
     waiting, in_flight, kept = pending(0, 1, "w"), pending(0, 2, "s"), pending(1, 1, "k")
     for p in (waiting, in_flight, kept):
-        jobs.read(p.partition, p.offset)
+        jobs.read(p.partition, p.offset, 1_000)
         jobs.hold(p)
     jobs.sending(in_flight)
 

@@ -26,24 +26,26 @@ def test_a_partition_commits_up_to_its_earliest_unfinished_offset() -> None:
     tracker = OffsetTracker()
     assert tracker.position(0) is None
     for offset in range(5):
-        tracker.started(0, offset)
-    tracker.started(1, 7)
+        tracker.started(0, offset, 1_000 + offset)
+    tracker.started(1, 7, 5_000)
     assert tracker.unfinished() == 6
     tracker.finished(0, 0)
     tracker.finished(0, 2)
     tracker.finished(0, 4)
     assert tracker.position(0) == 1  # 2 and 4 are done, but 1 is still waiting
+    assert tracker.anchor_ms(0) == 1_001  # where a restart starts reading, in time
     tracker.finished(0, 1)
     assert tracker.position(0) == 3
     tracker.finished(0, 3)
     assert tracker.position(0) == 5  # nothing open: one past the last read
+    assert tracker.anchor_ms(0) == 1_004  # and the last read's timestamp
     assert (tracker.position(0), tracker.position(1)) == (5, 7)
     assert tracker.unfinished() == 1
 
 
 def test_a_forgotten_partition_has_no_position() -> None:
     tracker = OffsetTracker()
-    tracker.started(2, 10)
+    tracker.started(2, 10, 1_000)
     tracker.forget(2)
-    assert tracker.position(2) is None
+    assert (tracker.position(2), tracker.anchor_ms(2)) == (None, None)
     assert tracker.unfinished() == 0
