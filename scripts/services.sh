@@ -126,8 +126,11 @@ start_redis() {
   ensure_redis_server
   mkdir -p "$CACHE/redis"
   log "starting redis on :$REDIS_PORT"
+  # Delivery claims are kept in an append-only file synced every second: a killed Redis
+  # comes back with them (the deliveries topic is the durable record either way).
   setsid redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$CACHE/redis" \
-    --save '' --appendonly no --daemonize no --logfile "$LOGS/redis.log" </dev/null >/dev/null 2>&1 &
+    --save '' --appendonly yes --appendfsync everysec --daemonize no --logfile "$LOGS/redis.log" \
+    </dev/null >/dev/null 2>&1 &
   echo $! >"$RUN/redis.pid"
 }
 

@@ -48,6 +48,9 @@ def test_state_that_must_outlive_a_restart_is_in_named_volumes() -> None:
     assert services["kafka"]["environment"]["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
     mounts = {name: [v.split(":")[0] for v in s.get("volumes", [])] for name, s in services.items()}
     assert "kafka-data" in mounts["kafka"] and "worker-data" in mounts["worker"]
+    # Redis keeps delivery claims in an append-only file in its volume (/data is where the image writes it).
+    assert "redis-data:/data" in services["redis"]["volumes"]
+    assert services["redis"]["command"][1:] == ["--appendonly", "yes", "--appendfsync", "everysec"]
     used = {source for sources in mounts.values() for source in sources if not source.startswith(".")}
     assert used <= declared
 
