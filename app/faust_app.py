@@ -221,6 +221,7 @@ def create_worker(settings: Settings, store: UserStore, processor: BatchProcesso
             jobs=settings.jobs_topic,
             segment_changes=settings.segment_changes_topic,
             dead_letters=settings.dead_letter_topic,
+            erasures=settings.erasures_topic,
         ),
         interactions_topic=settings.interactions_topic,
         batch_max_records=settings.batch_max_records,

@@ -56,6 +56,8 @@ class Settings:
     events_topic: str = "tidemail.events"
     jobs_topic: str = "tidemail.email-jobs"
     dead_letter_topic: str = "tidemail.dead-letter"
+    # One record per erased user, keyed by user id, for downstream systems (and the deliverer) to follow.
+    erasures_topic: str = "tidemail.erasures"
     partitions: int = 8
     kafka_session_timeout_s: float = 10.0
     replication_factor: int = 1
@@ -85,6 +87,8 @@ class Settings:
     frequency_cap_7d: int = 7
     quiet_hours: str = "21-8"
     default_timezone: str = "UTC"
+    # Marketing flows send only to users whose consent to the flow's list a `subscribe` event recorded.
+    require_consent: bool = False
     # Events older than this on the worker's clock (`24h`, `7d`; empty for no limit) still
     # update state and segments but start no flow run: a backfill sends nothing.
     max_trigger_age: str = "24h"
@@ -216,7 +220,13 @@ class Settings:
     @property
     def hot_path_topics(self) -> list[str]:
         """The topics partitioned like the `users` table: input and every output."""
-        return [self.events_topic, self.jobs_topic, self.dead_letter_topic, self.segment_changes_topic]
+        return [
+            self.events_topic,
+            self.jobs_topic,
+            self.dead_letter_topic,
+            self.segment_changes_topic,
+            self.erasures_topic,
+        ]
 
     @property
     def logging_level(self) -> str:
@@ -246,6 +256,7 @@ class Settings:
             QuietHours.parse(self.quiet_hours),
             self.default_timezone,
             parse_max_age(self.max_trigger_age),
+            self.require_consent,
         )
 
     @property

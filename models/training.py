@@ -4,7 +4,8 @@ on the interactions topic.
 One record per batch rather than per interaction keeps the hot path's cost of feeding
 the trainer to a few microseconds per event. On the wire it is a JSON array of four
 arrays (interactions, engagement hours, propensity examples, experiment records), the
-form trainers of earlier releases read.
+form trainers of earlier releases read, and a fifth, of users erased, in the records that
+erased any (which trainers of earlier releases refuse).
 """
 
 from __future__ import annotations
@@ -39,17 +40,26 @@ class TrainingBatch(Record[list[Any]]):
     engagement_hours: list[int] = field(default_factory=list)
     propensity_examples: list[PropensityExample] = field(default_factory=list)
     bandit_records: list[BanditRecord] = field(default_factory=list)
+    # Users erased (after this batch's interactions of theirs): the trainer forgets its part of each.
+    forgotten: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.interactions or self.engagement_hours or self.propensity_examples or self.bandit_records)
+        return bool(
+            self.interactions
+            or self.engagement_hours
+            or self.propensity_examples
+            or self.bandit_records
+            or self.forgotten
+        )
 
     def split(self, max_items: int = TRAINING_CHUNK_ITEMS) -> list[TrainingBatch]:
         """Pieces of at most `max_items` of each kind, so no record nears Kafka's 1 MB limit
-        (a clock batch can close thousands of propensity probes at once)."""
+        (a clock batch can close thousands of propensity probes at once). The users erased go
+        with the last piece, after every interaction of theirs."""
         longest = max(
             len(self.interactions), len(self.engagement_hours), len(self.propensity_examples), len(self.bandit_records)
         )
-        return [
+        pieces = [
             TrainingBatch(
                 self.interactions[start : start + max_items],
                 self.engagement_hours[start : start + max_items],
@@ -58,6 +68,10 @@ class TrainingBatch(Record[list[Any]]):
             )
             for start in range(0, longest, max_items)
         ]
+        if self.forgotten:
+            pieces = pieces or [TrainingBatch()]
+            pieces[-1].forgotten = list(self.forgotten)
+        return pieces
 
     def export(self) -> list[Any]:
         interactions = [
@@ -66,11 +80,12 @@ class TrainingBatch(Record[list[Any]]):
         ]
         examples = [[x, outcomes] for x, outcomes in self.propensity_examples]
         bandit_records = [list(record) for record in self.bandit_records]
-        return [interactions, self.engagement_hours, examples, bandit_records]
+        exported = [interactions, self.engagement_hours, examples, bandit_records]
+        return [*exported, self.forgotten] if self.forgotten else exported
 
     @classmethod
     def restore(cls, state: list[Any], /) -> TrainingBatch:
-        interactions, hours, examples, bandit_records = state
+        interactions, hours, examples, bandit_records, *forgotten = state
         return cls(
             [
                 (
@@ -82,6 +97,7 @@ class TrainingBatch(Record[list[Any]]):
             hours,
             [(x, outcomes) for x, outcomes in examples],
             [BanditRecord(*record) for record in bandit_records],
+            forgotten[0] if forgotten else [],
         )
 
     def to_bytes(self) -> bytes:

@@ -26,6 +26,8 @@ def event_doc(
         "email_click": {"job_id": "j1", "url": "/offers"},
         "unsubscribe": {"list": "marketing"},
         "email_bounce": {"job_id": "j1", "bounce": "hard", "reason": "550 5.1.1 no such user"},
+        "subscribe": {"list": "marketing", "source": "checkout"},
+        "erase": {"source": "crm"},
     }
     return {
         "event_id": event_id or f"{event_type}-{user_id}-{ts}",

@@ -50,6 +50,22 @@ class Reroute:
     partition: int
 
 
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """A user an `erase` event erased: their state gives way to a marker (a hash of the id and
+    `erased_ms`) in the changelog and RocksDB, and an erasure record goes to the erasures topic."""
+
+    # The erase event's record: its partition and offset place and name the erasure record.
+    record: InputRecord
+    user_id: str
+    event_id: str
+    # Events of the user at or before this instant are the erased person's (event time).
+    erased_ms: int
+    # When the worker erased them, on its clock: what the deliverer compares jobs' `created_at` with.
+    processed_ms: int
+    source: str | None
+
+
 @dataclass(slots=True)
 class StateChanges:
     """What goes to the changelog and RocksDB, per partition."""
@@ -58,6 +74,9 @@ class StateChanges:
     last_offsets: dict[int, int] = field(default_factory=dict)
     timer_additions: dict[int, list[TimerEntry]] = field(default_factory=dict)
     timer_removals: dict[int, list[TimerEntry]] = field(default_factory=dict)
+    # Users erased, per partition: their state key becomes a tombstone unless `states` holds a
+    # new one (events after the erasure), and their erasure marker is written.
+    erasures: dict[int, dict[str, Erasure]] = field(default_factory=dict)
     # How many users entered and exited each segment, by (partition, "entered" | "exited"):
     # derived from the outputs' segment transitions once the batch is processed.
     segment_moves: dict[tuple[int, str], Counter[str]] = field(default_factory=dict)

@@ -32,6 +32,8 @@ EVENT_TYPES: Final = (
     "email_click",
     "unsubscribe",
     "email_bounce",
+    "subscribe",
+    "erase",
 )
 # A hard bounce (the address does not exist) suppresses every later email; a soft one does not.
 BOUNCE_KINDS: Final = ("hard", "soft")
@@ -100,9 +102,10 @@ def validate_event(doc: Mapping[str, Any], key: bytes | None) -> Event:
     return Event(event_id, user_id, event_type, timestamp_ms, properties, context)
 
 
-def parse_timestamp(value: Any) -> int:
-    """Accept RFC 3339 with an offset, or epoch milliseconds; return epoch milliseconds."""
-    expected = "`timestamp` must be RFC 3339 or epoch milliseconds"
+def parse_timestamp(value: Any, name: str = "timestamp") -> int:
+    """Accept RFC 3339 with an offset, or epoch milliseconds; return epoch milliseconds.
+    `name` is the field named in the error."""
+    expected = f"`{name}` must be RFC 3339 or epoch milliseconds"
     if isinstance(value, bool):
         raise InvalidEvent(f"{expected}; got {shown(value)}")
     if isinstance(value, int):
@@ -113,12 +116,12 @@ def parse_timestamp(value: Any) -> int:
         except ValueError as e:
             raise InvalidEvent(f"{expected}; got {shown(value)}") from e
         if parsed.tzinfo is None:
-            raise InvalidEvent(f"`timestamp` must carry a UTC offset such as 'Z'; got {shown(value)}")
+            raise InvalidEvent(f"`{name}` must carry a UTC offset such as 'Z'; got {shown(value)}")
         millis = int(parsed.timestamp() * 1000)
     else:
         raise InvalidEvent(f"{expected}; got {shown(value)}")
     if not MIN_TIMESTAMP_MS <= millis <= MAX_TIMESTAMP_MS:
-        raise InvalidEvent(f"`timestamp` must fall between 2000 and 2100; got {shown(value)}")
+        raise InvalidEvent(f"`{name}` must fall between 2000 and 2100; got {shown(value)}")
     return millis
 
 
@@ -203,6 +206,12 @@ def _bounce_kind(properties: Mapping[str, Any]) -> None:
         raise InvalidEvent(f"`properties.bounce` must be one of {', '.join(BOUNCE_KINDS)}; got {shown(value)}")
 
 
+def _consented_at(properties: Mapping[str, Any]) -> None:
+    value = properties.get("consented_at")
+    if value is not None:
+        parse_timestamp(value, "properties.consented_at")
+
+
 def _traits(properties: Mapping[str, Any]) -> None:
     traits = properties.get("traits")
     if not isinstance(traits, dict) or not traits:
@@ -226,6 +235,10 @@ _PROPERTY_RULES: Final[dict[str, tuple[Rule, ...]]] = {
     "email_click": (_text("job_id"), _text("url")),
     "unsubscribe": (_text("list", required=False),),
     "email_bounce": (_text("job_id"), _bounce_kind, _text("reason", required=False)),
+    # Consent to a list (default marketing), given at `consented_at` (default: the event's instant).
+    "subscribe": (_text("list", required=False), _text("source", required=False), _consented_at),
+    # Forget the user (GDPR art. 17): see streams/core/erasure.py.
+    "erase": (_text("source", required=False),),
 }
 
 

@@ -73,6 +73,8 @@ class GovernancePolicy:
     # A trigger (event or segment entry) older than this on the worker's clock starts no
     # flow run (`stale_trigger`); None for no limit.
     max_trigger_age_ms: int | None = None
+    # Marketing email only to users whose consent to the list a `subscribe` recorded (`no_consent`).
+    require_consent: bool = False
 
 
 def parse_max_age(text: str) -> int | None:
@@ -84,8 +86,8 @@ def parse_max_age(text: str) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """`allowed`, or why not (`unsubscribed`, `hard_bounced`, `no_address`, `capped_24h`,
-    `capped_7d`); when to send; and whether quiet hours moved it."""
+    """`allowed`, or why not (`unsubscribed`, `hard_bounced`, `no_consent`, `no_address`,
+    `capped_24h`, `capped_7d`); when to send; and whether quiet hours moved it."""
 
     outcome: str
     send_at_ms: int
@@ -106,6 +108,8 @@ def decide(
         return Decision("unsubscribed", at)
     if state.hard_bounced_ms is not None:
         return Decision("hard_bounced", at)
+    if policy.require_consent and request.category == "marketing" and not state.has_consent(request.list_name):
+        return Decision("no_consent", at)
     if state.email is None:
         return Decision("no_address", at)
     send_at = at

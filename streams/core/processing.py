@@ -27,6 +27,7 @@ from streams.core.clock_steps import (
 )
 from streams.core.content import EmailRenderer, RenderedEmail
 from streams.core.emission import Emission, JobEmitter
+from streams.core.erasure import ERASE, drop_markers, erase_user, is_erased, is_marker
 from streams.core.errors import InvalidEvent
 from streams.core.event_steps import (
     ENGAGEMENT_EVENTS,
@@ -108,6 +109,8 @@ class BatchProcessor:
             self._process_record(record, changed, load, result)
         if records:
             result.changes.last_offsets[partition] = records[-1].offset
+        if partition in result.changes.erasures:
+            drop_markers(changed, result.changes.erasures[partition])
         for user_id, state in changed.items():
             self._index_next_check(partition, user_id, state, result)
 
@@ -126,6 +129,13 @@ class BatchProcessor:
         if record.offset <= state.applied_offset:
             # Already applied before a restart; the user's state remembers how far it got.
             result.counts.skipped["replayed"] += 1
+            return
+        if event.type == ERASE:
+            changed[event.user_id] = erase_user(state, event, record, self._clock_ms(), self.segments.version, result)
+            return
+        if is_erased(state, event):
+            # The erased person's own event, replayed or late: it must not bring them back.
+            result.counts.skipped["erased"] += 1
             return
         try:
             new_state = self._on_event(state, event, record, result)
@@ -189,7 +199,7 @@ class BatchProcessor:
         for due_ms, user_id in due:
             removals.append((due_ms, user_id))
             stored = changed.get(user_id) or load(partition, user_id)
-            if stored is None:
+            if stored is None or is_marker(stored):
                 continue
             state = take_timer(stored, due_ms)
             timer = InputRecord(partition, -1, user_id.encode(), orjson.dumps({"timer_due": due_ms}), now_ms)

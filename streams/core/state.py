@@ -13,7 +13,7 @@ import orjson
 
 from models import interests
 from models.propensity import Probe
-from streams.core.events import CONTEXT_FIELDS, Event
+from streams.core.events import CONTEXT_FIELDS, Event, parse_timestamp
 from streams.core.windows import Buckets, from_bucket_map
 
 MILLIS_PER_DAY = 86_400_000
@@ -21,6 +21,8 @@ MILLIS_PER_DAY = 86_400_000
 INTEREST_WEIGHTS = {"page_view": 1.0, "click": 2.0, "cart_add": 4.0, "purchase": 8.0}
 MAX_INTERESTS = 20
 DEFAULT_LIST = "marketing"
+# A list name that stands for every list, in `unsubscribe` and `subscribe` events.
+ALL_LISTS = "all"
 
 
 class ExperimentSend(NamedTuple):
@@ -86,6 +88,13 @@ class UserState:
     propensity_probe: Probe | None = None
     # Recent experiment emails, for attributing rewards.
     experiment_jobs: list[ExperimentSend] = field(default_factory=list)
+    # Per list, the latest `subscribe` or `unsubscribe`: {"at": its instant, "consented_at":
+    # when consent was given (None once withdrawn), "source": where}. Orders the two kinds of
+    # event, so an old one replayed cannot undo a newer one.
+    subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # When this user id was last erased (an `erase` event): events at or before it are the
+    # erased person's and are skipped (see streams/core/erasure.py).
+    erased_ms: int | None = None
 
     @property
     def email(self) -> str | None:
@@ -131,10 +140,20 @@ class UserState:
             self.engagement_hours,
             self.propensity_probe,
             self.experiment_jobs,
+            self.subscriptions,
+            self.erased_ms,
         )
 
     def is_unsubscribed(self, list_name: str = DEFAULT_LIST) -> bool:
-        return list_name in self.unsubscribed_lists or "all" in self.unsubscribed_lists
+        return list_name in self.unsubscribed_lists or ALL_LISTS in self.unsubscribed_lists
+
+    def has_consent(self, list_name: str = DEFAULT_LIST) -> bool:
+        """Whether a `subscribe` recorded consent to the list (or to all lists) that no
+        unsubscribe from it has withdrawn since."""
+        return any(
+            record is not None and record["consented_at"] is not None
+            for record in (self.subscriptions.get(list_name), self.subscriptions.get(ALL_LISTS))
+        )
 
 
 def encode_state(state: UserState) -> bytes:
@@ -299,8 +318,35 @@ def _on_email_click(state: UserState, event: Event, policy: StatePolicy) -> None
 
 def _on_unsubscribe(state: UserState, event: Event, policy: StatePolicy) -> None:
     list_name = event.properties.get("list") or DEFAULT_LIST
+    if _superseded(state, list_name, event):
+        return
     if list_name not in state.unsubscribed_lists:
         state.unsubscribed_lists = [*state.unsubscribed_lists, list_name]
+    withdrawn = {"at": event.timestamp_ms, "consented_at": None, "source": None}
+    state.subscriptions = {**state.subscriptions, list_name: withdrawn}
+
+
+def _on_subscribe(state: UserState, event: Event, policy: StatePolicy) -> None:
+    """Lift the unsubscribe from the list (from every list not left later, for `all`), and
+    record the consent. A subscribe to one list leaves an unsubscribe from `all` in force."""
+    props = event.properties
+    list_name = props.get("list") or DEFAULT_LIST
+    if _superseded(state, list_name, event):
+        return
+    consented = props.get("consented_at")
+    consented_ms = parse_timestamp(consented) if consented is not None else event.timestamp_ms
+    given = {"at": event.timestamp_ms, "consented_at": consented_ms, "source": props.get("source")}
+    if list_name == ALL_LISTS:
+        state.unsubscribed_lists = [name for name in state.unsubscribed_lists if _superseded(state, name, event)]
+    else:
+        state.unsubscribed_lists = [name for name in state.unsubscribed_lists if name != list_name]
+    state.subscriptions = {**state.subscriptions, list_name: given}
+
+
+def _superseded(state: UserState, list_name: str, event: Event) -> bool:
+    """Whether a newer subscribe or unsubscribe of the list came first: this event is older news."""
+    latest = state.subscriptions.get(list_name)
+    return latest is not None and event.timestamp_ms < latest["at"]
 
 
 def _on_email_bounce(state: UserState, event: Event, policy: StatePolicy) -> None:
@@ -321,5 +367,6 @@ _TYPE_HANDLERS = {
     "email_open": _on_email_open,
     "email_click": _on_email_click,
     "unsubscribe": _on_unsubscribe,
+    "subscribe": _on_subscribe,
     "email_bounce": _on_email_bounce,
 }

@@ -31,6 +31,9 @@ class StateCache:
         while len(self._entries) > self._max_users:
             self._entries.popitem(last=False)
 
+    def drop(self, partition: int, user_id: str) -> None:
+        self._entries.pop((partition, user_id), None)
+
     def drop_partitions(self, partitions: set[int]) -> None:
         for key in [k for k in self._entries if k[0] in partitions]:
             del self._entries[key]

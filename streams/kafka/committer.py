@@ -5,7 +5,8 @@
    and the events that arrived on a partition not their user's, forwarded to it.
 2. Per partition, every key the batch changes (user states, timer index moves, segment
    sizes, and the checkpoint: last input offset and output topics' end offsets) is
-   produced to the `users` table's changelog and acknowledged.
+   produced to the `users` table's changelog and acknowledged. An erased user's key is a
+   tombstone (None), beside their erasure marker, and so are all their timer entries.
 3. The same keys go to local RocksDB with the changelog offset they reflect.
 4. Only then does in-memory bookkeeping change (checkpoints, segment sizes, cached states),
    so a failed batch that is retried does not count its segment changes twice.
@@ -30,7 +31,7 @@ from streams.kafka.clients import WorkerClients
 from streams.kafka.outputs import OutputPublisher, rerouted_records
 from streams.kafka.produce import NO_HEADERS, Record, send_grouped
 from streams.kafka.segment_sizes import SegmentSizes, encode_sizes
-from streams.kafka.store import CHECKPOINT_KEY, SEGMENT_SIZES_KEY, Checkpoint, UserStore, timer_key
+from streams.kafka.store import CHECKPOINT_KEY, SEGMENT_SIZES_KEY, Checkpoint, UserStore, erasure_key, timer_key
 from streams.kafka.users import UserStates
 
 # Per partition, each changed key and its new value (None deletes it).
@@ -71,6 +72,10 @@ class BatchCommitter:
 
     async def commit(self, result: BatchResult) -> None:
         producer = self._clients.producer
+        for partition, erased in result.changes.erasures.items():
+            # The core knows a user's earliest timer entry only; the index holds the rest.
+            leftover = self._store.timers_of(partition, erased.keys())
+            result.changes.timer_removals.setdefault(partition, []).extend(leftover)
         output_ends, _, _ = await asyncio.gather(
             self._outputs.publish(producer, result),
             self._publish_training(producer, result),
@@ -84,6 +89,7 @@ class BatchCommitter:
             self._store.write(partition, items, changelog_offsets.get(partition))
         self._checkpoints.update(checkpoints)
         self._sizes.update(sizes)
+        self._states.erase(result.changes.erasures)
         self._states.remember(result.changes.states)
 
     async def _publish_training(self, producer: AIOKafkaProducer, result: BatchResult) -> None:
@@ -123,6 +129,12 @@ def changelog_items(
     items: ChangelogItems = {}
     for partition, states in changes.states.items():
         items[partition] = {user_id.encode(): encode_state(state) for user_id, state in states.items()}
+    for partition, erased in changes.erasures.items():
+        part = items.setdefault(partition, {})
+        for user_id, erasure in erased.items():
+            part[erasure_key(user_id)] = str(erasure.erased_ms).encode()
+            # A new state when the user came back within the batch (events after the erasure).
+            part.setdefault(user_id.encode(), None)
     for partition, entries in changes.timer_removals.items():
         part = items.setdefault(partition, {})
         for due_ms, user_id in entries:

@@ -1,8 +1,8 @@
-"""Publishing a batch's outputs (jobs, segment changes, dead letters) at most once per id.
+"""Publishing a batch's outputs (jobs, segment changes, dead letters, erasures) at most once per id.
 
 Every output goes to the partition numbered like the input partition it came from,
-carries its deterministic id (jobs and dead letters in a `tidemail.id` header, segment
-changes in their `change_id` field), and its topic's end offset is recorded in the
+carries its deterministic id (jobs, dead letters and erasures in a `tidemail.id` header,
+segment changes in their `change_id` field), and its topic's end offset is recorded in the
 partition checkpoint once the batch is durable. A new owner of a partition (after a
 crash or a rebalance) reads each output partition from the checkpointed offset to its
 end and remembers the ids found there: records that a lost batch already published
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from streams.core.batch import BatchResult, DeadLetter, Reroute
+from streams.core.batch import BatchResult, DeadLetter, Erasure, Reroute
+from streams.core.erasure import erasure_id, erasure_record
 from streams.core.jobs import format_time
 from streams.core.partitioning import REROUTED_FROM_HEADER
 from streams.core.segments import Transitions, change_id
@@ -32,10 +33,11 @@ class OutputTopics:
     jobs: str
     segment_changes: str
     dead_letters: str
+    erasures: str
 
     @property
-    def outputs(self) -> tuple[str, str, str]:
-        return (self.jobs, self.segment_changes, self.dead_letters)
+    def outputs(self) -> tuple[str, str, str, str]:
+        return (self.jobs, self.segment_changes, self.dead_letters, self.erasures)
 
 
 class OutputPublisher:
@@ -96,7 +98,17 @@ class OutputPublisher:
         self._add_segment_changes(result.outputs.segment_transitions, grouped)
         for dead in result.outputs.dead_letters:
             self._add_dead_letter(dead, grouped)
+        for erased in result.changes.erasures.values():
+            for erasure in erased.values():
+                self._add_erasure(erasure, grouped)
         return grouped
+
+    def _add_erasure(self, erasure: Erasure, grouped: dict[tuple[str, int], list[Record]]) -> None:
+        partition, output_id = erasure.record.partition, erasure_id(erasure)
+        if self._is_published(partition, output_id):
+            return
+        record = (erasure.user_id.encode(), orjson.dumps(erasure_record(erasure)), [(ID_HEADER, output_id.encode())])
+        grouped.setdefault((self._topics.erasures, partition), []).append(record)
 
     def _is_published(self, partition: int, output_id: str) -> bool:
         published = self._published.get(partition)

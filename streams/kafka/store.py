@@ -8,7 +8,7 @@ exactly as Faust's own changelog recovery does (`Store.apply_changelog_batch`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -16,16 +16,23 @@ import orjson
 from faust.types import TP
 from rocksdict import WriteBatch
 
+from streams.core.erasure import marker_id
 from streams.core.partitioning import partition_of
 
 CHECKPOINT_KEY: Final = b"\x00tidemail:checkpoint"
 SEGMENT_SIZES_KEY: Final = b"\x00tidemail:segment-sizes"
+ERASURE_PREFIX: Final = b"\x00tidemail:erased:"
 TIMER_PREFIX: Final = b"\x01due:"
 
 
 def timer_key(due_ms: int, user_id: str) -> bytes:
     """Index key ordered by due time, so a scan from the prefix meets the earliest first."""
     return TIMER_PREFIX + f"{due_ms:016d}:".encode() + user_id.encode()
+
+
+def erasure_key(user_id: str) -> bytes:
+    """An erased user's marker: a hash of the id, whose value is the erasure instant."""
+    return ERASURE_PREFIX + marker_id(user_id).encode()
 
 
 def is_user_key(key: bytes) -> bool:
@@ -92,6 +99,26 @@ class UserStore:
                 break
             due = key[len(TIMER_PREFIX) : len(TIMER_PREFIX) + 16]
             found.append((int(due), key[len(TIMER_PREFIX) + 17 :].decode()))
+            iterator.next()
+        return found
+
+    def erased_ms(self, partition: int, user_id: str) -> int | None:
+        """When the user id was last erased, if it was."""
+        raw = self.get(partition, erasure_key(user_id))
+        return int(raw) if raw is not None else None
+
+    def timers_of(self, partition: int, users: Collection[str]) -> list[tuple[int, str]]:
+        """Every timer index entry of `users`: the whole index is read, so only erasures ask."""
+        found: list[tuple[int, str]] = []
+        iterator = self._db(partition).iter()
+        iterator.seek(TIMER_PREFIX)
+        while iterator.valid():
+            key: bytes = iterator.key()
+            if not key.startswith(TIMER_PREFIX):
+                break
+            user_id = key[len(TIMER_PREFIX) + 17 :].decode()
+            if user_id in users:
+                found.append((int(key[len(TIMER_PREFIX) : len(TIMER_PREFIX) + 16]), user_id))
             iterator.next()
         return found
 

@@ -80,7 +80,8 @@ class BatchWorker(Service):
         self._misrouted = worker_metrics.MisroutedEvents(config.topics.events)
         # Called for each durable batch of events or timers, before its offsets are committed.
         self.on_batch: list[Callable[[BatchResult], None]] = []
-        # Called with the user ids of each durable batch of events (the prediction cache drops them).
+        # Called with the user ids of each durable batch of events, erased users among them (the
+        # prediction cache drops them).
         self.on_users_changed: list[Callable[[list[str]], Awaitable[None]]] = []
         # Called with the latencies of each durable batch of events, from their Kafka timestamps.
         self.on_consumed: list[Callable[[Sequence[float]], None]] = []
@@ -221,6 +222,7 @@ class BatchWorker(Service):
         consumer = self.clients.consumer
         await consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
         changed_users = [user for states in result.changes.states.values() for user in states]
+        changed_users += [user for erased in result.changes.erasures.values() for user in erased]
         for changed in self.on_users_changed:
             await changed(changed_users)
         latencies = worker_metrics.latencies_ms(fetched)

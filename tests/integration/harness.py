@@ -63,6 +63,7 @@ class WorkerHarness:
             "TIDEMAIL_ITEM_MODEL_TOPIC": f"test-{run}.item-model",
             "TIDEMAIL_CATALOG_TOPIC": f"test-{run}.catalog",
             "TIDEMAIL_DELIVERIES_TOPIC": f"test-{run}.deliveries",
+            "TIDEMAIL_ERASURES_TOPIC": f"test-{run}.erasures",
             "TIDEMAIL_RECO_SNAPSHOT_INTERVAL_S": "1",
             "TIDEMAIL_TRAINER_METRICS_PORT": "0",
             "TIDEMAIL_ALLOW_CLOCK_CONTROL": "true",

@@ -140,6 +140,26 @@ items = st.fixed_dictionaries(
 traits = st.dictionaries(
     st.text(max_size=8), st.none() | st.booleans() | whole | fractional | st.text(max_size=8), min_size=1, max_size=4
 )
+
+
+@st.composite
+def rfc3339(draw: st.DrawFn) -> str:
+    """An RFC 3339 date-time a day or more inside 2000..2100, in the forms the contract allows."""
+    offset = timedelta(minutes=draw(st.integers(-(24 * 60 - 1), 24 * 60 - 1)))
+    zone = draw(st.just(UTC) | st.just(timezone(offset)))
+    instant = draw(st.datetimes(datetime(2000, 1, 2), datetime(2099, 12, 30), timezones=st.just(zone)))
+    fraction = draw(st.sampled_from(["", ".5", ".123", ".123456", ".123456789"]))
+    written = instant.strftime("%Y-%m-%d") + draw(st.sampled_from("Tt")) + instant.strftime("%H:%M:%S") + fraction
+    if zone is UTC:
+        return written + "Z"
+    sign, minutes = ("-", -offset) if offset < timedelta(0) else ("+", offset)
+    hours, rest = divmod(int(minutes.total_seconds()) // 60, 60)
+    return f"{written}{sign}{hours:02d}:{rest:02d}"
+
+
+timestamps = st.integers(MIN_TIMESTAMP_MS, MAX_TIMESTAMP_MS) | rfc3339()
+
+
 page = st.fixed_dictionaries({"url": text}, optional={"category": optional_text, "sku": optional_text})
 PROPERTIES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "signup": st.fixed_dictionaries({}, optional={"source": optional_text}),
@@ -163,28 +183,14 @@ PROPERTIES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "email_bounce": st.fixed_dictionaries(
         {"job_id": text, "bounce": st.sampled_from(BOUNCE_KINDS)}, optional={"reason": optional_text}
     ),
+    "subscribe": st.fixed_dictionaries(
+        {}, optional={"list": optional_text, "source": optional_text, "consented_at": st.none() | timestamps}
+    ),
+    "erase": st.fixed_dictionaries({}, optional={"source": optional_text}),
 }
 contexts = st.none() | st.fixed_dictionaries(
     {}, optional={**{name: st.none() | st.text(max_size=10) for name in CONTEXT_FIELDS}, "plan": json_values}
 )
-
-
-@st.composite
-def rfc3339(draw: st.DrawFn) -> str:
-    """An RFC 3339 date-time a day or more inside 2000..2100, in the forms the contract allows."""
-    offset = timedelta(minutes=draw(st.integers(-(24 * 60 - 1), 24 * 60 - 1)))
-    zone = draw(st.just(UTC) | st.just(timezone(offset)))
-    instant = draw(st.datetimes(datetime(2000, 1, 2), datetime(2099, 12, 30), timezones=st.just(zone)))
-    fraction = draw(st.sampled_from(["", ".5", ".123", ".123456", ".123456789"]))
-    written = instant.strftime("%Y-%m-%d") + draw(st.sampled_from("Tt")) + instant.strftime("%H:%M:%S") + fraction
-    if zone is UTC:
-        return written + "Z"
-    sign, minutes = ("-", -offset) if offset < timedelta(0) else ("+", offset)
-    hours, rest = divmod(int(minutes.total_seconds()) // 60, 60)
-    return f"{written}{sign}{hours:02d}:{rest:02d}"
-
-
-timestamps = st.integers(MIN_TIMESTAMP_MS, MAX_TIMESTAMP_MS) | rfc3339()
 
 
 @st.composite
@@ -255,6 +261,7 @@ TARGETED: dict[str, list[Any]] = {
     "user_id": ["", "x" * (MAX_ID_LENGTH + 1), ["u1"]],
     "currency": ["eur", "EU", "EURO", "ÉUR", "ΑΒΓ", "EUR\n", "E1R", ""],
     "bounce": ["medium", "HARD", "", None],
+    "consented_at": ["yesterday", "2026-11-28T08:00:00", 1_795_852_800, True, "", {}],
     "quantity": [0, -1, None, "2", True, 1.5],
     "price": [-0.01, "9.99", None, False],
     "total": [-1, "10", None],
@@ -327,6 +334,8 @@ def test_every_targeted_mutation_is_refused_by_both(field: str, bad: Any) -> Non
         doc["type"], doc["properties"] = "profile_update", {"traits": bad}
     elif field == "bounce":
         doc["type"], doc["properties"] = "email_bounce", {"job_id": "j1", "bounce": bad}
+    elif field == "consented_at":
+        doc["type"], doc["properties"] = "subscribe", {"consented_at": bad}
     elif field in doc:
         doc[field] = bad
     elif field in ("quantity", "price"):

@@ -17,7 +17,7 @@ from streams.kafka.store import CHECKPOINT_KEY, SEGMENT_SIZES_KEY, Checkpoint, t
 from streams.kafka.users import UserStates
 from tests.unit.kafka.fakes import FakeClients, FakeProducer, FakeStore
 
-TOPICS = OutputTopics("events", "jobs", "changes", "dead")
+TOPICS = OutputTopics("events", "jobs", "changes", "dead", "erasures")
 
 
 def test_changelog_items_hold_every_key_a_batch_changes_per_partition() -> None:

@@ -11,7 +11,7 @@ from streams.kafka.outputs import ID_HEADER, OutputPublisher, OutputTopics, rero
 from streams.kafka.store import Checkpoint
 from tests.unit.kafka.fakes import FakeProducer
 
-TOPICS = OutputTopics("events", "jobs", "changes", "dead")
+TOPICS = OutputTopics("events", "jobs", "changes", "dead", "erasures")
 
 
 def batch_result() -> BatchResult:

@@ -13,7 +13,11 @@ async def test_a_worker_that_never_started_stops_without_error() -> None:
         bootstrap="localhost:1",
         group_id="tidemail-test",
         topics=OutputTopics(
-            events="events", jobs="jobs", segment_changes="segment-changes", dead_letters="dead-letter"
+            events="events",
+            jobs="jobs",
+            segment_changes="segment-changes",
+            dead_letters="dead-letter",
+            erasures="erasures",
         ),
         interactions_topic="interactions",
         batch_max_records=100,
