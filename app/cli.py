@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from app.settings import Settings
+from app.tools.erase_command import erase
 from app.tools.replay_commands import dead_letters, replay
 from streams.core.errors import ConfigError
 
@@ -382,6 +383,7 @@ def bench(
 
 main.add_command(dead_letters)
 main.add_command(replay)
+main.add_command(erase)
 
 if __name__ == "__main__":
     main()

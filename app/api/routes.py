@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from app.api import learning, operations, schemas, segments, templates, unsubscribe, users
+from app.api import learning, operations, privacy, schemas, segments, templates, unsubscribe, users
 from app.api.auth import ACCESS, CREDENTIALS, Access, Credentials, authenticate
 from app.api.params import bad_requests
 from app.api.services import TIDEMAIL, ApiServices
@@ -34,6 +34,8 @@ ROUTES = (
     Route("GET", "/users/{user_id}", users.user_profile),
     Route("GET", "/users/{user_id}/recommendations", users.user_recommendations),
     Route("GET", "/users/{user_id}/predictions", users.user_predictions),
+    Route("GET", "/users/{user_id}/export", privacy.export_user),
+    Route("POST", "/users/{user_id}/erase", privacy.erase_user, Access.ADMIN),
     Route("GET", "/models", learning.models),
     Route("GET", "/experiments", learning.list_experiments),
     Route("GET", "/experiments/{name}", learning.show_experiment),

@@ -58,6 +58,16 @@ class PredictionCache:
         except (RedisError, OSError) as e:
             self._failed(e)
 
+    async def entries(self, user_id: str) -> dict[str, bytes] | None:
+        """Every cached answer of the user by field (for an export), or None when Redis is unavailable."""
+        try:
+            found = await self._redis.hgetall(self._prefix + user_id)
+        except (RedisError, OSError) as e:
+            self._failed(e)
+            return None
+        # Without decode_responses, Redis answers bytes.
+        return {_text(field): value for field, value in found.items() if isinstance(value, bytes)}
+
     async def forget(self, user_ids: list[str]) -> None:
         """Drop every cached answer of these users (their state just changed)."""
         if not user_ids:
@@ -79,3 +89,7 @@ class PredictionCache:
         if not self._backing_off():
             log.warning("prediction cache unavailable (%s); answering from the tables", error)
         self._down_until = time.monotonic() + BACKOFF_S
+
+
+def _text(field: bytes | str) -> str:
+    return field.decode() if isinstance(field, bytes) else field

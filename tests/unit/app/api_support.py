@@ -62,6 +62,9 @@ class MemoryCache:
     async def put(self, user_id: str, field: str, value: bytes) -> None:
         self.fields[(user_id, field)] = value
 
+    async def entries(self, user_id: str) -> dict[str, bytes]:
+        return {field: value for (user, field), value in self.fields.items() if user == user_id}
+
 
 class RecordedEvents:
     """`EventPublisher` without Kafka: what the API published, by user."""
