@@ -277,6 +277,7 @@ class Settings:
             redis_url=self.redis_url,
             jobs_topic=self.jobs_topic,
             deliveries_topic=self.deliveries_topic,
+            erasures_topic=self.erasures_topic,
             events_topic=self.events_topic,
             dead_letter_topic=self.dead_letter_topic,
             sender=Sender(self.mail_from_address, self.mail_from_name, self.unsubscribe_mailto),

@@ -41,6 +41,8 @@ class DeliveryConfig:
     redis_url: str
     jobs_topic: str
     deliveries_topic: str
+    # Users the worker erased: their jobs are dropped (`erasures`).
+    erasures_topic: str
     events_topic: str
     dead_letter_topic: str
     sender: Sender

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from streams.core.clock import Clock
 from streams.delivery.pending import Pending
@@ -31,6 +32,10 @@ class DueJobs:
     def remove_from(self, partitions: set[int]) -> list[Pending]:
         """Take the waiting jobs of `partitions` off the schedule (they were revoked)."""
         return self._schedule.remove_where(lambda p: p.partition in partitions)
+
+    def remove_where(self, matches: Callable[[Pending], bool]) -> list[Pending]:
+        """Take the waiting jobs `matches` accepts off the schedule (an erased user's)."""
+        return self._schedule.remove_where(matches)
 
     async def next(self) -> Pending | None:
         """The next due job, or None after a tick without one (so a sender can see it should stop)."""

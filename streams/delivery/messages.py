@@ -56,6 +56,8 @@ class Job:
     text: str
     unsubscribe_url: str
     send_at_ms: int
+    # When the worker built it; a job built before its user was erased is dropped (`erasures`).
+    created_at_ms: int | None = None
 
 
 def parse_job(raw: bytes | None) -> Job:
@@ -96,6 +98,7 @@ def parse_job(raw: bytes | None) -> Job:
         text=doc["text"],
         unsubscribe_url=doc["unsubscribe_url"],
         send_at_ms=parse_time(doc["send_at"], "send_at"),
+        created_at_ms=parse_time(created, "created_at") if isinstance(created := doc.get("created_at"), str) else None,
     )
 
 

@@ -15,6 +15,8 @@ from streams.core.jobs import format_time
 from streams.delivery.claims import ClaimsUnavailable, DeliveryClaims, Existing
 from streams.delivery.config import DeliveryConfig
 from streams.delivery.due import DueJobs
+from streams.delivery.erasures import ErasedUsers
+from streams.delivery.erasures import drop as drop_erased
 from streams.delivery.ledger import CLAIMED, FINISHED, RELEASED, Ledger, claim_record, release_record
 from streams.delivery.messages import (
     BOUNCED,
@@ -49,6 +51,7 @@ class Senders:
         jobs: PendingJobs,
         due: DueJobs,
         publisher: OutcomePublisher,
+        erased: ErasedUsers | None = None,
     ) -> None:
         self._config = config
         self._clock = clock
@@ -57,6 +60,7 @@ class Senders:
         self._jobs = jobs
         self._due = due
         self._publisher = publisher
+        self._erased = erased or ErasedUsers()
         # Set on stop: senders finish the send under way and take no other.
         self.stopping = False
 
@@ -81,6 +85,9 @@ class Senders:
 
     async def _deliver(self, pending: Pending, smtp: SmtpSession) -> None:
         job = pending.job
+        if self._erased.covers(job):
+            drop_erased(pending, self._jobs)
+            return
         known = self._ledger.get(pending.partition, job.job_id)
         if known is not None and known.state == FINISHED:
             # Its outcome is on the deliveries topic already: a second record of the job, or
