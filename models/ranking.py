@@ -8,6 +8,11 @@ how many of their products have known successors or categories, how many purchas
 rules), popularity its weight alone, so a user with one view gets mostly the prior and a
 regular mostly themselves. `Blend` with one weight set is that component alone, which is
 how the evaluation (`tidemail eval`) measures each.
+
+A snapshot's `RankingIndex` holds each product's successors, each category's popular
+products and each product's rules as arrays of positions and scores, so ranking a user is
+one weighted count per component over the catalogue and one `argpartition`, whatever the
+length of their history.
 """
 
 from __future__ import annotations
@@ -18,12 +23,20 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from models.interactions import Product
+
 if TYPE_CHECKING:
     from models.reco import History, ItemModel
 
 # A product seen this few times has successors that are mostly chance: its counts are
 # shrunk towards none by this many pseudo-touches.
 SHRINK = 20.0
+# Popular products kept per category for the category component.
+PER_CATEGORY = 30
+# Purchases whose rules count, latest first.
+RULED_PURCHASES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,102 +55,153 @@ DEFAULT_BLEND = Blend()
 REASONS = ("sequence", "category", "rule", "popular")
 
 
-def blend_scores(
-    history: History, bought: Sequence[str], model: ItemModel, n: int, blend: Blend = DEFAULT_BLEND
-) -> dict[str, tuple[float, str]]:
-    """Candidates (popular ones: the `n` most popular) with their blended score and the
-    component that contributed most to it."""
-    # (component, weight, scores, what the scores sum to over every product)
-    parts: list[tuple[int, float, dict[str, float], float]] = []
-    if blend.sequence > 0:
-        found, evidence = sequence_scores(history, model, blend.recency)
-        parts.append((0, blend.sequence * evidence, found, sum(found.values())))
-    if blend.categories > 0:
-        found, evidence = category_scores(history, model, blend.recency)
-        parts.append((1, blend.categories * evidence, found, sum(found.values())))
-    if blend.rules > 0:
-        found, evidence = rule_scores(bought, model)
-        parts.append((2, blend.rules * evidence, found, sum(found.values())))
-    if blend.popularity > 0:
-        parts.append((3, blend.popularity, popularity_scores(model, n), model.popularity_total))
-    total = sum(weight for _, weight, _, mass in parts if mass > 0)
-    scores: dict[str, list[float]] = {}
-    for index, weight, found, mass in parts:
-        if weight <= 0 or mass <= 0:
-            continue
-        share = weight / (total * mass)
-        for sku, value in found.items():
-            entry = scores.get(sku)
-            if entry is None:
-                entry = scores[sku] = [0.0] * (len(REASONS) + 1)
-            entry[index] += share * value
-            entry[-1] += share * value
-    return {sku: (entry[-1], REASONS[max(range(len(REASONS)), key=entry.__getitem__)]) for sku, entry in scores.items()}
+@dataclass(frozen=True, slots=True)
+class Postings:
+    """Products, as positions in a `RankingIndex`, each with a score; and the scores' sum."""
+
+    positions: np.ndarray
+    scores: np.ndarray
+    mass: float
 
 
-def sequence_scores(history: History, model: ItemModel, recency: float) -> tuple[dict[str, float], float]:
-    """What users touched after the user's recent products, the latest counting most; and
-    the evidence: the user's products with known successors, weighted as they are."""
-    found: dict[str, float] = {}
-    evidence = 0.0
+class RankingIndex:
+    """What a snapshot knows, laid out for ranking: every product it can name has a
+    position; successors, categories and rules are postings over those positions."""
+
+    def __init__(
+        self,
+        successors: Mapping[str, Sequence[tuple[str, float]]],
+        counts: Mapping[str, float],
+        popular: Sequence[tuple[str, float]],
+        together: Mapping[str, Sequence[str]],
+        products: Mapping[str, Product],
+        unavailable: AbstractSet[str],
+    ) -> None:
+        names = itertools.chain(
+            products,
+            (sku for sku, _ in popular),
+            (sku for followers in successors.values() for sku, _ in followers),
+            (sku for others in together.values() for sku in others),
+        )
+        self.skus = list(dict.fromkeys(names))
+        self.position = {sku: i for i, sku in enumerate(self.skus)}
+        self.blocked = np.array([sku not in products or sku in unavailable for sku in self.skus], dtype=bool)
+        self.successors = {
+            sku: self._postings([(other, n / (counts.get(sku, 0.0) + SHRINK)) for other, n in followers])
+            for sku, followers in successors.items()
+        }
+        total = sum(score for _, score in popular) or 1.0
+        self.popularity = np.zeros(len(self.skus))
+        for sku, score in popular:
+            self.popularity[self.position[sku]] = score / total
+        self.has_popularity = bool(popular)
+        self.categories = self._categories(popular, products)
+        self.rules = {
+            sku: self._postings([(other, 1.0 / (rank + 1)) for rank, other in enumerate(others)])
+            for sku, others in together.items()
+        }
+
+    def _postings(self, scored: Sequence[tuple[str, float]]) -> Postings:
+        scores = np.array([score for _, score in scored], dtype=np.float64)
+        positions = np.array([self.position[sku] for sku, _ in scored], dtype=np.intp)
+        return Postings(positions, scores, float(scores.sum()))
+
+    def _categories(self, popular: Sequence[tuple[str, float]], products: Mapping[str, Product]) -> dict[str, Postings]:
+        grouped: dict[str, list[tuple[str, float]]] = {}
+        totals: dict[str, float] = {}
+        for sku, score in popular:
+            product = products.get(sku)
+            if product is None:
+                continue
+            top = grouped.setdefault(product.category, [])
+            if len(top) < PER_CATEGORY:
+                top.append((sku, score))
+            totals[product.category] = totals.get(product.category, 0.0) + score
+        return {
+            category: self._postings([(sku, score / (totals[category] or 1.0)) for sku, score in top])
+            for category, top in grouped.items()
+        }
+
+
+def rank(
+    history: History, bought: Sequence[str], model: ItemModel, k: int, seen: AbstractSet[str], blend: Blend
+) -> list[tuple[str, float, str]]:
+    """The user's top `k` (sku, score, reason) by `blend`, none in `seen` or not offerable;
+    fewer when fewer products have a score."""
+    index = model.index
+    parts = [
+        (blend.sequence, *_sequence(history, index, blend.recency)),
+        (blend.categories, *_categories(history, model, index, blend.recency)),
+        (blend.rules, *_rules(bought, index)),
+    ]
+    weights = [weight * evidence if postings else 0.0 for weight, evidence, postings in parts]
+    prior = blend.popularity if index.has_popularity else 0.0
+    total = sum(weights) + prior
+    if total <= 0 or not index.skus:
+        return []
+    n = len(index.skus)
+    # (reason, scores over the catalogue) of each component this user has evidence for
+    mixed = [(REASONS[-1], index.popularity * (prior / total))]
+    for reason, weight, (_, _, postings) in zip(REASONS[: len(parts)], weights, parts, strict=True):
+        if weight > 0:
+            mixed.append((reason, _mixed(postings, weight / total, n)))
+    scores = np.sum([component for _, component in mixed], axis=0)
+    scores[index.blocked] = 0.0
+    scores[[index.position[sku] for sku in seen if sku in index.position]] = 0.0
+    count = min(k, int(np.count_nonzero(scores > 0)))
+    if count == 0:
+        return []
+    top = np.argpartition(-scores, count - 1)[:count]
+    top = top[np.argsort(-scores[top], kind="stable")]
+    strongest = np.array([component[top] for _, component in mixed]).argmax(axis=0).tolist()
+    return [(index.skus[i], float(scores[i]), mixed[r][0]) for i, r in zip(top.tolist(), strongest, strict=True)]
+
+
+def _mixed(postings: list[tuple[Postings, float]], share: float, n: int) -> np.ndarray:
+    """The component's scores over the catalogue, summing to `share`."""
+    mass = sum(p.mass * factor for p, factor in postings)
+    positions = np.concatenate([p.positions for p, _ in postings])
+    weights = np.concatenate([p.scores * (factor * share / mass) for p, factor in postings])
+    return np.bincount(positions, weights=weights, minlength=n)
+
+
+def _sequence(history: History, index: RankingIndex, recency: float) -> tuple[float, list[tuple[Postings, float]]]:
+    """What users touched after the user's recent products, the latest counting most; the
+    evidence is the user's products with known successors, weighted as they are."""
+    found: list[tuple[Postings, float]] = []
     step = 1.0
     for sku in reversed(history[::2]):
-        followers = model.successors.get(sku)
-        if followers:
-            evidence += step
-            for other, share in followers:
-                found[other] = found.get(other, 0.0) + step * share
+        postings = index.successors.get(sku)
+        if postings is not None and postings.mass > 0:
+            found.append((postings, step))
         step *= recency
-    return found, evidence
+    return sum(step for _, step in found), found
 
 
-def category_scores(history: History, model: ItemModel, recency: float) -> tuple[dict[str, float], float]:
+def _categories(
+    history: History, model: ItemModel, index: RankingIndex, recency: float
+) -> tuple[float, list[tuple[Postings, float]]]:
     """Popular products of the categories of the user's recent products, each category
     weighted by how recently and often the user was in it."""
     weights: dict[str, float] = {}
     step = 1.0
-    evidence = 0.0
     for sku in reversed(history[::2]):
         product = model.products.get(sku)
         if product is not None:
             weights[product.category] = weights.get(product.category, 0.0) + step
-            evidence += step
         step *= recency
-    found: dict[str, float] = {}
-    for category, weight in weights.items():
-        popular, total = model.popular_by_category.get(category, ((), 0.0))
-        for sku, score in popular:
-            found[sku] = found.get(sku, 0.0) + weight * score / total
-    return found, evidence
+    found = [(index.categories[c], w) for c, w in weights.items() if c in index.categories]
+    return sum(weights.values()), found
 
 
-def rule_scores(bought: Sequence[str], model: ItemModel) -> tuple[dict[str, float], float]:
+def _rules(bought: Sequence[str], index: RankingIndex) -> tuple[float, list[tuple[Postings, float]]]:
     """What buyers of the user's purchases bought with or after them, latest purchase first."""
-    found: dict[str, float] = {}
-    evidence = 0.0
-    for recency, sku in enumerate(reversed(bought[-5:])):
-        others = model.together.get(sku)
-        if others:
-            evidence += 1.0
-            for rank, other in enumerate(others):
-                found[other] = found.get(other, 0.0) + 1.0 / ((rank + 1) * (recency + 1))
-    return found, evidence
-
-
-def popularity_scores(model: ItemModel, n: int) -> dict[str, float]:
-    """The `n` most popular products, scored by their decayed activity."""
-    return dict(model.popular_scores[:n])
-
-
-def follow_shares(
-    successors: Mapping[str, Sequence[tuple[str, float]]], counts: Mapping[str, float], shrink: float = SHRINK
-) -> dict[str, list[tuple[str, float]]]:
-    """Per product, the share of its touches each successor followed, with the product's
-    touches counted `shrink` higher (so a product seen twice does not promise much)."""
-    return {
-        sku: [(other, n / (counts.get(sku, 0.0) + shrink)) for other, n in followers]
-        for sku, followers in successors.items()
-    }
+    found = [
+        (index.rules[sku], 1.0 / (recency + 1))
+        for recency, sku in enumerate(reversed(bought[-RULED_PURCHASES:]))
+        if sku in index.rules
+    ]
+    return float(len(found)), found
 
 
 def popular_top(model: ItemModel, k: int, exclude: AbstractSet[str]) -> list[str]:

@@ -12,7 +12,6 @@ how much evidence each has for this user.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +20,7 @@ import orjson
 from models.base import Ranker, Record
 from models.interactions import Interaction, Product
 from models.propensity import Scorer
-from models.ranking import DEFAULT_BLEND, Blend, blend_scores, follow_shares
+from models.ranking import DEFAULT_BLEND, Blend, RankingIndex, first_offerable, rank
 from models.send_time import HOURS_PER_WEEK
 from models.transitions import TransitionTables
 
@@ -50,7 +49,6 @@ class ItemModel(Record[dict[str, Any]], Ranker[History, Recommendation]):
     together: dict[str, list[str]]  # sku -> skus most often bought with or after it
     products: dict[str, Product]
     offset: int  # the next interactions offset not reflected here
-    popular: list[str] = field(default_factory=list)
     # Opens and clicks per local hour of the week over all users: send time's prior.
     send_hours: list[float] = field(default_factory=lambda: [0.0] * HOURS_PER_WEEK)
     # Engagement propensity per outcome, and its prequential quality at the trainer.
@@ -64,22 +62,24 @@ class ItemModel(Record[dict[str, Any]], Ranker[History, Recommendation]):
     transitions: TransitionTables = field(default_factory=TransitionTables)
     # Which snapshot this is: its offset on the item-model topic (set by the reader).
     version: int = -1
-    # Derived from the above when built: each product's successors with the share of its
-    # touches they followed, popular products with their scores (overall and per
-    # category), and the item-to-item baseline's "touched next" products.
-    successors: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
-    popular_scores: list[tuple[str, float]] = field(default_factory=list)
-    popularity_total: float = 0.0
-    popular_by_category: dict[str, tuple[list[tuple[str, float]], float]] = field(default_factory=dict)
+    # Derived from the above when built: the popular products' order, the item-to-item
+    # baseline's "touched next" products, and everything laid out for ranking.
+    popular: list[str] = field(default_factory=list)
     next_after: dict[str, list[str]] = field(default_factory=dict)
+    index: RankingIndex = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.popular = [sku for sku, _, _ in self.popularity if sku not in self.unavailable]
-        self.popular_scores = [(sku, score) for sku, score, _ in self.popularity if sku not in self.unavailable]
-        self.popularity_total = sum(score for _, score in self.popular_scores)
-        self.popular_by_category = _by_category(self.popular_scores, self.products)
-        self.successors = follow_shares(self.transitions.successors, self.transitions.counts)
         self.next_after = {sku: [other for other, _ in nexts] for sku, nexts in self.transitions.next_after.items()}
+        popular = [(sku, score) for sku, score, _ in self.popularity if sku not in self.unavailable]
+        self.index = RankingIndex(
+            self.transitions.successors,
+            self.transitions.counts,
+            popular,
+            self.together,
+            self.products,
+            self.unavailable,
+        )
 
     @classmethod
     def empty(cls) -> ItemModel:
@@ -160,40 +160,13 @@ class ItemModel(Record[dict[str, Any]], Ranker[History, Recommendation]):
         history and what they `bought`, then popular products."""
         seen = set(exclude)
         seen.update(history[::2])
-        picked: list[Recommendation] = []
-        # Stops as soon as `k` are found: the popular list alone can hold thousands.
-        for sku, score, reason in self._candidates(history, k + len(seen), bought, blend):
-            if sku not in seen and self.offerable(sku):
-                seen.add(sku)
-                picked.append(Recommendation(sku, round(score, 4), reason))
-                if len(picked) == k:
-                    break
+        ranked = rank(history, bought, self, k, seen, blend)
+        picked = [Recommendation(sku, round(score, 4), reason) for sku, score, reason in ranked]
+        if len(picked) < k:
+            seen.update(p.sku for p in picked)
+            rest = first_offerable(self.popular, self, seen, k - len(picked))
+            picked += [Recommendation(sku, 0.0, "popular") for sku in rest]
         return picked
-
-    def _candidates(
-        self, history: History, n: int, bought: list[str] | tuple[str, ...], blend: Blend
-    ) -> Iterator[tuple[str, float, str]]:
-        scored = blend_scores(history, bought, self, n, blend)
-        for sku, (score, reason) in sorted(scored.items(), key=lambda kv: -kv[1][0]):
-            yield sku, score, reason
-        for rank, sku in enumerate(self.popular):
-            yield sku, 1.0 / (rank + 1), "popular"
-
-
-def _by_category(
-    popular: list[tuple[str, float]], products: dict[str, Product], kept: int = 30
-) -> dict[str, tuple[list[tuple[str, float]], float]]:
-    """Per category, its most popular products with their scores, and its total score."""
-    grouped: dict[str, tuple[list[tuple[str, float]], float]] = {}
-    for sku, score in popular:
-        product = products.get(sku)
-        if product is None:
-            continue
-        top, total = grouped.get(product.category, ([], 0.0))
-        if len(top) < kept:
-            top.append((sku, score))
-        grouped[product.category] = (top, total + score)
-    return grouped
 
 
 def _tables(state: dict[str, Any]) -> TransitionTables:

@@ -32,10 +32,12 @@ from streams.core.state import ExperimentSend, UserState
 # click and purchase, and (b) every first touch of a product the user had not touched.
 PREDICTED_EVENTS = frozenset({"click", "purchase"})
 QUALITY_K = 10
-# One in this many events with products is predicted: ranking costs tens of microseconds,
-# and a fixed sample (by event id, so replays agree) measures the same rates at a
-# sixteenth of the cost.
+# One in this many clicks and purchases is predicted, and one in this many events of any
+# kind for first touches (four times rarer: most events with products are views): ranking
+# costs tens of microseconds, and a fixed sample (by event id, so replays agree) measures
+# the same rates at a fraction of the cost. A multiple, so one ranking serves both.
 QUALITY_SAMPLE = 16
+NEW_QUALITY_SAMPLE = 64
 ENGAGEMENT_EVENTS = frozenset({"email_open", "email_click"})
 # A purchase rewards the user's latest experiment email if it came at most this long before.
 PURCHASE_ATTRIBUTION_MS = 7 * 86_400_000
@@ -74,8 +76,11 @@ def learn_interactions(
     if not interactions:
         return state, None
     quality = None
-    if zlib.crc32(event.event_id.encode()) % QUALITY_SAMPLE == 0:
-        quality = _sample_quality(before, event.type in PREDICTED_EVENTS, interactions, item_model)
+    bucket = zlib.crc32(event.event_id.encode())
+    predicted = bucket % QUALITY_SAMPLE == 0 and event.type in PREDICTED_EVENTS
+    first_touches = bucket % NEW_QUALITY_SAMPLE == 0
+    if predicted or first_touches:
+        quality = _sample_quality(before, predicted, first_touches, interactions, item_model)
     history = before.recent_interactions
     for interaction, _ in interactions:
         history = remember(history, interaction)
@@ -84,18 +89,22 @@ def learn_interactions(
 
 
 def _sample_quality(
-    before: UserState, predicted: bool, interactions: list[InteractionExample], item_model: ItemModel
+    before: UserState,
+    predicted: bool,
+    first_touches: bool,
+    interactions: list[InteractionExample],
+    item_model: ItemModel,
 ) -> QualitySample | None:
     """How the recommender and the baselines would have ranked what the user acted on, from
-    the user's state before it; None when there is nothing to ask (not a click or purchase,
-    and nothing new to the user). Every list leaves out what the user touched, as emails do."""
+    the user's state before it: the clicked or bought products if `predicted`, those new to
+    the user if `first_touches`; None when that leaves nothing. Every list leaves out what
+    the user touched, as emails do."""
     history = before.recent_interactions
-    touched = owned_skus(before)
+    touched = owned_skus(before).union(history[::2])
     skus = [interaction.sku for interaction, _ in interactions]
-    fresh = [sku for sku in skus if sku not in touched and sku not in history[::2]]
+    fresh = [sku for sku in skus if sku not in touched] if first_touches else []
     if not (predicted or fresh):
         return None
-    touched = touched.union(history[::2])
     picks = {r.sku for r in item_model.predict_top(history, QUALITY_K, touched, bought_skus(before))}
     popular = popular_top(item_model, QUALITY_K, touched)
     clicked = skus if predicted else []

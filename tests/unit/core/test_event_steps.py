@@ -11,6 +11,7 @@ from models.interactions import Interaction, Product
 from models.propensity import HORIZON_MS, Probe
 from models.reco import DEFAULT_WEIGHTS, ItemModel
 from streams.core.event_steps import (
+    NEW_QUALITY_SAMPLE,
     QUALITY_SAMPLE,
     QualitySample,
     advance_probe,
@@ -58,9 +59,9 @@ def applied(before: UserState, event: Event) -> UserState:
     return apply(before, event, StatePolicy())
 
 
-def sampled_click(**kwargs: Any) -> Event:
-    """A click whose event id falls in the recommender's quality sample."""
-    n = next(n for n in range(1_000) if zlib.crc32(f"click-{n}".encode()) % QUALITY_SAMPLE == 0)
+def sampled_click(sample: int = QUALITY_SAMPLE, **kwargs: Any) -> Event:
+    """A click whose event id falls in the recommender's quality sample (one in `sample`)."""
+    n = next(n for n in range(1_000) if zlib.crc32(f"click-{n}".encode()) % sample == 0)
     return make_event("click", event_id=f"click-{n}", **kwargs)
 
 
@@ -68,7 +69,7 @@ def test_interactions_are_learned_and_a_sampled_click_is_predicted_first() -> No
     products = {sku: Product(sku, sku, "outdoor", 1.0) for sku in ("OUT-001", "RUN-002")}
     model = ItemModel([("OUT-001", 2.0, BASE_TS), ("RUN-002", 1.0, BASE_TS)], {}, products, 0)
     before = UserState("u1")
-    event = sampled_click(sku="OUT-001")
+    event = sampled_click(NEW_QUALITY_SAMPLE, sku="OUT-001")
     state, learned = learn_interactions(before, applied(before, event), event, DEFAULT_WEIGHTS, model)
     assert learned is not None
     [(interaction, product)] = learned.interactions
@@ -76,6 +77,11 @@ def test_interactions_are_learned_and_a_sampled_click_is_predicted_first() -> No
     # A click, and the user's first touch of the product: both measures count it; with no
     # history, every recommender offers the popular products.
     assert learned.quality == QualitySample(1, 1, 1, 1, 1, 1, 1)
+    # In the sample of clicks but not in the rarer one of first touches: asked about the click alone.
+    n = next(n for n in range(1_000) if zlib.crc32(f"c{n}".encode()) % NEW_QUALITY_SAMPLE == QUALITY_SAMPLE)
+    event = make_event("click", event_id=f"c{n}", sku="OUT-001")
+    _, learned = learn_interactions(before, applied(before, event), event, DEFAULT_WEIGHTS, model)
+    assert learned is not None and learned.quality == QualitySample(1, 1, 1)
     assert state.recent_interactions and before.recent_interactions == []
 
 

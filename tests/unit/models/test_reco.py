@@ -3,6 +3,7 @@ from __future__ import annotations
 import copy
 import pickle
 import zlib
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -44,7 +45,9 @@ def test_snapshot_round_trips_through_its_encoding(snapshot: ItemModel) -> None:
     decoded = ItemModel.from_bytes(snapshot.to_bytes())
     assert decoded.offset == snapshot.offset == 30 and decoded.transitions == snapshot.transitions
     assert decoded.products == snapshot.products and decoded.popular == snapshot.popular
-    assert decoded.successors == snapshot.successors and decoded.next_after == snapshot.next_after
+    assert decoded.index.skus == snapshot.index.skus and decoded.next_after == snapshot.next_after
+    history = ["A1", 2.0, "B1", 1.0]
+    assert decoded.predict_top(history, 5) == snapshot.predict_top(history, 5)
 
 
 def test_models_pickle_and_restore(snapshot: ItemModel) -> None:
@@ -80,7 +83,8 @@ def test_unknown_users_and_items_are_handled_without_side_effects(snapshot: Item
     before = copy.deepcopy(snapshot)
     picks = snapshot.predict_top(["NOPE", 8.0], 3)
     assert [p.reason for p in picks] == ["popular"] * 3
-    assert snapshot.transitions == before.transitions and snapshot.successors == before.successors
+    assert snapshot.transitions == before.transitions and snapshot.index.skus == before.index.skus
+    assert (snapshot.index.popularity == before.index.popularity).all()
     assert ItemModel.empty().predict_top([], 3) == []
 
 
@@ -191,26 +195,32 @@ def test_products_the_catalogue_withdraws_are_never_offered() -> None:
     assert "A5" not in trainer.export().unavailable
 
 
+def sampled_ids(prefix: str, count: int, keep: Callable[[int], bool]) -> list[str]:
+    return [f"{prefix}{n}" for n in range(100_000) if keep(zlib.crc32(f"{prefix}{n}".encode()))][:count]
+
+
 def test_the_worker_predicts_a_fixed_sample_of_events_before_learning_them(snapshot: ItemModel) -> None:
     from tests.factories import event_doc
     from tests.unit.core.support import Store, processor, record
 
     worker = processor()
     worker.item_model = snapshot
-    # u0 walks through its side's items: views of each (first touches), then a click on it.
+    # u0 walks through its side's items: a view of each (a first touch, in the sample of
+    # one in 64 events), then a click on it (in the sample of one in 16 clicks only), and
+    # a view outside both samples.
+    views = sampled_ids("v", 10, lambda crc: crc % 64 == 0)
+    clicks = sampled_ids("c", 10, lambda crc: crc % 16 == 0 and crc % 64 != 0)
+    others = sampled_ids("o", 10, lambda crc: crc % 16 != 0)
     docs = [
-        event_doc(kind, "u0", event_id=f"{kind}{n}", ts=BASE_TS + n, sku=f"A{n % 10}")
-        for n in range(40)
-        for kind in ("page_view", "click")
+        event_doc(kind, "u0", event_id=ids[n], ts=BASE_TS + n, sku=f"A{n}")
+        for n in range(10)
+        for kind, ids in (("page_view", views), ("click", clicks), ("page_view", others))
     ]
     result = worker.process({0: [record(n, doc) for n, doc in enumerate(docs)]}, Store().load)
-    sampled = [doc for doc in docs if zlib.crc32(doc["event_id"].encode()) % 16 == 0]
     quality = result.counts.reco_quality
-    clicks = [doc for doc in sampled if doc["type"] == "click"]
-    assert quality["predictions"] == len(clicks) > 0
-    firsts = [doc for doc in sampled if doc["type"] == "page_view" and int(doc["event_id"][9:]) < 10]
-    assert quality["new_predictions"] == len(firsts)
-    # Every click is of a product just viewed: none is new, so no recommender can have it.
+    assert quality["predictions"] == quality["new_predictions"] == 10
+    # Every click is of a product just viewed: none is new, so no recommender offers it.
     assert quality["model"] == quality["popular"] == 0
-    assert quality["new_model"] >= quality["new_popular"]
+    # What follows A(n) is A(n + 1): the model knows, popularity does not.
+    assert quality["new_model"] > quality["new_item_to_item"] >= quality["new_popular"]
     assert len(result.training.interactions) == len(docs)
