@@ -53,6 +53,7 @@ async def user_profile(request: web.Request) -> web.Response:
         "last_email_open_ms": state.last_email_open_ms,
         "last_email_click_ms": state.last_email_click_ms,
         "unsubscribed_lists": state.unsubscribed_lists,
+        "subscriptions": state.subscriptions,
         "flows_entered": state.flows_entered,
         "segments": state.segments,
         "next_check_ms": state.next_check_ms,
