@@ -227,3 +227,8 @@ DELIVERY_LEDGER_JOBS = Gauge(
     "tidemail_delivery_ledger_jobs",
     "Jobs the ledger remembers as claimed, released or finished, for the partitions this deliverer owns.",
 )
+
+DELIVERY_OUTCOMES_FORGOTTEN = Counter(
+    "tidemail_delivery_outcomes_forgotten_total",
+    "Job outcomes deleted from Redis because their user was erased.",
+)

@@ -2,7 +2,9 @@
 
 A key per job, `tidemail:<app id>:delivery:<job id>`, written with `SET NX` before the
 first SMTP attempt (`claimed:<epoch ms>`) and overwritten with the job's outcome record
-once the outcome is known. Whoever does not win the `SET NX` must not send. The durable
+once the outcome is known. Whoever does not win the `SET NX` must not send. An outcome names
+its user (an SMTP reply may even quote the address), so each user's finished job ids are
+kept in a set beside them (`...:delivery-user:<user id>`) for an erasure to delete. The durable
 record is the deliveries topic (`ledger`): Redis may be lost or unreachable, and then the
 deliverer goes on without it.
 """
@@ -54,6 +56,7 @@ class DeliveryClaims:
     def __init__(self, url: str, namespace: str, ttl_s: int) -> None:
         # Namespaced by app id: deployments (and test runs) sharing a Redis never share claims.
         self._prefix = f"tidemail:{namespace}:delivery:"
+        self._user_prefix = f"tidemail:{namespace}:delivery-user:"
         self._redis = redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._ttl_s = ttl_s
         self._skip_until = 0.0
@@ -78,9 +81,30 @@ class DeliveryClaims:
                 await self._redis.set(key, value, ex=self._ttl_s)
                 return None
 
-    async def record(self, job_id: str, outcome: bytes) -> None:
-        """Replace the claim with the job's outcome record."""
-        await self._call(lambda: self._redis.set(self._prefix + job_id, outcome, ex=self._ttl_s))
+    async def record(self, job_id: str, user_id: str, outcome: bytes) -> None:
+        """Replace the claim with the job's outcome record, filed under its user."""
+        await self._call(lambda: self._record(job_id, self._user_prefix + user_id, outcome))
+
+    async def _record(self, job_id: str, user_key: str, outcome: bytes) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(self._prefix + job_id, outcome, ex=self._ttl_s)
+            pipe.sadd(user_key, job_id)
+            pipe.expire(user_key, self._ttl_s)
+            await pipe.execute()
+
+    async def forget_users(self, user_ids: list[str]) -> int:
+        """Delete the outcomes recorded for these users' jobs (they were erased); how many."""
+        return await self._call(lambda: self._forget([self._user_prefix + user_id for user_id in user_ids]))
+
+    async def _forget(self, user_keys: list[str]) -> int:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user_key in user_keys:
+                pipe.smembers(user_key)
+            job_sets: list[set[bytes]] = await pipe.execute()
+        keys = [self._prefix + job_id.decode() for jobs in job_sets for job_id in jobs]
+        if user_keys:
+            await self._redis.delete(*keys, *user_keys)
+        return len(keys)
 
     async def release(self, job_id: str) -> None:
         """Give up a claim after an attempt that certainly sent nothing, so a retry may claim again."""

@@ -62,7 +62,7 @@ class Deliverer:
         await erasures.start()
         await consumer.start()
         try:
-            follower = ErasureFollower(erasures, c.erasures_topic, self.erased, self._due, self.jobs)
+            follower = ErasureFollower(erasures, c.erasures_topic, self.erased, self._due, self.jobs, claims)
             await follower.catch_up()
             publisher = OutcomePublisher(c, producer, claims, self.jobs, self.ledger)
             rebuild = LedgerReader(c, reader, self.ledger)

@@ -11,7 +11,9 @@ dropped too, on the safe side.
 
 The deliverer reads the whole topic before taking any job (its retention must cover the
 jobs topic's), then follows it: each new erasure drops the user's jobs waiting for their
-`send_at`, and every sender asks again just before it claims a job.
+`send_at`, and every sender asks again just before it claims a job. The outcomes Redis
+holds for an erased user's jobs are deleted as the erasure is read (again at every start,
+which costs one round trip per `FORGET_BATCH` users, and until Redis answers).
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Final
+from typing import Final, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer
 
 from streams import metrics
 from streams.core.errors import InvalidJob
+from streams.delivery.claims import ClaimsUnavailable
 from streams.delivery.due import DueJobs
 from streams.delivery.messages import Job, parse_time
 from streams.delivery.pending import Pending, PendingJobs
@@ -35,6 +38,12 @@ log = logging.getLogger(__name__)
 # How far two workers' clocks may disagree, as the ledger allows.
 CLOCK_SKEW_MS: Final = 5 * 60_000
 ERASED: Final = "erased"
+# Users whose recorded outcomes one Redis round trip deletes.
+FORGET_BATCH: Final = 500
+
+
+class Forgetting(Protocol):
+    async def forget_users(self, user_ids: list[str]) -> int: ...
 
 
 class ErasedUsers:
@@ -80,13 +89,22 @@ class ErasureFollower:
     """Reads the erasures topic into `ErasedUsers`, and drops the waiting jobs each new erasure covers."""
 
     def __init__(
-        self, consumer: AIOKafkaConsumer, topic: str, erased: ErasedUsers, due: DueJobs, jobs: PendingJobs
+        self,
+        consumer: AIOKafkaConsumer,
+        topic: str,
+        erased: ErasedUsers,
+        due: DueJobs,
+        jobs: PendingJobs,
+        claims: Forgetting,
     ) -> None:
         self._consumer = consumer
         self._topic = topic
         self._erased = erased
         self._due = due
         self._jobs = jobs
+        self._claims = claims
+        # Erased users whose outcomes in Redis are still to be deleted.
+        self._to_forget: list[str] = []
 
     async def catch_up(self) -> None:
         """Read every erasure up to the topic's end now: before any job is taken."""
@@ -99,12 +117,24 @@ class ErasureFollower:
         while [tp for tp in tps if await self._consumer.position(tp) < ends[tp]]:
             self._note(await self._fetch())
         log.info("%d erased users known", len(self._erased))
+        await self._forget()
 
     async def follow(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             if self._note(await self._fetch()):
                 for pending in self._due.remove_where(lambda p: self._erased.covers(p.job)):
                     drop(pending, self._jobs)
+            await self._forget()
+
+    async def _forget(self) -> None:
+        while self._to_forget:
+            batch = self._to_forget[:FORGET_BATCH]
+            try:
+                forgotten = await self._claims.forget_users(batch)
+            except ClaimsUnavailable:
+                return  # tried again after the next fetch
+            del self._to_forget[:FORGET_BATCH]
+            metrics.DELIVERY_OUTCOMES_FORGOTTEN.inc(forgotten)
 
     async def _fetch(self) -> Iterable[bytes | None]:
         fetched = await self._consumer.getmany(timeout_ms=200)
@@ -120,6 +150,7 @@ class ErasureFollower:
                 log.warning("ignoring a record of the erasures topic: %s", e)
                 continue
             self._erased.note(user_id, processed_ms)
+            self._to_forget.append(user_id)
             noted += 1
         return noted
 

@@ -65,7 +65,7 @@ class OutcomePublisher:
     async def finish(self, pending: Pending, record: dict[str, Any]) -> None:
         """Record the outcome in place of the claim, publish it, count it."""
         with contextlib.suppress(ClaimsUnavailable):
-            await self._claims.record(pending.job.job_id, orjson.dumps(record))
+            await self._claims.record(pending.job.job_id, pending.job.user_id, orjson.dumps(record))
         await self.publish(pending, record)
         metrics.DELIVERIES.labels(record["outcome"]).inc()
 

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+import redis.asyncio as redis
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from streams.core.jobs import format_time
@@ -127,6 +128,13 @@ async def test_erased_users_get_none_of_their_pending_emails_and_replays_do_not_
 
                 await until(pending_held, 60, "the kept users' emails sent and the others held")
                 by_api, by_cli = pending[:-1], pending[-1]
+                # Erasing a user already emailed deletes the outcome Redis recorded for them.
+                emailed = "keep0"
+                assert await outcome_keys(worker, emailed, jobs[emailed]["job_id"]) == 2
+                await erase_and_time_it(worker, emailed)
+                await until(
+                    lambda: no_outcome_keys(worker, emailed, jobs[emailed]["job_id"]), 30, "the outcome deleted"
+                )
                 exported = await export_through_redis(worker, pending[0])
                 latencies = [await erase_and_time_it(worker, user) for user in by_api]
                 assert f"erase of {by_cli!r} published" in erase_with_the_cli(worker, by_cli)
@@ -160,7 +168,7 @@ async def test_erased_users_get_none_of_their_pending_emails_and_replays_do_not_
         assert statuses == [404] * len(pending)
         # Each erased user's signup, and its copy; the held-out users' copies apply, as they should.
         assert skipped == 2 * len(pending)
-        await check_the_topics(worker, pending, by_cli)
+        await check_the_topics(worker, sorted([*pending, "keep0"]), by_cli)
         median, worst = statistics.median(latencies) * 1000, max(latencies) * 1000
         print(f"\nerase latency (POST to 404), {len(latencies)} users: median {median:.0f} ms, max {worst:.0f} ms")
     finally:
@@ -174,6 +182,20 @@ async def export_through_redis(worker: WorkerHarness, user: str) -> dict[str, An
     status, export = await worker.get(f"/users/{user}/export")
     assert status == 200
     return dict(export)
+
+
+async def outcome_keys(worker: WorkerHarness, user: str, job_id: str) -> int:
+    """How many of the job's outcome and the user's set of finished jobs Redis holds."""
+    namespace = f"tidemail:{worker.settings.app_id}"
+    client = redis.from_url(worker.settings.redis_url)
+    try:
+        return int(await client.exists(f"{namespace}:delivery:{job_id}", f"{namespace}:delivery-user:{user}"))
+    finally:
+        await client.aclose()
+
+
+async def no_outcome_keys(worker: WorkerHarness, user: str, job_id: str) -> bool:
+    return await outcome_keys(worker, user, job_id) == 0
 
 
 async def user_gone(worker: WorkerHarness, user: str) -> bool:

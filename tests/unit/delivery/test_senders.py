@@ -44,7 +44,7 @@ class FakeRedis:
         self.values[job_id] = REDIS_CLAIMED + str(now_ms).encode()
         return None
 
-    async def record(self, job_id: str, outcome: bytes) -> None:
+    async def record(self, job_id: str, user_id: str, outcome: bytes) -> None:
         self._check()
         self.values[job_id] = outcome
 
