@@ -3,6 +3,8 @@ changelog recovery, and the web server; the batch hot path runs inside it."""
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -20,6 +22,7 @@ from streams.core.experiments import load_experiments
 from streams.core.flow_definitions import FlowBook
 from streams.core.jobs import JobContext
 from streams.core.processing import BatchProcessor
+from streams.core.routing import FleetView, owners_of
 from streams.core.segments import SegmentBook
 from streams.core.state import StatePolicy
 from streams.core.state_cache import StateCache
@@ -35,6 +38,7 @@ from streams.kafka.worker_metrics import Rebalances
 from streams.serving.prediction_cache import PredictionCache
 
 MIB = 1024 * 1024
+EVERY_INTERFACE = ("0.0.0.0", "::", "")
 
 
 class TidemailApp(faust.App):
@@ -148,6 +152,7 @@ def create_app(settings: Settings) -> TidemailApp:
         latency=latency,
         reco_quality=reco_quality,
         readiness=_readiness(settings, app, worker),
+        fleet=_fleet(app, store),
     )
     _follow_rebalances(app, worker, store)
     return app
@@ -177,6 +182,27 @@ def _readiness(settings: Settings, app: TidemailApp, worker: BatchWorker) -> Rea
     return readiness
 
 
+def _fleet(app: TidemailApp, store: UserStore) -> Callable[[], FleetView]:
+    """Each worker's URL and the `users` partitions it owns, as the group leader last assigned
+    them (every member receives the whole layout with its own assignment)."""
+
+    def view() -> FleetView:
+        # Faust's PartitionAssignorT does not declare the layout its only implementation keeps.
+        layout = app.assignor.changelog_distribution  # type: ignore[attr-defined]
+        return FleetView(str(app.conf.canonical_url), owners_of(layout, store.changelog_topic), frozenset(layout))
+
+    return view
+
+
+def canonical_url(settings: Settings) -> str:
+    """Where the other workers send requests about this worker's users: TIDEMAIL_CANONICAL_URL,
+    else the host the API listens on, or this machine's name when it listens on every interface."""
+    if settings.canonical_url:
+        return settings.canonical_url
+    host = socket.gethostname() if settings.web_host in EVERY_INTERFACE else settings.web_host
+    return f"http://{host}:{settings.web_port}"
+
+
 def _faust_app(settings: Settings) -> TidemailApp:
     return TidemailApp(
         settings.app_id,
@@ -191,6 +217,7 @@ def _faust_app(settings: Settings) -> TidemailApp:
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
+        canonical_url=canonical_url(settings),
         web_in_thread=False,
         # Faust's own pages off: /table serves table values (every user's state), /router the
         # cluster's layout, / and /graph its internals; the API serves what is meant to be read.

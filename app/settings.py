@@ -66,6 +66,10 @@ class Settings:
     # Where every HTTP server of a process listens (the worker's API, the trainer's and the
     # deliverer's metrics): this machine only, unless a deployment asks for more.
     web_host: str = "127.0.0.1"
+    # How the other workers reach this worker's API (they forward requests about its users to
+    # it); empty for http://TIDEMAIL_WEB_HOST:TIDEMAIL_WEB_PORT, or this machine's host name
+    # in place of 0.0.0.0.
+    canonical_url: str = ""
     max_event_bytes: int = 65_536
     batch_max_records: int = 5_000
     batch_timeout_ms: int = 50

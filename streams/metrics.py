@@ -182,6 +182,17 @@ API_REFUSALS = Counter(
     "API requests refused: no_token or bad_token (401), not_admin (403), bad_request (400: a malformed input).",
     ["reason"],
 )
+API_FORWARDS = Counter(
+    "tidemail_api_forwards_total",
+    "Requests about a user of another worker's partition: answered (by the owner), misdirected (the owner no "
+    "longer had it, 421), unreachable (no answer in time), unavailable (503 to the caller after one retry).",
+    ["outcome"],
+)
+API_FORWARD_SECONDS = Histogram(
+    "tidemail_api_forward_duration_seconds",
+    "From sending a request on to the owner of the user's partition to its answer.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+)
 
 # Recommender quality on products new to the user (a fixed sample of first touches; see
 # streams/core/event_steps.py): predictions, and hits of each recommender's top 10.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ from app.settings import Settings
 from app.worker_stats import LatencySamples, RecoQuality
 from streams.core.clock import Clock
 from streams.core.processing import BatchProcessor
+from streams.core.routing import FleetView
 from streams.core.segments import SegmentBook
 from streams.kafka.clients import EventPublisher
 from streams.kafka.lookup import UserLookup
@@ -40,6 +42,8 @@ class ApiServices:
     latency: LatencySamples
     reco_quality: RecoQuality
     readiness: Readiness
+    # Who owns which partition, read at each request: a rebalance changes it.
+    fleet: Callable[[], FleetView]
 
 
 TIDEMAIL = web.AppKey("tidemail", ApiServices)

@@ -65,6 +65,10 @@ class SegmentSizes:
             totals.update(sizes)
         return totals
 
+    def by_partition(self) -> dict[int, dict[str, int]]:
+        """Members of each segment in each partition this worker owns."""
+        return {partition: dict(sizes) for partition, sizes in self._by_partition.items()}
+
     def _export(self) -> None:
         for name, size in self.totals().items():
             metrics.SEGMENT_SIZE.labels(name).set(size)

@@ -3,11 +3,16 @@ in-memory stand-ins for what it reads from RocksDB, Redis and Kafka."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import cache
 from types import SimpleNamespace
 from typing import Any
 
-from app.api import ApiServices
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from app.api import ApiServices, add_routes
 from app.faust_app import build_processor
 from app.settings import Secret, Settings
 from app.worker_stats import LatencySamples, RecoQuality
@@ -15,6 +20,7 @@ from streams.consumer_lag import ConsumerLag
 from streams.core.clock import Clock
 from streams.core.partitioning import partition_of
 from streams.core.processing import BatchProcessor
+from streams.core.routing import FleetView
 from streams.core.state import UserState, encode_state
 from streams.kafka.lookup import UserLookup
 from streams.kafka.readiness import Readiness
@@ -23,8 +29,11 @@ from streams.kafka.segment_sizes import SegmentSizes
 API_TOKEN = "api-token-0123456789"
 ADMIN_TOKEN = "admin-token-0123456789"
 PARTITIONS = 4
-# Users of partitions 0 and 1 are this worker's; the others answer 421.
+# Users of partitions 0 and 1 are this worker's; the others a second worker's, if there is one.
 OWNED = frozenset({0, 1})
+SELF_URL = "http://127.0.0.1:6066"
+
+Client = TestClient[web.Request, web.Application]
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -92,7 +101,14 @@ def _clock_and_processor() -> tuple[Clock, BatchProcessor]:
     return clock, build_processor(Settings(partitions=PARTITIONS), clock)
 
 
-def in_memory_services(**settings: Any) -> ApiServices:
+def alone(owned: frozenset[int]) -> Callable[[], FleetView]:
+    """A fleet of one worker owning `owned`: the other partitions have no owner yet."""
+    return lambda: FleetView(SELF_URL, dict.fromkeys(owned, SELF_URL), frozenset({SELF_URL}))
+
+
+def in_memory_services(
+    owned: frozenset[int] = OWNED, fleet: Callable[[], FleetView] | None = None, **settings: Any
+) -> ApiServices:
     defaults = {
         "api_tokens": Secret(API_TOKEN),
         "admin_tokens": Secret(ADMIN_TOKEN),
@@ -102,7 +118,7 @@ def in_memory_services(**settings: Any) -> ApiServices:
     config = Settings(**(defaults | settings))
     clock, processor = _clock_and_processor()
     clock.offset_ms = 0
-    ownership: Any = SimpleNamespace(owned=OWNED)
+    ownership: Any = SimpleNamespace(owned=owned)
     store: Any = MemoryStore(stored_users())
     snapshots: Any = SimpleNamespace(status=lambda: {"snapshot_offset": processor.item_model.offset})
     cache: Any = MemoryCache()
@@ -123,4 +139,31 @@ def in_memory_services(**settings: Any) -> ApiServices:
         readiness=Readiness(
             ownership=ownership, lag=ConsumerLag("events"), recovery_done=lambda: True, max_lag_records=1_000
         ),
+        fleet=fleet or alone(owned),
     )
+
+
+def serving(services: ApiServices) -> web.Application:
+    web_app = web.Application()
+    add_routes(web_app, services)
+    return web_app
+
+
+@asynccontextmanager
+async def two_workers() -> AsyncIterator[tuple[tuple[Client, Client], tuple[ApiServices, ApiServices]]]:
+    """Two workers' APIs on real sockets, the first owning OWNED and the second the other
+    partitions, each knowing the other's URL."""
+    urls: list[str] = []
+
+    def fleet(me: int) -> Callable[[], FleetView]:
+        def view() -> FleetView:
+            owners = {p: urls[0 if p in OWNED else 1] for p in range(PARTITIONS)}
+            return FleetView(urls[me], owners, frozenset(urls))
+
+        return view
+
+    first = in_memory_services(OWNED, fleet(0))
+    second = in_memory_services(frozenset(range(PARTITIONS)) - OWNED, fleet(1))
+    async with TestClient(TestServer(serving(first))) as a, TestClient(TestServer(serving(second))) as b:
+        urls.extend(str(client.make_url("")).rstrip("/") for client in (a, b))
+        yield (a, b), (first, second)

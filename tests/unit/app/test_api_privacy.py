@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from app.api import ApiServices, add_routes
+from app.api.forwarding import FORWARDED_BY
 from streams.core.events import validate_event
 from streams.core.partitioning import partition_of
 from tests.unit.app.api_support import ADMIN_TOKEN, API_TOKEN, OWNED, PARTITIONS, bearer, in_memory_services
@@ -81,10 +82,11 @@ async def test_export_holds_the_whole_state_experiments_and_cached_predictions(
     assert services.settings.jobs_topic in export["elsewhere"]
 
 
-async def test_export_answers_404_for_a_user_not_held_and_421_for_another_workers(
+async def test_export_answers_404_for_a_user_not_held_and_421_for_another_workers_when_forwarded(
     api: tuple[Client, ApiServices],
 ) -> None:
     client, _ = api
     assert (await client.get(f"/users/{UNKNOWN}/export", headers=bearer(API_TOKEN))).status == 404
-    assert (await client.get(f"/users/{NOT_OWNED}/export", headers=bearer(API_TOKEN))).status == 421
+    forwarded = {**bearer(API_TOKEN), FORWARDED_BY: "http://127.0.0.1:6067"}
+    assert (await client.get(f"/users/{NOT_OWNED}/export", headers=forwarded)).status == 421
     assert (await client.get(f"/users/{OWNED_USERS[0]}/export")).status == 401

@@ -11,14 +11,14 @@ from urllib.parse import quote
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from app.api import ApiServices, add_routes
+from app.api import ApiServices
 from app.api.routes import CLOCK_ROUTES, ROUTES
-from tests.unit.app.api_support import ADMIN_TOKEN, API_TOKEN, bearer, in_memory_services
+from tests.unit.app.api_support import ADMIN_TOKEN, API_TOKEN, bearer, two_workers
 
 Client = TestClient[web.Request, web.Application]
 
@@ -86,10 +86,8 @@ headers = st.one_of(
 
 @pytest.fixture(scope="module")
 async def api() -> AsyncIterator[tuple[Client, ApiServices]]:
-    services = in_memory_services()
-    web_app = web.Application()
-    add_routes(web_app, services)
-    async with TestClient(TestServer(web_app)) as client:
+    # Two workers, so that requests about the second's users are forwarded to it.
+    async with two_workers() as ((client, _), (services, _)):
         yield client, services
 
 

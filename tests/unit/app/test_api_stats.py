@@ -40,6 +40,7 @@ async def api() -> AsyncIterator[tuple[TestClient[web.Request, web.Application],
         latency=LatencySamples(),
         reco_quality=RecoQuality(),
         readiness=unused,
+        fleet=unused,
     )
     web_app = web.Application()
     add_routes(web_app, services)

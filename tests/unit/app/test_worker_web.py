@@ -3,6 +3,7 @@ and serves none of Faust's own pages."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from app.faust_app import create_app
+from app.faust_app import canonical_url, create_app
 from app.settings import Settings
 
 
@@ -33,4 +34,12 @@ def test_the_api_is_added_once_though_faust_initialises_its_web_server_twice(tmp
     routes = len(server.web_app.router.routes())
     app.on_webserver_init(server)
     assert len(server.web_app.router.routes()) == routes
-    assert len(server.web_app.middlewares) == 2
+    assert len(server.web_app.middlewares) == 3
+
+
+def test_the_other_workers_reach_this_one_at_its_canonical_url(tmp_path: Path) -> None:
+    assert canonical_url(Settings(web_port=6070)) == "http://127.0.0.1:6070"
+    # Listening on every interface names no address: the machine's name does.
+    assert canonical_url(Settings(web_host="0.0.0.0")) == f"http://{socket.gethostname()}:6066"
+    assert canonical_url(Settings(web_host="0.0.0.0", canonical_url="http://w1:6066")) == "http://w1:6066"
+    assert str(create_app(Settings(data_dir=tmp_path, web_port=6070)).conf.canonical_url) == "http://127.0.0.1:6070"
