@@ -60,7 +60,9 @@ class Senders:
         self._jobs = jobs
         self._due = due
         self._publisher = publisher
-        self._erased = erased or ErasedUsers()
+        # Not `erased or ...`: an ErasedUsers with no one in it yet is falsy, and the senders
+        # would keep an empty one of their own that the erasures topic never fills.
+        self._erased = erased if erased is not None else ErasedUsers()
         # Set on stop: senders finish the send under way and take no other.
         self.stopping = False
 

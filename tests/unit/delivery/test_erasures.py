@@ -96,3 +96,16 @@ async def test_a_due_job_of_an_erased_user_is_dropped_before_any_claim_or_send()
     await senders._deliver(pending, nothing)
     assert dropped() == before + 1
     assert not jobs.holds("j1") and jobs.position(0) == 1
+
+
+async def test_an_erasure_noted_after_the_senders_started_with_none_known_still_stops_a_send() -> None:
+    jobs, erased, nothing = PendingJobs(), ErasedUsers(), Untouchable()
+    # As at a deliverer's start on a topic with no erasure yet: the senders get the empty set.
+    senders = Senders(Settings().delivery, Clock(), nothing, nothing, jobs, DueJobs(Clock()), nothing, erased)
+    pending = Pending(0, 0, job())
+    jobs.read(0, 0, 0)
+    jobs.hold(pending)
+    erased.note("ann", ERASED_AT)
+    before = dropped()
+    await senders._deliver(pending, nothing)
+    assert dropped() == before + 1
