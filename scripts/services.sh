@@ -202,13 +202,25 @@ case "${1:-}" in
     stop_one kafka
     stop_one redis
     ;;
+  listening)
+    # Whether something answers on the service's port (ours, or one started elsewhere).
+    case "${2:-}" in
+      kafka) port_open "$KAFKA_PORT" ;;
+      redis) port_open "$REDIS_PORT" ;;
+      *) echo "usage: $0 listening kafka|redis" >&2; exit 2 ;;
+    esac
+    ;;
+  stop)
+    shift
+    for name in "$@"; do stop_one "$name"; done
+    ;;
   reset)
     "$0" down
     # Worker state mirrors the broker's changelogs: it goes with them.
     rm -rf "$KAFKA_HOME/data" "$CACHE/redis" "$CACHE/worker"
     ;;
   *)
-    echo "usage: $0 up|down|reset" >&2
+    echo "usage: $0 up|down|reset|listening NAME|stop NAME..." >&2
     exit 2
     ;;
 esac

@@ -1,5 +1,6 @@
 """`tidemail demo` stops everything it started, within 10 s and without a traceback, whether a
-terminal's Ctrl-C (SIGINT to its process group) or a `kill` (SIGTERM) ends it; and starts again."""
+terminal's Ctrl-C (SIGINT to its process group) or a `kill` (SIGTERM) ends it; and starts again.
+So does `make demo` (make, then bash, then the demo) on Ctrl-C, as its banner asks."""
 
 from __future__ import annotations
 
@@ -31,10 +32,14 @@ def demo_env(deployment: WorkerHarness, tmp: Path) -> dict[str, str]:
     }
 
 
-def start_demo(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+TIDEMAIL_DEMO = [sys.executable, "-m", "app.cli", "demo", "--rate", "100"]
+MAKE_DEMO = ["make", "--no-print-directory", "demo"]
+
+
+def start_demo(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "demo", "--rate", "100"],
+            command,
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -72,26 +77,35 @@ def listening(port: str) -> bool:
         return probe.connect_ex(("127.0.0.1", int(port))) == 0
 
 
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
-async def test_the_demo_stops_everything_it_started_and_starts_again(tmp_path: Path, how: signal.Signals) -> None:
+@pytest.mark.parametrize(
+    ("command", "how"),
+    [(TIDEMAIL_DEMO, signal.SIGINT), (TIDEMAIL_DEMO, signal.SIGTERM), (MAKE_DEMO, signal.SIGINT)],
+    ids=["ctrl-c", "kill", "make-ctrl-c"],
+)
+async def test_the_demo_stops_everything_it_started_and_starts_again(
+    tmp_path: Path, command: list[str], how: signal.Signals
+) -> None:
     deployment = WorkerHarness(tmp_path)
     env = demo_env(deployment, tmp_path)
     app_id = env["TIDEMAIL_APP_ID"]
     try:
         for attempt in range(2):
             log = tmp_path / f"demo-{attempt}.log"
-            demo = start_demo(env, log)
+            demo = start_demo(command, env, log)
             wait_for_output(log, "stop: Ctrl-C", timeout=120)
             assert len(processes_of(app_id)) >= 5  # the demo, worker, trainer, deliverer and sink
             stopped_at = time.monotonic()
             os.killpg(demo.pid, how)
-            assert demo.wait(20) == 0
+            # make, interrupted, ends by the signal (as for any interrupted target) once its child is done.
+            assert demo.wait(20) == (0 if command is TIDEMAIL_DEMO else -signal.SIGINT)
             assert time.monotonic() - stopped_at < 10
             output = log.read_text(errors="replace")
             assert "Traceback" not in output and "was destroyed but it is pending" not in output
             assert processes_of(app_id) == []
             ports = ("TIDEMAIL_WEB_PORT", "TIDEMAIL_DELIVERER_METRICS_PORT", "TIDEMAIL_SMTP_PORT")
             assert not any(listening(env[name]) for name in ports)
+            # The broker was running before the demo: it is not the demo's to stop.
+            assert listening(deployment.settings.kafka_bootstrap.rsplit(":", 1)[1])
     finally:
         for pid in processes_of(app_id):
             os.kill(pid, signal.SIGKILL)
