@@ -68,7 +68,7 @@ def parse_event(raw: bytes | None, key: bytes | None, max_bytes: int) -> Event:
     except orjson.JSONDecodeError as e:
         raise InvalidEvent(f"message is not valid JSON: {e}") from e
     if not isinstance(doc, dict):
-        raise InvalidEvent(f"event must be a JSON object; got {_json_kind(doc)}")
+        raise InvalidEvent(f"event must be a JSON object; got {json_kind(doc)}")
     return validate_event(doc, key)
 
 
@@ -87,14 +87,14 @@ def validate_event(doc: Mapping[str, Any], key: bytes | None) -> Event:
     timestamp_ms = parse_timestamp(doc.get("timestamp"))
     properties = doc.get("properties", {})
     if not isinstance(properties, dict):
-        raise InvalidEvent(f"`properties` must be an object; got {_json_kind(properties)}")
+        raise InvalidEvent(f"`properties` must be an object; got {json_kind(properties)}")
     for rule in _PROPERTY_RULES[event_type]:
         rule(properties)
     context = doc.get("context", {})
     if context is None:
         context = {}
     if not isinstance(context, dict):
-        raise InvalidEvent(f"`context` must be an object; got {_json_kind(context)}")
+        raise InvalidEvent(f"`context` must be an object; got {json_kind(context)}")
     for name in CONTEXT_FIELDS:
         value = context.get(name)
         if value is not None and not isinstance(value, str):
@@ -174,7 +174,7 @@ def check_item(item: Any, where: str) -> None:
     """Validate one cart or order line: sku, name, category, price, quantity."""
     if not isinstance(item, dict):
         raise InvalidEvent(
-            f"`{where}` must be an object with sku, name, category, price, quantity; got {_json_kind(item)}"
+            f"`{where}` must be an object with sku, name, category, price, quantity; got {json_kind(item)}"
         )
     for text_field in ("sku", "name", "category"):
         value = item.get(text_field)
@@ -219,7 +219,7 @@ def _traits(properties: Mapping[str, Any]) -> None:
     for name, value in traits.items():
         if value is not None and not isinstance(value, SCALARS):
             raise InvalidEvent(
-                f"`properties.traits.{name}` must be a string, number, boolean or null; got {_json_kind(value)}"
+                f"`properties.traits.{name}` must be a string, number, boolean or null; got {json_kind(value)}"
             )
 
 
@@ -242,7 +242,8 @@ _PROPERTY_RULES: Final[dict[str, tuple[Rule, ...]]] = {
 }
 
 
-def _json_kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """What a JSON value is, as messages name it."""
     match value:
         case None:
             return "null"

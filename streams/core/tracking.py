@@ -17,12 +17,11 @@ from typing import Any, Final
 import orjson
 
 from streams.core.errors import InvalidEvent, shown
-from streams.core.events import parse_timestamp, validate_event
+from streams.core.events import json_kind, parse_timestamp, validate_event
 from streams.core.tracking_calls import (
     CALL_BUILDERS,
     CALL_TYPES,
     CallRefused,
-    json_kind,
     object_field,
     tidemail_context,
 )

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from streams.core.errors import InvalidEvent, shown
+from streams.core.events import json_kind
 
 CALL_TYPES: Final = ("track", "identify", "page")
 # Segment's track names and the type each becomes; any other name is refused, naming these.
@@ -201,21 +202,3 @@ def _text(doc: Mapping[str, Any], *names: str) -> str | None:
         if isinstance(value, str) and value:
             return value
     return None
-
-
-def json_kind(value: Any) -> str:
-    """What a JSON value is, as messages name it."""
-    match value:
-        case None:
-            return "null"
-        case bool():
-            return "a boolean"
-        case int() | float():
-            return "a number"
-        case str():
-            return "a string"
-        case list():
-            return "a list"
-        case dict():
-            return "an object"
-    return type(value).__name__
