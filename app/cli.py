@@ -252,10 +252,15 @@ def generate(users: int, events: int, rate: float, seed: int, world: str) -> Non
 )
 @click.option("--events", default=200_000, show_default=True, help="Events per run.")
 @click.option("--seeds", default="3", show_default=True, help="Comma-separated seeds, one run each.")
-def evaluate(worlds: tuple[str, ...], events: int, seeds: str) -> None:
-    """Compare the recommender with popularity, item-to-item and its own components on generated
-    worlds: each event predicted, then learned; hit-rate@10 and NDCG@10 on all clicks and purchases
-    and on products new to the user."""
+@click.option(
+    "--models",
+    "parts",
+    type=click.Choice(["recommenders", "engagement"]),
+    multiple=True,
+    help="Which models to evaluate (repeatable; default: both).",
+)
+def evaluate(worlds: tuple[str, ...], events: int, seeds: str, parts: tuple[str, ...]) -> None:
+    """Recommenders (hit-rate@10, NDCG@10) and engagement models (AUC, send time, bandit), prequentially."""
     from app.tools.eval_reco import evaluate as run
     from app.tools.eval_report import report_board, report_targets
 
@@ -265,6 +270,12 @@ def evaluate(worlds: tuple[str, ...], events: int, seeds: str) -> None:
         raise click.BadParameter(
             f"expected whole numbers separated by commas; got {seeds!r}", param_hint="--seeds"
         ) from None
+    if not parts or "engagement" in parts:
+        from app.tools.eval_engagement import engagement_report
+
+        click.echo(engagement_report(seed_list))
+    if parts and "recommenders" not in parts:
+        return
     for world in worlds or ("shipped", "longtail"):
         boards = []
         for seed in seed_list:

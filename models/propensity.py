@@ -25,6 +25,8 @@ from models.base import Classifier, Exportable, Learner, Value
 
 MILLIS_PER_DAY = 86_400_000
 HORIZON_MS = 7 * MILLIS_PER_DAY
+# Probes follow one another while the user was seen within this long.
+ACTIVE_MS = 30 * MILLIS_PER_DAY
 TARGETS = ("open", "click", "purchase")
 OUTCOME_OF = {"email_open": "open", "email_click": "click", "purchase": "purchase"}
 RECENCY_CAP_DAYS = 90.0
@@ -37,6 +39,13 @@ FEATURES = (
     "days_since_seen",
     "cart_items",
     "mobile",
+    # Sessions (days active), money and lifetime rates: what recency and 30-day counts miss.
+    "active_days_7d",
+    "active_days_30d",
+    "revenue_30d",
+    "average_order",
+    "purchases_per_week",
+    "opens_per_week",
 )
 
 # A user's features at a probe and the outcomes seen in the 7 days after it.
@@ -55,7 +64,9 @@ class Probe:
 
 
 def probe_features(probe: Probe) -> dict[str, float]:
-    return dict(zip(FEATURES, probe.x, strict=True))
+    """The probe's features by name. New features are appended to FEATURES, so a probe
+    opened by an earlier release (fewer values) names its own and lacks the new ones."""
+    return dict(zip(FEATURES, probe.x, strict=False))
 
 
 def observe(probe: Probe | None, event_type: str, ts: int) -> Probe | None:
@@ -68,6 +79,11 @@ def observe(probe: Probe | None, event_type: str, ts: int) -> Probe | None:
 
 def is_due(probe: Probe | None, now_ms: int) -> bool:
     return probe is not None and now_ms >= probe.at + HORIZON_MS
+
+
+def is_active(last_seen_ms: int, now_ms: int) -> bool:
+    """Whether a user seen last at `last_seen_ms` still gets probes at `now_ms`."""
+    return now_ms - last_seen_ms < ACTIVE_MS
 
 
 def due_ms(probe: Probe | None) -> int | None:

@@ -11,7 +11,7 @@ from aiohttp import web
 from app.api.params import checked_user_id, whole_number
 from app.api.services import ApiServices, json_response, services
 from models import interests
-from models.send_time import best_send_time, next_occurrence
+from models.send_time import DAYS, best_send_time, next_occurrence
 from streams.core.jobs import format_time
 from streams.core.learning import bought_skus, owned_skus
 from streams.core.learning import features as propensity_features
@@ -82,8 +82,8 @@ async def user_recommendations(request: web.Request) -> web.Response:
 
 async def user_predictions(request: web.Request) -> web.Response:
     """The chance this user opens, clicks and buys in the next 7 days, and when to send to
-    them: their best hour of the week, from their own opens and clicks smoothed by the
-    fleet's. Cached in Redis until the user's next event."""
+    them: their best local hour (and day, where their own opens name one), from their own
+    opens and clicks shrunk toward the fleet's. Cached in Redis until the user's next event."""
     app = services(request)
     user_id = checked_user_id(request.match_info["user_id"])
     model = app.processor.item_model
@@ -95,12 +95,13 @@ async def user_predictions(request: web.Request) -> web.Response:
         send_time = None
         if best is not None:
             send_time = {
-                "hour_of_week": best.hour_of_week,
+                "hour": best.hour,
+                "weekday": DAYS[best.weekday] if best.weekday is not None else None,
                 "local": best.label,
                 "timezone": timezone or "UTC",
                 "confidence": best.confidence,
                 "own_engagements": best.engagements,
-                "next_send_at": format_time(next_occurrence(best.hour_of_week, now_ms, timezone)),
+                "next_send_at": format_time(next_occurrence(best, now_ms, timezone)),
             }
         x = propensity_features(state, now_ms)
         chances = {f"{target}_7d": round(scorer.predict_proba_one(x), 4) for target, scorer in model.propensity.items()}

@@ -118,4 +118,4 @@ def assign_variant(
 def best_hour(state: UserState, item_model: ItemModel) -> int | None:
     """The user's best local hour of the day to receive email, if one is predicted."""
     best = best_send_time(state.engagement_hours, item_model.send_hours)
-    return best.hour_of_week % 24 if best is not None else None
+    return best.hour if best is not None else None

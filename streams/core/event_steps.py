@@ -150,25 +150,29 @@ def attribute_rewards(state: UserState, event: Event) -> tuple[UserState, list[B
 
 def advance_probe(before: UserState, state: UserState, event: Event) -> tuple[UserState, PropensityExample | None]:
     """Mark the event's outcome on the open propensity probe, close the probe if its 7 days
-    are over (it becomes an example), and open a new one when none is open."""
+    are over (it becomes an example), and open a new one at the event when none is open."""
     at_ms = event.timestamp_ms
     # Observed before closing: an outcome at the last instant of the probe's window counts.
-    state.propensity_probe = propensity.observe(before.propensity_probe, event.type, at_ms)
+    probe = propensity.observe(before.propensity_probe, event.type, at_ms)
     example = None
-    if propensity.is_due(state.propensity_probe, at_ms):
-        state, example = close_due_probe(state, at_ms)
-    if state.propensity_probe is None:
-        state.propensity_probe = open_probe(state, at_ms)
+    if propensity.is_due(probe, at_ms):
+        assert probe is not None
+        example, probe = (propensity.probe_features(probe), probe.y), None
+    state.propensity_probe = probe if probe is not None else open_probe(state, at_ms)
     return state, example
 
 
 def close_due_probe(state: UserState, now_ms: int) -> tuple[UserState, PropensityExample | None]:
-    """The probe's outcomes are final once its 7 days are over: it leaves the state as an example."""
+    """On the timer: the probe's outcomes are final once its 7 days are over, and it leaves
+    the state as an example. While the user is active the next probe starts where it ended,
+    so examples also ask about the days a user is away, not only the moments of their events
+    (no event came since: one would have closed it)."""
     probe = state.propensity_probe
     if not propensity.is_due(probe, now_ms):
         return state, None
     assert probe is not None
-    state.propensity_probe = None
+    ended = probe.at + propensity.HORIZON_MS
+    state.propensity_probe = open_probe(state, ended) if propensity.is_active(state.last_seen_ms, ended) else None
     return state, (propensity.probe_features(probe), probe.y)
 
 

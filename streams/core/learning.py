@@ -54,13 +54,17 @@ def features(state: UserState, now_ms: int) -> dict[str, float]:
     today = now_ms // MILLIS_PER_DAY
     week: dict[str, int] = {}
     month: dict[str, int] = {}
+    active_days = [0, 0]
     for day, counts in state.daily_counts.items():
         age = today - int(day)
         if 0 <= age < 30:
+            active_days[1] += 1
             for event_type, n in counts.items():
                 month[event_type] = month.get(event_type, 0) + n
                 if age < 7:
                     week[event_type] = week.get(event_type, 0) + n
+            if age < 7:
+                active_days[0] += 1
     x = {
         f"{event_type}_{span}": math.log1p(counts.get(event_type, 0))
         for span, counts in (("7d", week), ("30d", month))
@@ -76,7 +80,25 @@ def features(state: UserState, now_ms: int) -> dict[str, float]:
         x[name] = min(max(days, 0.0), RECENCY_CAP_DAYS)
     x["cart_items"] = float(len(state.cart["items"])) if state.cart else 0.0
     x["mobile"] = 1.0 if state.traits.get("device") == "mobile" else 0.0
+    x["active_days_7d"], x["active_days_30d"] = float(active_days[0]), float(active_days[1])
+    x.update(_money_and_rates(state, now_ms, today))
     return x
+
+
+def _money_and_rates(state: UserState, now_ms: int, today: int) -> dict[str, float]:
+    """Spend in the last 30 days and per order (all currencies as one number: a ranking
+    signal, not an amount), and purchases and opens per week since the user was first seen."""
+    month_revenue = sum(
+        sum(amounts.values()) for day, amounts in state.daily_revenue.items() if 0 <= today - int(day) < 30
+    )
+    purchases = state.counts.get("purchase", 0)
+    weeks = max((now_ms - state.first_seen_ms) / (7 * MILLIS_PER_DAY), 1.0) if state.first_seen_ms else 1.0
+    return {
+        "revenue_30d": math.log1p(month_revenue),
+        "average_order": math.log1p(sum(state.revenue.values()) / purchases) if purchases else 0.0,
+        "purchases_per_week": purchases / weeks,
+        "opens_per_week": state.counts.get("email_open", 0) / weeks,
+    }
 
 
 def open_probe(state: UserState, now_ms: int) -> Probe:

@@ -125,14 +125,15 @@ async def test_best_send_hour_follows_the_users_opens_and_new_users_get_the_flee
     await worker.wait_until_caught_up()
     # Opens reach the fleet prior through the trainer's next snapshot.
     body = await worker.wait_for(
-        lambda b: b["send_time"] is not None and b["send_time"]["hour_of_week"] == 33, "/users/newcomer/predictions", 60
+        lambda b: b["send_time"] is not None and b["send_time"]["hour"] == 9, "/users/newcomer/predictions", 60
     )
-    assert body["send_time"]["own_engagements"] == 0
+    # The fleet's hour of the day, and no day: nothing of the newcomer's own names one.
+    assert (body["send_time"]["own_engagements"], body["send_time"]["weekday"]) == (0, None)
 
     code, body = await worker.get("/users/kei/predictions")
     assert code == 200, body
     send = body["send_time"]
-    assert (send["hour_of_week"], send["local"], send["timezone"]) == (33, "Tue 09:00", "Asia/Tokyo")
+    assert (send["hour"], send["weekday"], send["local"], send["timezone"]) == (9, "Tue", "Tue 09:00", "Asia/Tokyo")
     assert send["own_engagements"] == 5.0 and send["next_send_at"].endswith(":00:00.000Z")
 
 

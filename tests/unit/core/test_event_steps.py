@@ -8,7 +8,7 @@ from typing import Any
 
 from models.bandits import BanditRecord
 from models.interactions import Interaction, Product
-from models.propensity import HORIZON_MS, Probe
+from models.propensity import FEATURES, HORIZON_MS, Probe, probe_features
 from models.reco import DEFAULT_WEIGHTS, ItemModel
 from streams.core.event_steps import (
     NEW_QUALITY_SAMPLE,
@@ -135,11 +135,29 @@ def test_an_outcome_at_the_end_of_a_probe_counts_and_the_probe_becomes_an_exampl
 
 
 def test_a_probe_within_its_week_stays_open() -> None:
-    probe = Probe(BASE_TS - DAY, [0.0] * 18, [])
+    probe = Probe(BASE_TS - DAY, [0.0] * len(FEATURES), [])
     state = UserState("u1", propensity_probe=probe)
     assert close_due_probe(state, BASE_TS) == (state, None)
     state, example = close_due_probe(state, BASE_TS - DAY + HORIZON_MS)
-    assert example == (dict.fromkeys(example[0], 0.0), []) and state.propensity_probe is None
+    assert example == (dict.fromkeys(FEATURES, 0.0), []) and state.propensity_probe is None
+
+
+def test_on_the_clock_probes_follow_one_another_while_the_user_was_seen_within_30_days() -> None:
+    ended = BASE_TS + HORIZON_MS
+    recent = UserState("u1", last_seen_ms=ended - 29 * DAY, propensity_probe=Probe(BASE_TS, [1.0] * len(FEATURES), []))
+    state, example = close_due_probe(recent.copy(), ended + DAY)
+    assert example is not None and state.propensity_probe is not None
+    assert state.propensity_probe.at == ended and len(state.propensity_probe.x) == len(FEATURES)
+    assert state.propensity_probe.x[FEATURES.index("days_since_seen")] == 29.0
+    lapsed = UserState("u1", last_seen_ms=ended - 30 * DAY, propensity_probe=recent.propensity_probe)
+    state, example = close_due_probe(lapsed, ended + DAY)
+    assert example is not None and state.propensity_probe is None
+
+
+def test_a_probe_of_an_earlier_release_names_the_features_it_has() -> None:
+    older = Probe(BASE_TS - HORIZON_MS, [2.0] * 18, ["purchase"])
+    features = probe_features(older)
+    assert list(features) == list(FEATURES[:18]) and set(features.values()) == {2.0}
 
 
 def test_an_event_that_moves_a_segment_publishes_the_transition() -> None:

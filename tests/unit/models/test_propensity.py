@@ -81,4 +81,8 @@ def test_the_worker_turns_probes_into_examples_on_the_next_event_or_on_the_clock
     clock = worker.on_clock({0: [(BASE_TS + HORIZON_MS, "u1")]}, store.load)
     [(x, outcomes)] = clock.training.propensity_examples
     assert outcomes == ["open"] and x["page_view_7d"] > 0
-    assert clock.changes.states[0]["u1"].propensity_probe is None
+    # The user is still active: the next probe starts where this one ended, and the user is
+    # woken again no later than it is due.
+    following = clock.changes.states[0]["u1"].propensity_probe
+    assert following is not None and following.at == BASE_TS + HORIZON_MS and following.y == []
+    assert min(due for due, _ in clock.changes.timer_additions[0]) <= BASE_TS + 2 * HORIZON_MS
