@@ -2,7 +2,7 @@
 VENV := .venv/bin
 SERVICES := scripts/services.sh
 
-.PHONY: setup up down reset demo test unit integration check bench bench-flows clean test-tools
+.PHONY: setup up down reset demo test unit integration check bench bench-flows soak clean test-tools
 
 setup:
 	@scripts/bootstrap.sh
@@ -43,6 +43,10 @@ bench: up
 
 bench-flows: up
 	$(VENV)/tidemail bench --flows
+
+# A million users through two workers, the trainer and the deliverer (~20-40 minutes); not part of `make test`.
+soak: up
+	$(VENV)/tidemail soak
 
 clean: down
 	rm -rf .cache/worker .cache/bench

@@ -16,6 +16,7 @@ import click
 from app.settings import Settings
 from app.tools.erase_command import erase
 from app.tools.replay_commands import dead_letters, replay
+from app.tools.soak_command import soak
 from streams.core.errors import ConfigError
 
 
@@ -392,9 +393,8 @@ def bench(
         click.echo(report_ingest(asyncio.run(run_ingest_bench(partitions))))
 
 
-main.add_command(dead_letters)
-main.add_command(replay)
-main.add_command(erase)
+for command in (dead_letters, replay, erase, soak):
+    main.add_command(command)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,236 @@
+"""`tidemail soak`: a deployment of its own at a million users. One worker drains the first
+part of the stream, a second joins and the pair drains the rest, each part sent before it is
+timed (the producer does not share the cores with the workers it measures), and the report gives each one's rate, what
+a user costs at rest, memory, restarts from local state and from the changelog, and how
+late flow timers fire when a wave of them comes due."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from app.faust_app import ensure_deployment_topics
+from app.tools.common import get_json
+from app.tools.fleet import Deployment, Fleet, Member
+from app.tools.soak_measure import Wave, measure_state, measure_timers, restart_times
+from app.tools.soak_produce import produce_partitioned
+from app.tools.soak_report import SoakReport
+from app.tools.soak_world import SoakWorld
+
+# The stream is sent in two parts, each before it is measured: one worker drains the first
+# (this share) alone; a second joins, and the pair drains the rest, timed until this share of
+# the rest is left, so neither runs dry inside the window.
+SINGLE_SHARE = 0.35
+PAIR_TAIL_SHARE = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class SoakOptions:
+    users: int
+    events: int
+    seed: int
+    rate: float | None
+    partitions: int
+    keep: bool = False
+
+
+def progress_bars() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<34}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+    )
+
+
+async def run_soak(options: SoakOptions) -> SoakReport:
+    run_id = time.strftime("%Y%m%d%H%M%S")
+    deployment = Deployment.create(f"soak-{run_id}", Path(".cache/soak") / run_id, options.partitions)
+    await ensure_deployment_topics(deployment.settings)
+    fleet = Fleet(deployment)
+    print(f"soak deployment {deployment.name}: logs and data in {deployment.root}", flush=True)
+    try:
+        with progress_bars() as bars:
+            return await _soak(fleet, options, bars)
+    finally:
+        fleet.stop_all()
+        if not options.keep:
+            await deployment.remove()
+
+
+async def _soak(fleet: Fleet, options: SoakOptions, bars: Progress) -> SoakReport:
+    for member in (fleet.start_sink(), fleet.start_deliverer(), fleet.start_trainer()):
+        await fleet.wait_ready(member, timeout=120)
+    world = SoakWorld(options.users, options.seed)
+    stream = world.messages(options.events, lambda: int(time.time() * 1000))
+    alone = int(options.events * SINGLE_SHARE)
+    first = await _produce(fleet, world, itertools.islice(stream, alone), alone, options.rate, bars)
+    single = await _drain_alone(fleet, alone, bars)
+    await _join_second_worker(fleet, bars)
+    second = await _produce(fleet, world, stream, options.events - alone, options.rate, bars)
+    pair = await _drain_pair(fleet, second.count, bars)
+    await _drain_rest(fleet, bars)
+    timers = await measure_timers(fleet, [first, second], bars)
+    rss = {name: fleet.rss_bytes(name) for name in ("worker-1", "worker-2")}
+    fleet.stop("worker-1", "worker-2")
+    state = await measure_state(fleet, bars)
+    local_s, changelog_s = await restart_times(fleet, bars)
+    return SoakReport(
+        users=world.users_seen,
+        events=first.count + second.count,
+        produce_rate=(first.count + second.count) / (first.seconds + second.seconds),
+        single_rate=single,
+        pair_rates=pair,
+        rocksdb=state.rocksdb,
+        changelog=state.changelog,
+        changelog_records=state.changelog_records,
+        rss=rss,
+        memory=state.memory,
+        ready_local_s=local_s,
+        ready_changelog_s=changelog_s,
+        timer_lag_p50_s=timers.p50_s,
+        timer_lag_p99_s=timers.p99_s,
+        timer_users=timers.users,
+        jobs=timers.jobs,
+        sent=timers.sent,
+    )
+
+
+async def _produce(
+    fleet: Fleet,
+    world: SoakWorld,
+    messages: Iterable[tuple[bytes, bytes]],
+    count: int,
+    rate: float | None,
+    bars: Progress,
+) -> Wave:
+    settings = fleet.deployment.settings
+    task = bars.add_task("producing events", total=count, note="")
+    started_ms, started = int(time.time() * 1000), time.monotonic()
+
+    def advance(sent: int) -> None:
+        bars.update(task, advance=sent, note=f"{world.users_seen:,} users seen")
+
+    sent = await produce_partitioned(
+        settings.kafka_bootstrap, settings.events_topic, settings.partitions, messages, advance, rate
+    )
+    seconds = time.monotonic() - started
+    bars.update(task, note=f"{world.users_seen:,} users seen, {sent / seconds:,.0f}/s")
+    return Wave(started_ms, seconds, sent)
+
+
+async def processed(http: aiohttp.ClientSession, worker: Member) -> int:
+    stats = await get_json(http, worker.url + "/stats")
+    return int(stats["processed"]) if stats else 0
+
+
+async def _drain_alone(fleet: Fleet, events: int, bars: Progress) -> float:
+    """Worker 1's rate over the events sent so far, from its first processed one to the last."""
+    task = bars.add_task("1 worker", total=events, note="starting")
+    worker = fleet.start_worker(1)
+    async with aiohttp.ClientSession(headers=fleet.deployment.admin_headers) as http:
+        first = 0
+        while first == 0:
+            _alive(worker)
+            first = await processed(http, worker)
+            await asyncio.sleep(0.2)
+        started, done = time.monotonic(), first
+        while done < events and await _backlog(fleet) > 0:
+            _alive(worker)
+            await asyncio.sleep(0.5)
+            done = await processed(http, worker) or done
+            rate = (done - first) / (time.monotonic() - started)
+            bars.update(task, completed=min(done, events), note=f"{rate:,.0f}/s")
+    return (done - first) / (time.monotonic() - started)
+
+
+async def _join_second_worker(fleet: Fleet, bars: Progress) -> None:
+    """Worker 2 joins; both settle (own partitions, recovery done) with nothing left to process."""
+    task = bars.add_task("worker 2 joining", total=None, note="rebalancing")
+    workers = (fleet.worker(1), fleet.start_worker(2))
+    async with aiohttp.ClientSession(headers=fleet.deployment.admin_headers) as http:
+        while not all([await _settled(http, w) for w in workers]) or await _backlog(fleet) > 0:
+            for worker in workers:
+                _alive(worker)
+            await asyncio.sleep(0.5)
+    bars.update(task, total=1, completed=1, note="both own partitions")
+
+
+async def _drain_pair(fleet: Fleet, events: int, bars: Progress) -> tuple[float, float]:
+    """Each worker's rate from the end of sending the rest of the stream until what is left of
+    it is under `PAIR_TAIL_SHARE` (so that neither runs dry inside the window)."""
+    workers = (fleet.worker(1), fleet.worker(2))
+    tail = int(events * PAIR_TAIL_SHARE)
+    async with aiohttp.ClientSession(headers=fleet.deployment.admin_headers) as http:
+        left = await _backlog(fleet)
+        task = bars.add_task("2 workers", total=left, note="")
+        start = [await processed(http, w) for w in workers]
+        started = time.monotonic()
+        counts, rates = start, [0.0, 0.0]
+        while left > tail:
+            await asyncio.sleep(0.5)
+            for worker in workers:
+                _alive(worker)
+            counts = [max(await processed(http, w), c) for w, c in zip(workers, counts, strict=True)]
+            rates = [(c - s) / (time.monotonic() - started) for c, s in zip(counts, start, strict=True)]
+            left = await _backlog(fleet)
+            bars.update(task, completed=sum(counts) - sum(start), note=" + ".join(f"{r:,.0f}/s" for r in rates))
+    return rates[0], rates[1]
+
+
+async def _backlog(fleet: Fleet) -> int:
+    settings = fleet.deployment.settings
+    return await backlog(settings.kafka_bootstrap, settings.events_topic, settings.partitions, settings.app_id)
+
+
+async def _settled(http: aiohttp.ClientSession, worker: Member) -> bool:
+    """The worker owns partitions and no rebalance or recovery is under way (it may still lag)."""
+    try:
+        async with http.get(worker.url + "/ready", timeout=aiohttp.ClientTimeout(total=5)) as response:
+            body = await response.json()
+    except (TimeoutError, aiohttp.ClientError):
+        return False
+    return bool(body["owned_partitions"]) and not any("recovery" in reason for reason in body["reasons"])
+
+
+async def _drain_rest(fleet: Fleet, bars: Progress) -> None:
+    """Until the hot path's committed offsets reach the end of every events partition."""
+    settings = fleet.deployment.settings
+    task = bars.add_task("draining the rest", total=None, note="")
+    while (
+        left := await backlog(settings.kafka_bootstrap, settings.events_topic, settings.partitions, settings.app_id)
+    ) > 0:
+        for name in ("worker-1", "worker-2"):
+            _alive(fleet.members[name])
+        bars.update(task, note=f"{left:,} events left")
+        await asyncio.sleep(1)
+    bars.update(task, total=1, completed=1, note="done")
+
+
+async def backlog(bootstrap: str, topic: str, partitions: int, app_id: str) -> int:
+    """Events not yet committed by the hot path's group."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=f"{app_id}-hot-path")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        ends = await consumer.end_offsets(tps)
+        left = 0
+        for tp in tps:
+            left += ends[tp] - ((await consumer.committed(tp)) or 0)
+        return left
+    finally:
+        await consumer.stop()
+
+
+def _alive(member: Member) -> None:
+    if not member.running:
+        raise RuntimeError(f"{member.name} exited; log:\n{member.log_tail()}")

@@ -1,0 +1,91 @@
+"""What a user costs at rest: the bytes of each user's record in the workers' RocksDB
+partitions and in the `users` table's changelog topic, and the disk the RocksDB files take."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from rocksdict import AccessType, Options, Rdict
+
+from streams.kafka.store import is_user_key
+
+PARTITION_DB = re.compile(r"^users-(\d+)\.db$")
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """Bytes per user (key and value of their latest record), and what the whole takes."""
+
+    users: int
+    per_user: list[int]
+    total_bytes: int
+    records: int
+
+
+def partition_dbs(data_dirs: Iterable[Path]) -> dict[int, Path]:
+    """One RocksDB directory per partition of the `users` table, from whichever worker holds it
+    (a standby copy is the same data)."""
+    found: dict[int, Path] = {}
+    for data_dir in data_dirs:
+        for path in sorted(data_dir.rglob("users-*.db")):
+            match = PARTITION_DB.match(path.name)
+            if match and path.is_dir():
+                found.setdefault(int(match.group(1)), path)
+    return found
+
+
+def rocksdb_sizes(dbs: dict[int, Path], progress: Callable[[int], None]) -> Sizes:
+    """Every user record of every partition, read from stopped workers' files."""
+    per_user: list[int] = []
+    disk = 0
+    for path in dbs.values():
+        disk += sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+        db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
+        try:
+            for key, value in db.items():
+                # Opened in raw mode: keys and values are bytes.
+                if isinstance(key, bytes) and isinstance(value, bytes) and is_user_key(key):
+                    per_user.append(len(key) + len(value))
+                    if len(per_user) % 50_000 == 0:
+                        progress(50_000)
+        finally:
+            db.close()
+    return Sizes(len(per_user), per_user, disk, len(per_user))
+
+
+async def changelog_sizes(bootstrap: str, topic: str, partitions: int, progress: Callable[[int], None]) -> Sizes:
+    """The latest record of each user in the changelog (what compaction keeps), and every
+    record's bytes (what the topic holds before compaction)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
+    )
+    await consumer.start()
+    latest: dict[bytes, int] = {}
+    total = records = 0
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=20_000)
+            for tp, batch_records in batch.items():
+                for record in batch_records:
+                    size = len(record.key or b"") + len(record.value or b"")
+                    total += size
+                    if record.key is not None and is_user_key(record.key):
+                        # A tombstone (an erased user) leaves nothing behind.
+                        latest[record.key] = size if record.value is not None else 0
+                records += len(batch_records)
+                if batch_records and batch_records[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+            progress(sum(len(r) for r in batch.values()))
+    finally:
+        await consumer.stop()
+    per_user = [size for size in latest.values() if size]
+    return Sizes(len(per_user), per_user, total, records)

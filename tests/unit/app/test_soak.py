@@ -1,0 +1,106 @@
+"""The soak's pure pieces: its world's shape and the arithmetic of its report."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+
+from app.tools.soak_report import (
+    RocksMemory,
+    SizeSummary,
+    SoakReport,
+    counter_total,
+    format_report,
+    histogram_buckets,
+    histogram_quantile,
+    merge_buckets,
+    percentile,
+)
+from app.tools.soak_world import SoakWorld, scrambled
+from streams.core.errors import InvalidEvent
+from streams.core.events import parse_event
+
+METRICS = """# HELP tidemail_timer_lateness_seconds How late.
+# TYPE tidemail_timer_lateness_seconds histogram
+tidemail_timer_lateness_seconds_bucket{le="0.1"} 10.0
+tidemail_timer_lateness_seconds_bucket{le="0.5"} 90.0
+tidemail_timer_lateness_seconds_bucket{le="1.0"} 100.0
+tidemail_timer_lateness_seconds_bucket{le="+Inf"} 100.0
+tidemail_timer_lateness_seconds_count 100.0
+tidemail_deliveries_total{outcome="sent"} 7.0
+tidemail_deliveries_total{outcome="bounced"} 2.0
+"""
+
+
+@pytest.mark.parametrize("users", [1, 7, 1000, 20_000])
+def test_every_user_comes_first_once_in_the_scrambled_order(users: int) -> None:
+    assert sorted(scrambled(i, users) for i in range(users)) == list(range(users))
+
+
+def test_the_world_gives_exactly_the_events_asked_keyed_by_user_and_sees_every_user() -> None:
+    world = SoakWorld(users=2_000, seed=3)
+    messages = list(world.messages(8_000, lambda: 1_795_000_000_000))
+    assert len(messages) == 8_000
+    assert world.users_seen == 2_000
+    types: Counter[str] = Counter()
+    invalid = 0
+    for key, value in messages:
+        try:
+            event = parse_event(value, key, 65_536)
+        except InvalidEvent:
+            invalid += 1
+            continue
+        types[event.type] += 1
+    assert 0 < invalid < 40  # the broken share, a tenth of a percent
+    assert {"signup", "page_view", "cart_add", "purchase", "email_open", "email_click"} <= set(types)
+    assert len({key for key, _ in messages} - {b"u-broken"}) == 2_000
+
+
+def test_quantiles_interpolate_within_the_bucket_as_prometheus_does() -> None:
+    buckets = histogram_buckets(METRICS, "tidemail_timer_lateness_seconds")
+    assert buckets == [(0.1, 10.0), (0.5, 90.0), (1.0, 100.0), (math.inf, 100.0)]
+    assert histogram_quantile(buckets, 0.5) == pytest.approx(0.3)  # rank 50: half way from 10 to 90
+    assert histogram_quantile(buckets, 0.99) == pytest.approx(0.95)
+    assert histogram_quantile([(1.0, 0.0), (math.inf, 0.0)], 0.5) is None
+    assert (
+        histogram_quantile(merge_buckets(buckets, [(0.1, 0.0), (0.5, 0.0), (1.0, 0.0), (math.inf, 100.0)]), 0.99) == 1.0
+    )
+
+
+def test_counters_sum_the_samples_with_the_label() -> None:
+    assert counter_total(METRICS, "tidemail_deliveries_total", 'outcome="sent"') == 7.0
+    assert counter_total(METRICS, "tidemail_deliveries_total") == 9.0
+
+
+def test_sizes_and_the_report_against_the_targets() -> None:
+    assert percentile(list(range(1, 101)), 99) == 99.0
+    assert percentile([], 99) == 0.0
+    memory = RocksMemory(512 << 20, 64 << 20, 3, (8, 8))
+    report = SoakReport(
+        users=1_000,
+        events=4_000,
+        produce_rate=30_000,
+        single_rate=10_000,
+        pair_rates=(7_000, 8_000),
+        rocksdb=SizeSummary.of([500] * 99 + [2_000], 600_000),
+        changelog=SizeSummary.of([480] * 100, 4_000_000),
+        changelog_records=9_000,
+        rss={"worker-1": (900 << 20, 1_000 << 20), "worker-2": (1_000 << 20, 3_000 << 20)},
+        memory=memory,
+        ready_local_s=4.0,
+        ready_changelog_s=75.0,
+        timer_lag_p50_s=0.3,
+        timer_lag_p99_s=0.95,
+        timer_users=500,
+        jobs=800,
+        sent=700,
+    )
+    text = format_report(report)
+    assert "2 workers 15,000/s (7,000 + 8,000) = 1.50x (target >= 1.6x: MISSED)" in text
+    assert "mean 515 B, p99 500 B" in text
+    assert "(target <= 2,048 MiB: MISSED)" in text
+    assert "at most 5,632 MiB per worker" in text
+    assert "restart from local state: 4.0 s (target < 10 s: met)" in text
+    assert "changelog rebuild): 75.0 s (target < 60 s: MISSED)" in text
