@@ -1,0 +1,168 @@
+"""Any worker answering for any user, measured: two workers of a fresh deployment share 8
+partitions and hold 2,000 generated users; GET /users/{id} requests for random users go to
+the two in turn, open-loop (each at its scheduled instant, whether or not earlier ones have
+answered). A request is local when the worker asked owns the user and forwarded otherwise
+(about half of each); latency runs from the scheduled instant to the answer's last byte.
+The local requests are the baseline of the forwarded ones, in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from app.api.forwarding import ANSWERED_BY
+from app.faust_app import ensure_deployment_topics
+from app.tools.common import freeze_heap, get_json, produce, wait_until
+from app.tools.fleet import Deployment, Fleet, Member
+from app.tools.generator import EventGenerator
+from streams.core.partitioning import partition_of
+
+PARTITIONS = 8
+USERS = 2_000
+EVENTS = 10_000
+# Requests per second: 10,000 take 20 s.
+RATE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    forwarded: bool
+    # `ok`, the status of another answer, `misrouted` (answered by the wrong worker) or the client's error.
+    outcome: str
+    ms: float
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class AnyWorkerResult:
+    requests: int
+    rate: int
+    samples: list[Sample]
+    segments_agree: bool
+
+
+async def run_any_worker_bench(requests: int, rate: int = RATE) -> AnyWorkerResult:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    deployment = Deployment.create(f"bench-any-{stamp}", Path(f".cache/bench-any-worker/{stamp}"), PARTITIONS)
+    fleet = Fleet(deployment)
+    try:
+        await ensure_deployment_topics(deployment.settings)
+        workers = [fleet.start_worker(1), fleet.start_worker(2)]
+        for worker in workers:
+            await fleet.wait_ready(worker)
+        messages = list(itertools.islice(EventGenerator(users=USERS, seed=5, broken_share=0.0).messages(), EVENTS))
+        await produce(deployment.settings.kafka_bootstrap, deployment.settings.events_topic, messages)
+        users = sorted({key.decode() for key, _ in messages})
+        async with aiohttp.ClientSession(headers=deployment.admin_headers) as http:
+            owned = await _shared_out(http, workers)
+            await _caught_up(http, workers, len(messages))
+            segments_agree = await _segments_agree(http, workers)
+        samples = await _load(deployment.admin_headers, workers, owned, users, requests, rate)
+        return AnyWorkerResult(requests, rate, samples, segments_agree)
+    finally:
+        fleet.stop_all()
+        await deployment.remove()
+
+
+async def _shared_out(http: aiohttp.ClientSession, workers: list[Member]) -> list[set[int]]:
+    """Each worker's partitions, once the two own all of them between them."""
+
+    async def owned() -> list[set[int]] | None:
+        healths = [await get_json(http, w.url + "/health") for w in workers]
+        return None if None in healths else [set(h["owned_partitions"]) for h in healths if h is not None]
+
+    def shared(o: list[set[int]]) -> bool:
+        return all(o) and not o[0] & o[1] and o[0] | o[1] == set(range(PARTITIONS))
+
+    return await wait_until(owned, shared, 120, "two workers sharing the partitions")
+
+
+async def _caught_up(http: aiohttp.ClientSession, workers: list[Member], events: int) -> None:
+    async def processed() -> int:
+        stats = [await get_json(http, w.url + "/stats") for w in workers]
+        return sum(s["processed"] for s in stats if s is not None)
+
+    await wait_until(processed, lambda n: n >= events, 300, f"{events} events processed")
+
+
+async def _segments_agree(http: aiohttp.ClientSession, workers: list[Member]) -> bool:
+    """Whether both workers give the same, complete fleet sizes."""
+    answers = [await get_json(http, w.url + "/segments") for w in workers]
+    sizes = [{s["name"]: s["size"] for s in a["segments"]} if a and a["complete"] else None for a in answers]
+    return sizes[0] is not None and sizes[0] == sizes[1]
+
+
+async def _load(
+    headers: dict[str, str], workers: list[Member], owned: list[set[int]], users: list[str], requests: int, rate: int
+) -> list[Sample]:
+    freeze_heap()
+    rng = random.Random(7)
+    samples: list[Sample] = []
+    connector = aiohttp.TCPConnector(limit=200)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
+
+        async def one(n: int, scheduled: float) -> None:
+            user, asked = users[rng.randrange(len(users))], n % 2
+            forwarded = partition_of(user.encode(), PARTITIONS) not in owned[asked]
+            try:
+                async with http.get(f"{workers[asked].url}/users/{user}") as response:
+                    await response.read()
+                    outcome = "ok" if response.status == 200 else str(response.status)
+                    if outcome == "ok" and (ANSWERED_BY in response.headers) != forwarded:
+                        outcome = "misrouted"
+            except aiohttp.ClientError as e:
+                outcome = type(e).__name__
+            samples.append(Sample(forwarded, outcome, (time.perf_counter() - scheduled) * 1000))
+
+        started = time.perf_counter()
+        tasks = []
+        for n in range(requests):
+            scheduled = started + n / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(n, scheduled)))
+        await asyncio.gather(*tasks)
+    return samples
+
+
+def _percentile(values: list[float], share: float) -> float:
+    return values[min(len(values) - 1, int(len(values) * share))]
+
+
+def report_any_worker(result: AnyWorkerResult) -> str:
+    lines = [
+        "",
+        f"GET /users/{{id}} over two workers, {result.requests:,} requests at {result.rate}/s",
+        f"{'':<12}{'requests':>10}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}",
+    ]
+    p99: dict[bool, float] = {}
+    for forwarded, name in ((False, "local"), (True, "forwarded")):
+        chosen = [s for s in result.samples if s.forwarded == forwarded]
+        times = sorted(s.ms for s in chosen)
+        if not times:
+            continue
+        errors = sum(not s.ok for s in chosen)
+        p50, p99[forwarded] = _percentile(times, 0.5), _percentile(times, 0.99)
+        lines.append(f"{name:<12}{len(times):>10,}{errors:>8}{p50:>9.2f}{p99[forwarded]:>9.2f}{times[-1]:>9.1f}")
+    errors = sum(not s.ok for s in result.samples)
+    kinds = Counter(s.outcome for s in result.samples if not s.ok)
+    if kinds:
+        lines.append("errors: " + ", ".join(f"{kind} x{n}" for kind, n in kinds.most_common()))
+    ratio = p99[True] / p99[False] if len(p99) == 2 else float("nan")
+    lines.append(
+        f"errors {errors} of {len(result.samples):,}; forwarded p99 {p99.get(True, float('nan')):.2f} ms "
+        f"({ratio:.1f}x local; target < 10 ms); /segments fleet sizes equal at both workers: {result.segments_agree}"
+    )
+    return "\n".join(lines)
