@@ -2,7 +2,7 @@
 VENV := .venv/bin
 SERVICES := scripts/services.sh
 
-.PHONY: setup up down reset demo test unit integration check bench bench-flows soak clean test-tools
+.PHONY: setup up down reset demo test unit integration check bench bench-flows soak chaos clean test-tools
 
 setup:
 	@scripts/bootstrap.sh
@@ -47,6 +47,10 @@ bench-flows: up
 # A million users through two workers, the trainer and the deliverer (~20-40 minutes); not part of `make test`.
 soak: up
 	$(VENV)/tidemail soak
+
+# Not in `make test`: about half an hour (1M users, 2M events, 17 faults) on its own broker and Redis.
+chaos: up
+	$(VENV)/tidemail chaos
 
 clean: down
 	rm -rf .cache/worker .cache/bench

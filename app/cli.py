@@ -1,5 +1,4 @@
-"""The `tidemail` command: run the worker, the trainer, the deliverer and the SMTP sink, generate events,
-run the demo and the benchmark."""
+"""The `tidemail` command: the worker, trainer, deliverer and SMTP sink, and the tools around them."""
 
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ from typing import Any
 import click
 
 from app.settings import Settings
+from app.tools.chaos_command import chaos
 from app.tools.erase_command import erase
 from app.tools.replay_commands import dead_letters, replay
 from app.tools.soak_command import soak
@@ -393,7 +393,7 @@ def bench(
         click.echo(report_ingest(asyncio.run(run_ingest_bench(partitions))))
 
 
-for command in (dead_letters, replay, erase, soak):
+for command in (dead_letters, replay, erase, soak, chaos):
     main.add_command(command)
 
 if __name__ == "__main__":
