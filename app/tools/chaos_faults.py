@@ -7,10 +7,12 @@ paused worker continued), so faults run one after another and each prints one li
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from app.tools.chaos_fleet import Fleet
 from app.tools.chaos_services import Services
@@ -88,6 +90,7 @@ async def inject(fault: Fault, fleet: Fleet, services: Services) -> str:
         await services.start_redis()
         done = f"kill -9 Redis, restarted after {fault.down_s:.1f} s (append-only file kept)"
     elif fault.kind == WORKER_PAUSE:
+        await until_computing(fleet.processes[name].pid)
         fleet.signal(name, signal.SIGSTOP)
         await asyncio.sleep(fault.down_s)
         fleet.signal(name, signal.SIGCONT)
@@ -99,6 +102,18 @@ async def inject(fault: Fault, fleet: Fleet, services: Services) -> str:
         fleet.start(name)
         done = f"kill -9 {name} (pid {pid}), restarted after {fault.down_s:.1f} s"
     return f"{done}; whole again {time.monotonic() - started:.1f} s after it struck"
+
+
+async def until_computing(pid: int, timeout: float = 10) -> None:
+    """Until the process is on a CPU (state R), or `timeout`: a worker paused while it waits
+    for events has no batch in flight, and the pause would test nothing a kill does not."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            # The state follows the command name in parentheses, which may hold spaces.
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "R":
+                return
+        await asyncio.sleep(0.002)
 
 
 def _running_worker(fleet: Fleet, target: int) -> str:
