@@ -38,7 +38,7 @@ DEFAULT_WEIGHTS = {"page_view": 1.0, "click": 2.0, "cart_add": 4.0, "purchase": 
 class Recommendation:
     sku: str
     score: float
-    reason: str  # "sequence", "rule", "model" or "popular"
+    reason: str  # "sequence", "category", "rule" or "popular"
 
 
 @dataclass(slots=True)

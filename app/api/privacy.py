@@ -39,7 +39,7 @@ async def export_user(request: web.Request) -> web.Response:
         "user_id": state.user_id,
         "exported_at": format_time(app.clock.now_ms()),
         "partition": app.users.partition_of(state.user_id),
-        # Every field of the stored state, as the worker keeps it (see README, Per-user state).
+        # Every field of the stored state, as the worker keeps it (see docs/contracts.md, Per-user state).
         "state": orjson.loads(encode_state(state)),
         "experiments": _experiments(app, state),
         "cached_predictions": None if cached is None else {f: orjson.loads(v) for f, v in cached.items()},

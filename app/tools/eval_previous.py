@@ -6,7 +6,7 @@ bought-together rules, then popular products; only the cart and orders excluded.
 
 Its factors learned mostly popularity (an item's bias tracks its count), and in the
 blend they lowered the hit-rate on new products at every weight tried, so the shipped
-recommender no longer has them (see the README's Recommendations).
+recommender no longer has them (see docs/models.md, Why this blend).
 """
 
 from __future__ import annotations

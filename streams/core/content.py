@@ -47,7 +47,7 @@ ASSEMBLY_SYNTAX: Final = {
 _WHITESPACE = re.compile(r"\s+")
 _BLANK_LINES = re.compile(r"\n\s*\n")
 
-# What every template sees. Documented in the README; anything else a template names
+# What every template sees. Documented in docs/content.md; anything else a template names
 # stops start-up, so a typo cannot silently render as an empty string.
 CONTEXT: Final[dict[str, str]] = {
     "user_id": "the user's id",

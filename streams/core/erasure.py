@@ -76,7 +76,7 @@ def erasure_id(erasure: Erasure) -> str:
 
 
 def erasure_record(erasure: Erasure) -> dict[str, Any]:
-    """What the erasures topic carries, keyed by user id (see README, Erasure and export)."""
+    """What the erasures topic carries, keyed by user id (see docs/privacy-and-security.md, Erasure and export)."""
     return {
         "erasure_id": erasure_id(erasure),
         "user_id": erasure.user_id,

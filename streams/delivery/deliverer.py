@@ -1,5 +1,5 @@
 """`tidemail deliver`: reads email jobs, waits for each one's `send_at`, and sends it over
-SMTP at most once per job id (see README, Delivery).
+SMTP at most once per job id (see docs/delivery.md).
 
 Shape: one fetch loop (`JobConsumer`) puts jobs into a schedule; a scheduler (`DueJobs`)
 moves due jobs to a queue; `concurrency` senders (`Senders`), each with its own SMTP

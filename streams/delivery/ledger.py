@@ -7,7 +7,7 @@ publishes `released` before the retry waits. So the last record of a job on the 
 whether it may be sent: no record or `released`, yes; `claimed`, it may have been sent and
 is not sent again (`unconfirmed`); an outcome, it is finished. A deliverer folds the topic
 into a `Ledger` when it is given a partition and adds its own records as it publishes them;
-Redis is only the fast path (see README, Delivery, At most once).
+Redis is only the fast path (see docs/delivery.md, At most once).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from streams.core.errors import InvalidJob, shown
 from streams.core.jobs import format_time
 from streams.delivery.config import Sender
 
-# Outcomes published to the deliveries topic. `duplicate` is only counted: see README, Delivery.
+# Outcomes published to the deliveries topic. `duplicate` is only counted: see docs/delivery.md.
 SENT: Final = "sent"
 BOUNCED: Final = "bounced"
 FAILED: Final = "failed"

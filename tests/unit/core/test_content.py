@@ -228,6 +228,8 @@ def test_version_changes_when_an_included_block_changes(library: Path) -> None:
     assert all(after[name] != before[name] for name in before)
 
 
-def test_every_context_field_is_documented_in_the_readme() -> None:
-    readme = (TEMPLATES.parent / "README.md").read_text()
-    assert [name for name in CONTEXT if f"`{name}`" not in readme] == []
+def test_every_context_field_and_no_other_is_documented_in_the_template_context_table() -> None:
+    section = (TEMPLATES.parent / "docs/content.md").read_text().split("\n## Template context\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    documented = re.findall(r"^\| `(\w+)` \|", section, re.MULTILINE)
+    assert documented == list(CONTEXT)

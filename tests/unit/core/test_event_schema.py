@@ -1,5 +1,6 @@
 """The published event schema (streams/schemas/event.schema.json) against the worker's own
-validation: the README's examples and the generator's traffic pass both, and on a corpus
+validation: the documented examples (README and docs/contracts.md) and the generator's
+traffic pass both, and on a corpus
 of valid and mutated events (Hypothesis) the two accept and refuse the same events.
 
 What JSON Schema cannot say is left out of the comparison, on purpose:
@@ -41,9 +42,12 @@ from streams.core.events import (
     parse_event,
 )
 from streams.core.schemas import SCHEMA_NAMES, schema
+from streams.core.tracking import translate_request
+from tests.documented import ROOT, fenced_json
 from tests.factories import BASE_TS
 
-README = Path(__file__).resolve().parents[3] / "README.md"
+# Where events are documented: (file, the heading of the section holding the examples).
+DOCUMENTED_EVENTS = ((ROOT / "README.md", "### Events"), (ROOT / "docs/contracts.md", "## Event contract"))
 VALIDATOR = Draft202012Validator(schema("event"))
 NO_SIZE_LIMIT = 1 << 30
 DAY_MS = 86_400_000
@@ -74,31 +78,38 @@ def test_the_schemas_are_valid_draft_2020_12_schemas(name: str) -> None:
     Draft202012Validator.check_schema(doc)
 
 
-# ---- the README's examples and the generator's traffic ------------------------------------
+# ---- the documented examples and the generator's traffic ----------------------------------
 
 
-def readme_events() -> list[dict[str, Any]]:
-    """The events in the fenced JSON blocks of the README's event contract section."""
-    section = README.read_text().split("\n## Event contract\n", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```jsonc?\n(.*?)```", section, re.DOTALL)
-    events: list[dict[str, Any]] = []
-    decoder = json.JSONDecoder()
-    for block in blocks:
-        # `// ...` comments follow whitespace; `://` in a URL does not.
-        text = re.sub(r"\s//.*", "", block).strip()
-        while text:
-            doc, end = decoder.raw_decode(text)
-            events.append(doc)
-            text = text[end:].strip()
-    return events
-
-
-def test_every_readme_example_is_valid_for_the_schema_and_the_worker() -> None:
-    events = readme_events()
-    assert {doc["type"] for doc in events} == set(EVENT_TYPES)
+@pytest.mark.parametrize(("path", "heading"), DOCUMENTED_EVENTS, ids=lambda p: getattr(p, "name", p))
+def test_every_documented_example_is_valid_for_the_schema_and_the_worker(path: Path, heading: str) -> None:
+    events = fenced_json(path, heading)
+    assert events, f"no example events under {heading!r} in {path.name}"
     for doc in events:
         assert schema_errors(doc) == [], doc
         assert worker_error(doc) is None, doc
+
+
+def test_the_contract_doc_shows_an_event_of_every_type() -> None:
+    path, heading = DOCUMENTED_EVENTS[1]
+    assert {doc["type"] for doc in fenced_json(path, heading)} == set(EVENT_TYPES)
+
+
+def test_the_readme_tours_kcat_and_curl_events_are_valid_for_the_schema_and_the_worker() -> None:
+    """The tour's events are in shell commands rather than JSON blocks: a kcat line
+    (`key|json`, timestamped by the shell) and curl bodies through `tidemail ingest`."""
+    readme = DOCUMENTED_EVENTS[0][0].read_text()
+    lines = re.findall(r"^([\w-]+)\|(\{.*\})$", readme, re.MULTILINE)
+    bodies = re.findall(r"curl -u \S+: \S+/v1/(\w+) .*?-d '(\{.*?\})'", readme, re.DOTALL)
+    assert lines and bodies
+    events = [(key, value.replace("$(date +%s000)", str(BASE_TS))) for key, value in lines]
+    for route, body in bodies:
+        translation = translate_request(route, body.encode(), BASE_TS)
+        assert translation.refused == [], body
+        events += [(a.user_id, a.value.decode()) for a in translation.accepted]
+    for key, value in events:
+        assert schema_errors(json.loads(value)) == [], value
+        assert parse_event(value.encode(), key.encode(), NO_SIZE_LIMIT).user_id == key
 
 
 def test_the_generators_events_are_valid_and_its_broken_messages_are_refused_by_both() -> None:

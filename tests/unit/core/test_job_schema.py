@@ -6,6 +6,7 @@ the deliverer refuses too."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,6 +19,7 @@ from streams.core.experiments import load_experiments
 from streams.core.governance import GovernancePolicy, QuietHours
 from streams.core.schemas import schema
 from streams.delivery.messages import REQUIRED_TEXT, parse_job
+from tests.documented import ROOT, fenced_json
 from tests.factories import BASE_TS, event_doc, item
 from tests.unit.core.support import Store, processor, record, signup
 
@@ -97,3 +99,17 @@ def test_a_job_the_deliverer_refuses_the_schema_refuses(field: str, bad: Any) ->
     with pytest.raises(InvalidJob):
         parse_job(orjson.dumps(job))
     assert not VALIDATOR.is_valid(job)
+
+
+@pytest.mark.parametrize(
+    ("path", "heading"),
+    [(ROOT / "README.md", "### Email jobs"), (ROOT / "docs/contracts.md", "## Email job contract")],
+    ids=["README.md", "contracts.md"],
+)
+def test_the_documented_job_examples_are_valid_and_the_deliverer_reads_them(path: Path, heading: str) -> None:
+    jobs = fenced_json(path, heading)
+    assert jobs, f"no example job under {heading!r} in {path.name}"
+    for job in jobs:
+        assert list(VALIDATOR.iter_errors(job)) == []
+        assert set(job) == set(JOB_SCHEMA["properties"])
+        assert parse_job(orjson.dumps(job)).job_id == job["job_id"]
