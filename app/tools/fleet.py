@@ -247,6 +247,12 @@ class Fleet:
         assert member.data_dir is not None
         shutil.rmtree(member.data_dir, ignore_errors=True)
 
+    def cpu_seconds(self, name: str) -> float:
+        """CPU time the member has used so far, user and system (its children not counted)."""
+        stat = Path(f"/proc/{self.members[name].pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_bytes(self, name: str) -> tuple[int, int]:
         """The member's resident memory now and its peak (VmRSS, VmHWM), in bytes."""
         status = Path(f"/proc/{self.members[name].pid}/status").read_text()

@@ -22,7 +22,7 @@ from app.tools.common import get_json
 from app.tools.fleet import Deployment, Fleet, Member
 from app.tools.soak_measure import Wave, measure_state, measure_timers, restart_times
 from app.tools.soak_produce import produce_partitioned
-from app.tools.soak_report import SoakReport
+from app.tools.soak_report import SoakReport, Throughput
 from app.tools.soak_world import SoakWorld
 
 # The stream is sent in two parts, each before it is measured: one worker drains the first
@@ -75,11 +75,11 @@ async def _soak(fleet: Fleet, options: SoakOptions, bars: Progress) -> SoakRepor
     alone = int(options.events * SINGLE_SHARE)
     first = await _produce(fleet, world, itertools.islice(stream, alone), alone, options.rate, bars)
     single = await _drain_alone(fleet, alone, bars)
-    bars.console.log(f"1 worker: {single:,.0f} events/s over {alone:,} events")
+    bars.console.log(f"1 worker: {single.rate:,.0f} events/s, {single.per_cpu_second:,.0f} per CPU-second")
     await _join_second_worker(fleet, bars)
     second = await _produce(fleet, world, stream, options.events - alone, options.rate, bars)
     pair = await _drain_pair(fleet, second.count, bars)
-    bars.console.log(f"2 workers: {pair[0]:,.0f} + {pair[1]:,.0f} events/s")
+    bars.console.log(" + ".join(f"{t.rate:,.0f} events/s ({t.per_cpu_second:,.0f} per CPU-second)" for t in pair))
     await _drain_rest(fleet, bars)
     timers = await measure_timers(fleet, [first, second], bars)
     bars.console.log(f"timer lag p50 {timers.p50_s} s, p99 {timers.p99_s} s over {timers.users:,} users")
@@ -91,8 +91,8 @@ async def _soak(fleet: Fleet, options: SoakOptions, bars: Progress) -> SoakRepor
         users=world.users_seen,
         events=first.count + second.count,
         produce_rate=(first.count + second.count) / (first.seconds + second.seconds),
-        single_rate=single,
-        pair_rates=pair,
+        single=single,
+        pair=pair,
         rocksdb=state.rocksdb,
         changelog=state.changelog,
         changelog_records=state.changelog_records,
@@ -136,8 +136,8 @@ async def processed(http: aiohttp.ClientSession, worker: Member) -> int:
     return int(stats["processed"]) if stats else 0
 
 
-async def _drain_alone(fleet: Fleet, events: int, bars: Progress) -> float:
-    """Worker 1's rate over the events sent so far, from its first processed one to the last."""
+async def _drain_alone(fleet: Fleet, events: int, bars: Progress) -> Throughput:
+    """Worker 1 over the events sent so far, from its first processed one to the last."""
     task = bars.add_task("1 worker", total=events, note="starting")
     worker = fleet.start_worker(1)
     async with aiohttp.ClientSession(headers=fleet.deployment.admin_headers) as http:
@@ -146,14 +146,14 @@ async def _drain_alone(fleet: Fleet, events: int, bars: Progress) -> float:
             _alive(worker)
             first = await processed(http, worker)
             await asyncio.sleep(0.2)
-        started, done = time.monotonic(), first
+        started, cpu, done = time.monotonic(), fleet.cpu_seconds(worker.name), first
         while done < events and await _backlog(fleet) > 0:
             _alive(worker)
             await asyncio.sleep(0.5)
             done = await processed(http, worker) or done
             rate = (done - first) / (time.monotonic() - started)
             bars.update(task, completed=min(done, events), note=f"{rate:,.0f}/s")
-    return (done - first) / (time.monotonic() - started)
+    return Throughput(done - first, time.monotonic() - started, fleet.cpu_seconds(worker.name) - cpu)
 
 
 async def _join_second_worker(fleet: Fleet, bars: Progress) -> None:
@@ -168,17 +168,18 @@ async def _join_second_worker(fleet: Fleet, bars: Progress) -> None:
     bars.update(task, total=1, completed=1, note="both own partitions")
 
 
-async def _drain_pair(fleet: Fleet, events: int, bars: Progress) -> tuple[float, float]:
-    """Each worker's rate from the end of sending the rest of the stream until what is left of
-    it is under `PAIR_TAIL_SHARE` (so that neither runs dry inside the window)."""
+async def _drain_pair(fleet: Fleet, events: int, bars: Progress) -> tuple[Throughput, Throughput]:
+    """Each worker from the end of sending the rest of the stream until what is left of it is
+    under `PAIR_TAIL_SHARE` (so that neither runs dry inside the window)."""
     workers = (fleet.worker(1), fleet.worker(2))
     tail = int(events * PAIR_TAIL_SHARE)
     async with aiohttp.ClientSession(headers=fleet.deployment.admin_headers) as http:
         left = await _backlog(fleet)
         task = bars.add_task("2 workers", total=left, note="")
         start = [await processed(http, w) for w in workers]
+        cpu = [fleet.cpu_seconds(w.name) for w in workers]
         started = time.monotonic()
-        counts, rates = start, [0.0, 0.0]
+        counts = start
         while left > tail:
             await asyncio.sleep(0.5)
             for worker in workers:
@@ -187,7 +188,12 @@ async def _drain_pair(fleet: Fleet, events: int, bars: Progress) -> tuple[float,
             rates = [(c - s) / (time.monotonic() - started) for c, s in zip(counts, start, strict=True)]
             left = await _backlog(fleet)
             bars.update(task, completed=sum(counts) - sum(start), note=" + ".join(f"{r:,.0f}/s" for r in rates))
-    return rates[0], rates[1]
+    seconds = time.monotonic() - started
+    first, second = (
+        Throughput(c - s, seconds, fleet.cpu_seconds(w.name) - u)
+        for w, c, s, u in zip(workers, counts, start, cpu, strict=True)
+    )
+    return first, second
 
 
 async def _backlog(fleet: Fleet) -> int:

@@ -89,6 +89,28 @@ def histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float | 
 
 
 @dataclass(frozen=True, slots=True)
+class Throughput:
+    """Events one worker processed in a window, its length and the CPU time the worker used in it."""
+
+    events: int
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+    @property
+    def per_cpu_second(self) -> float:
+        return self.events / self.cpu_seconds if self.cpu_seconds else 0.0
+
+    @property
+    def cores(self) -> float:
+        """The share of a core the worker had: what the machine left it."""
+        return self.cpu_seconds / self.seconds if self.seconds else 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class RocksMemory:
     """RocksDB's memory settings in force: Faust opens one database per partition (active
     or standby), each with its own block cache and memtables."""
@@ -119,8 +141,8 @@ class SoakReport:
     users: int
     events: int
     produce_rate: float
-    single_rate: float
-    pair_rates: tuple[float, float]
+    single: Throughput
+    pair: tuple[Throughput, Throughput]
     rocksdb: SizeSummary
     changelog: SizeSummary
     changelog_records: int
@@ -137,11 +159,11 @@ class SoakReport:
 
     @property
     def pair_rate(self) -> float:
-        return sum(self.pair_rates)
+        return sum(t.rate for t in self.pair)
 
     @property
     def speedup(self) -> float:
-        return self.pair_rate / self.single_rate if self.single_rate else 0.0
+        return self.pair_rate / self.single.rate if self.single.rate else 0.0
 
 
 def _verdict(ok: bool) -> str:
@@ -157,9 +179,12 @@ def format_report(r: SoakReport) -> str:
     )
     lines = [
         f"soak: {r.users:,} users, {r.events:,} events (produced at {r.produce_rate:,.0f}/s)",
-        f"throughput: 1 worker {r.single_rate:,.0f}/s; 2 workers {r.pair_rate:,.0f}/s "
-        f"({r.pair_rates[0]:,.0f} + {r.pair_rates[1]:,.0f}) = {r.speedup:.2f}x "
+        f"throughput: 1 worker {r.single.rate:,.0f}/s; 2 workers {r.pair_rate:,.0f}/s "
+        f"({r.pair[0].rate:,.0f} + {r.pair[1].rate:,.0f}) = {r.speedup:.2f}x "
         f"(target >= {PAIR_SPEEDUP_TARGET}x: {_verdict(r.speedup >= PAIR_SPEEDUP_TARGET)})",
+        f"events per CPU-second of a worker: alone {r.single.per_cpu_second:,.0f}, in the pair "
+        f"{r.pair[0].per_cpu_second:,.0f} and {r.pair[1].per_cpu_second:,.0f}; cores the machine left them: "
+        f"alone {r.single.cores:.2f}, in the pair {r.pair[0].cores:.2f} + {r.pair[1].cores:.2f}",
         f"state per user in RocksDB: mean {r.rocksdb.mean:,.0f} B, p99 {r.rocksdb.p99:,.0f} B over "
         f"{r.rocksdb.users:,} users; files {r.rocksdb.total_bytes / r.rocksdb.users if r.rocksdb.users else 0:,.0f} "
         f"B/user on disk (target mean <= {STATE_MEAN_TARGET_BYTES} B: "

@@ -26,35 +26,44 @@ class Sizes:
     records: int
 
 
-def partition_dbs(data_dirs: Iterable[Path]) -> dict[int, Path]:
-    """One RocksDB directory per partition of the `users` table, from whichever worker holds it
-    (a standby copy is the same data)."""
-    found: dict[int, Path] = {}
+def partition_dbs(data_dirs: Iterable[Path]) -> dict[int, list[Path]]:
+    """Every RocksDB directory of each partition of the `users` table, across workers (an
+    active copy and standby copies, which may lag behind it)."""
+    found: dict[int, list[Path]] = {}
     for data_dir in data_dirs:
         for path in sorted(data_dir.rglob("users-*.db")):
             match = PARTITION_DB.match(path.name)
             if match and path.is_dir():
-                found.setdefault(int(match.group(1)), path)
+                found.setdefault(int(match.group(1)), []).append(path)
     return found
 
 
-def rocksdb_sizes(dbs: dict[int, Path], progress: Callable[[int], None]) -> Sizes:
-    """Every user record of every partition, read from stopped workers' files."""
+def rocksdb_sizes(dbs: dict[int, list[Path]], progress: Callable[[int], None]) -> Sizes:
+    """Every user record of every partition, read from stopped workers' files: of a
+    partition's copies, the one holding the most users (a standby may be behind)."""
     per_user: list[int] = []
     disk = 0
-    for path in dbs.values():
-        disk += sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-        db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
-        try:
-            for key, value in db.items():
-                # Opened in raw mode: keys and values are bytes.
-                if isinstance(key, bytes) and isinstance(value, bytes) and is_user_key(key):
-                    per_user.append(len(key) + len(value))
-                    if len(per_user) % 50_000 == 0:
-                        progress(50_000)
-        finally:
-            db.close()
+    for copies in dbs.values():
+        measured = [_user_sizes(path) for path in copies]
+        sizes, files = max(measured, key=lambda m: len(m[0]))
+        per_user.extend(sizes)
+        disk += files
+        progress(len(sizes))
     return Sizes(len(per_user), per_user, disk, len(per_user))
+
+
+def _user_sizes(path: Path) -> tuple[list[int], int]:
+    """Key and value bytes of each user record in one database, and its files' bytes."""
+    sizes = []
+    db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
+    try:
+        for key, value in db.items():
+            # Opened in raw mode: keys and values are bytes.
+            if isinstance(key, bytes) and isinstance(value, bytes) and is_user_key(key):
+                sizes.append(len(key) + len(value))
+    finally:
+        db.close()
+    return sizes, sum(f.stat().st_size for f in path.iterdir() if f.is_file())
 
 
 async def changelog_sizes(bootstrap: str, topic: str, partitions: int, progress: Callable[[int], None]) -> Sizes:

@@ -11,6 +11,7 @@ from app.tools.soak_report import (
     RocksMemory,
     SizeSummary,
     SoakReport,
+    Throughput,
     counter_total,
     format_report,
     histogram_buckets,
@@ -82,8 +83,8 @@ def test_sizes_and_the_report_against_the_targets() -> None:
         users=1_000,
         events=4_000,
         produce_rate=30_000,
-        single_rate=10_000,
-        pair_rates=(7_000, 8_000),
+        single=Throughput(100_000, 10.0, 12.5),
+        pair=(Throughput(70_000, 10.0, 10.0), Throughput(80_000, 10.0, 10.0)),
         rocksdb=SizeSummary.of([500] * 99 + [2_000], 600_000),
         changelog=SizeSummary.of([480] * 100, 4_000_000),
         changelog_records=9_000,
@@ -100,7 +101,12 @@ def test_sizes_and_the_report_against_the_targets() -> None:
     text = format_report(report)
     assert "2 workers 15,000/s (7,000 + 8,000) = 1.50x (target >= 1.6x: MISSED)" in text
     assert "mean 515 B, p99 500 B" in text
+    assert (
+        "alone 8,000, in the pair 7,000 and 8,000; cores the machine left them: alone 1.25, in the pair 1.00 + 1.00"
+        in text
+    )
     assert "(target <= 2,048 MiB: MISSED)" in text
     assert "at most 5,632 MiB per worker" in text
     assert "restart from local state: 4.0 s (target < 10 s: met)" in text
     assert "changelog rebuild): 75.0 s (target < 60 s: MISSED)" in text
+
