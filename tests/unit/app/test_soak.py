@@ -109,4 +109,3 @@ def test_sizes_and_the_report_against_the_targets() -> None:
     assert "at most 5,632 MiB per worker" in text
     assert "restart from local state: 4.0 s (target < 10 s: met)" in text
     assert "changelog rebuild): 75.0 s (target < 60 s: MISSED)" in text
-
