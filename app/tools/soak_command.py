@@ -19,9 +19,20 @@ import click
 @click.option("--partitions", default=8, show_default=True)
 @click.option("--quick", is_flag=True, help="A smoke run: 20,000 users and 80,000 events.")
 @click.option("--keep", is_flag=True, help="Keep the deployment's topics, data and logs afterwards.")
-def soak(users: int, events: int, rate: float, seed: int, partitions: int, quick: bool, keep: bool) -> None:
+@click.option(
+    "--latency", is_flag=True, help="Measure only latency: event to job and to durable state at 1k and 5k events/s."
+)
+def soak(
+    users: int, events: int, rate: float, seed: int, partitions: int, quick: bool, keep: bool, latency: bool
+) -> None:
     """Run two workers, the trainer, the deliverer and an SMTP sink on a stream of a million users;
     report throughput (1 and 2 workers), state bytes per user, RSS, restart times and timer lag."""
+    if latency:
+        from app.tools.soak_latency import run_latency
+
+        asyncio.run(run_latency(seconds=10 if quick else 20, users=100_000, seed=seed))
+        click.echo(f"command: tidemail soak --latency{' --quick' if quick else ''} --seed {seed}")
+        return
     # Imported here: the worker's wiring and RocksDB are slow to import for every other command.
     from app.tools.soak import SoakOptions, run_soak
     from app.tools.soak_report import format_report
