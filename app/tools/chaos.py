@@ -45,6 +45,10 @@ class ChaosPlan:
     workers: int = 2
     partitions: int = 8
     session_timeout_s: float = 6.0
+    # How long a paused worker stays stopped: past the session timeout, so the group moves
+    # its partitions; longer than the takeover (rebalance and recovery), so the new owner
+    # has processed them again before the paused one resumes its batch.
+    pause_s: float = 15.0
     erase_share: float = 0.2
     faults: FaultCounts = field(default_factory=FaultCounts)
 
@@ -184,12 +188,33 @@ async def start_deployment(plan: ChaosPlan, root: Path, started: float) -> tuple
     await ensure_deployment_topics(settings)
     fleet = Fleet(root, env={**os_environ(), **env}, workers=plan.workers)
     fleet.start_all()
+    try:
+        await workers_ready(fleet, env)
+    except TimeoutError:
+        fleet.stop_all()
+        services.stop()
+        raise
     say(
         started,
         f"broker :{services.kafka_port}, Redis :{services.redis_port}, {plan.workers} workers, trainer, "
         f"deliverer, SMTP sink started in {root}; quiet hours {quiet} hold Asia/Tokyo's emails to the end",
     )
     return services, fleet, settings
+
+
+async def workers_ready(fleet: Fleet, env: dict[str, str], timeout: float = 300) -> None:
+    """Until every worker owns partitions, so that faults strike a group at work."""
+    headers = {"Authorization": f"Bearer {env['TIDEMAIL_ADMIN_TOKENS']}"}
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(headers=headers) as http:
+        for n in range(fleet.workers):
+            while time.monotonic() < deadline:
+                health = await get_json(http, fleet.url(fleet.worker(n)) + "/health")
+                if health is not None and health["owned_partitions"]:
+                    break
+                await asyncio.sleep(0.5)
+            else:
+                raise TimeoutError(f"{fleet.worker(n)} owned no partition within {timeout:.0f}s")
 
 
 def os_environ() -> dict[str, str]:
@@ -200,7 +225,7 @@ def os_environ() -> dict[str, str]:
 async def run_faults(plan: ChaosPlan, fleet: Fleet, services: Services, started: float) -> None:
     # Faults strike while events flow: after the first tenth, before the last tenth.
     window = (plan.producing_s * 0.1, plan.producing_s * 0.9)
-    faults = schedule(plan.faults, window, plan.seed, pause_s=plan.session_timeout_s * 2.5)
+    faults = schedule(plan.faults, window, plan.seed, pause_s=plan.pause_s)
     for n, fault in enumerate(faults, 1):
         await asyncio.sleep(max(0.0, fault.at_s - (time.monotonic() - started)))
         struck = time.monotonic()

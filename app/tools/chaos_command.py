@@ -23,6 +23,7 @@ import click
 @click.option("--broker-kills", default=1, show_default=True)
 @click.option("--redis-kills", default=1, show_default=True)
 @click.option("--worker-pauses", default=1, show_default=True, help="SIGSTOP past the session timeout, then SIGCONT.")
+@click.option("--pause-seconds", default=15.0, show_default=True, help="How long a paused worker stays stopped.")
 @click.option("--dir", "directory", default=".cache/chaos", show_default=True, help="The run's broker, logs, emails.")
 @click.option("--keep", is_flag=True, help="Keep the run's directory (logs, broker data, emails) afterwards.")
 def chaos(
@@ -38,6 +39,7 @@ def chaos(
     broker_kills: int,
     redis_kills: int,
     worker_pauses: int,
+    pause_seconds: float,
     directory: str,
     keep: bool,
 ) -> None:
@@ -50,6 +52,6 @@ def chaos(
     # The run polls its broker while it restarts: aiokafka logs each refused connection.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     counts = FaultCounts(worker_kills, deliverer_kills, trainer_kills, broker_kills, redis_kills, worker_pauses)
-    plan = ChaosPlan(users, events, rate, seed, workers, partitions, faults=counts)
+    plan = ChaosPlan(users, events, rate, seed, workers, partitions, pause_s=pause_seconds, faults=counts)
     verdict = asyncio.run(run_chaos(plan, Path(directory), keep))
     sys.exit(0 if verdict.ok else 1)
