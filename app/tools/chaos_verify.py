@@ -157,20 +157,25 @@ def compare_states(expected: BatchResult, durable: dict[str, UserState]) -> list
     for user in sorted(set(wanted) & set(durable)):
         # After a JSON round trip, as the worker's states have been through one.
         one_pass, found = decode_state(encode_state(wanted[user])), durable[user]
-        one_pass = with_variants_of(found, one_pass)
+        one_pass = with_snapshot_choices_of(found, one_pass)
         if one_pass != found:
             fields = [f.name for f in dataclasses.fields(found) if getattr(one_pass, f.name) != getattr(found, f.name)]
             differ.append(f"{user} {'/'.join(fields)}")
     return differ
 
 
-def with_variants_of(found: UserState, one_pass: UserState) -> UserState:
-    """`one_pass` with the experiment variants `found` holds for the same jobs: a variant is
-    drawn from the bandit posteriors of the trainer's latest snapshot, which a replay without
-    the trainer cannot know (the job's id, and so whether it exists, does not depend on it)."""
+def with_snapshot_choices_of(found: UserState, one_pass: UserState) -> UserState:
+    """`one_pass` with the choices `found` made from the trainer's latest snapshot, which a
+    replay without the trainer cannot know: the experiment variant of each job (drawn from
+    the bandit posteriors) and, when the user was sent as many marketing emails, the instants
+    they were counted at (quiet hours move a send to the best hour, which leans on the
+    fleet's send-time curve). Neither decides whether a job exists or what its id is."""
     variants = {sent.job_id: sent.variant for sent in found.experiment_jobs}
     chosen = [sent._replace(variant=variants.get(sent.job_id, sent.variant)) for sent in one_pass.experiment_jobs]
-    return dataclasses.replace(one_pass, experiment_jobs=chosen)
+    sends = found.marketing_sends if len(found.marketing_sends) == len(one_pass.marketing_sends) else None
+    return dataclasses.replace(
+        one_pass, experiment_jobs=chosen, marketing_sends=sends if sends is not None else one_pass.marketing_sends
+    )
 
 
 def ids_in(records: list[Record], name: str) -> Counter[str]:

@@ -11,7 +11,7 @@ import orjson
 from aiokafka.structs import ConsumerRecord
 
 from app.tools.chaos_faults import WORKER_PAUSE, FaultCounts, schedule
-from app.tools.chaos_verify import durable_states, exactly_once, last_outcomes
+from app.tools.chaos_verify import durable_states, exactly_once, last_outcomes, with_snapshot_choices_of
 from app.tools.chaos_world import HELD_ZONE, held_quiet_hours, world_messages
 from app.tools.generator import PLACES
 from streams.core.state import UserState, encode_state
@@ -82,3 +82,11 @@ def test_a_claim_after_an_outcome_does_not_hide_the_outcome() -> None:
     records = [outcome("j1", "claimed", 0), outcome("j1", "sent", 1), outcome("j1", "claimed", 2)]
     records += [outcome("j2", "claimed", 3)]
     assert last_outcomes(records) == {"j1": "sent", "j2": "claimed"}
+
+
+def test_the_instants_of_marketing_sends_come_from_the_worker_but_not_their_number() -> None:
+    one_pass = UserState(user_id="u1", marketing_sends=[AT_MS])
+    moved_to_best_hour = UserState(user_id="u1", marketing_sends=[AT_MS + 3_600_000])
+    assert with_snapshot_choices_of(moved_to_best_hour, one_pass) == moved_to_best_hour
+    sent_twice = UserState(user_id="u1", marketing_sends=[AT_MS, AT_MS + 3_600_000])
+    assert with_snapshot_choices_of(sent_twice, one_pass) == one_pass
