@@ -49,8 +49,10 @@ def deployment_env(run_id: str, slug: str, partitions: int, web_port: int) -> di
         "TIDEMAIL_CATALOG_TOPIC": f"{name}.catalog",
         "TIDEMAIL_JOBS_TOPIC": f"bench-{run_id}.email-jobs",
         "TIDEMAIL_DEAD_LETTER_TOPIC": f"bench-{run_id}.dead-letter",
-        # Checked against TIDEMAIL_PARTITIONS at start-up like the rest: the shared one may differ.
+        # Checked against TIDEMAIL_PARTITIONS at start-up like the rest: a shared one may differ,
+        # and one a benchmark left with its partition count would stop `make demo` from starting.
         "TIDEMAIL_DELIVERIES_TOPIC": f"bench-{run_id}.deliveries",
+        "TIDEMAIL_ERASURES_TOPIC": f"bench-{run_id}.erasures",
         "TIDEMAIL_PARTITIONS": str(partitions),
         "TIDEMAIL_DATA_DIR": str(Path(".cache/bench") / run_id / slug),
         "TIDEMAIL_WEB_PORT": str(web_port),

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -9,7 +10,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from app.tools.common import get_json, keep_pace, launch, poll_until, stop_processes, wait_until
+from app.settings import Settings
+from app.tools.common import deployment_env, get_json, keep_pace, launch, poll_until, stop_processes, wait_until
 
 
 async def test_polling_returns_the_first_ready_answer_or_names_what_it_waited_for() -> None:
@@ -63,3 +65,11 @@ def test_launched_processes_log_to_their_file_and_stop(tmp_path: Path) -> None:
     stop_processes([process])
     assert process.returncode is not None
     assert log.read_text() == "up\n"
+
+
+def test_a_benchmark_deployment_leaves_no_shared_topic_behind_with_its_partition_count() -> None:
+    env = deployment_env("r1", "segments", partitions=4, web_port=0)
+    ours, shipped = Settings.from_env(env), Settings()
+    topics = [f.name for f in dataclasses.fields(Settings) if f.name.endswith("_topic")]
+    assert "erasures_topic" in topics
+    assert [name for name in topics if getattr(ours, name) == getattr(shipped, name)] == []
