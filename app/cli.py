@@ -318,7 +318,7 @@ def demo(users: int, rate: float, time_lapse: float, world: str) -> None:
 def preview(template: str, user_id: str | None, output: str, worker_url: str | None) -> None:
     """Print an email as a running worker would render it now for a user."""
     import orjson
-    from aiohttp import ClientSession
+    from aiohttp import ClientConnectionError, ClientSession
 
     from app.tools.common import api_headers
 
@@ -333,8 +333,16 @@ def preview(template: str, user_id: str | None, output: str, worker_url: str | N
         ):
             return response.status, await response.read()
 
-    status, body = asyncio.run(fetch())
-    doc = orjson.loads(body)
+    try:
+        status, body = asyncio.run(fetch())
+    except ClientConnectionError as e:
+        raise click.ClickException(
+            f"no worker answers at {base} ({e}): start one (`tidemail worker`, or `make demo`) or pass --worker-url"
+        ) from e
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise click.ClickException(f"{base} answered HTTP {status} without JSON: is it a Tidemail worker?") from e
     if status != 200:
         raise click.ClickException(doc.get("error", f"HTTP {status}"))
     if output == "json":
