@@ -113,7 +113,7 @@ async def test_preview_renders_a_real_users_state_and_loads_in_chromium(worker: 
     }
     status, email = await worker.get("/templates/cart_reminder/preview?user_id=ann&format=json")
     assert status == 200, email
-    assert email["subject"] == "Ann, your Item OUT-0 is waiting"
+    assert email["subject"] == "Ann, you left Item OUT-0 in your cart"
     assert "Popular right now" in email["html"] or "Picked for you" in email["html"]
     assert "Free next-day delivery anywhere in the UK" in email["text"]
     status, anonymous = await worker.get("/templates/welcome/preview?format=json")
@@ -156,6 +156,6 @@ async def test_preview_renders_a_real_users_state_and_loads_in_chromium(worker: 
         timeout=60,
     )
     assert cli.returncode == 0, cli.stderr.decode()
-    assert cli.stdout.decode().startswith("Subject: Ann, your Item OUT-0 is waiting\n\nHi Ann,")
+    assert cli.stdout.decode().startswith("Subject: Ann, you left Item OUT-0 in your cart\n\nHi Ann,")
     missing = subprocess.run([*command, "nope"], capture_output=True, cwd=ROOT, env=worker.env, timeout=60)
     assert missing.returncode != 0 and "no template 'nope'" in missing.stderr.decode()

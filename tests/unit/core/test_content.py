@@ -109,7 +109,7 @@ def test_recommended_products_show_six_and_fall_back_to_popular(renderer: EmailR
 
 def test_cart_reminder_lists_the_cart_and_names_it_in_the_subject(renderer: EmailRenderer) -> None:
     email = renderer.render("cart_reminder", FULL)
-    assert email.subject == "Ann, your Outdoor item 1 and 1 more are waiting"
+    assert email.subject == "Ann, you left Outdoor item 1 and 1 more in your cart"
     assert "In your cart" in email.html and "https://shop/p/OUT-002" in email.html
     assert "- Outdoor item 2 (12.00): https://shop/p/OUT-002" in email.text
     assert renderer.render("cart_reminder", {}).subject == "You left something in your cart"
