@@ -64,7 +64,7 @@ async def user_profile(request: web.Request) -> web.Response:
 
 
 async def user_recommendations(request: web.Request) -> web.Response:
-    """Top-k products for a user, each with its score and why (model, rule or popular);
+    """Top-k products for a user, each with its score and why (sequence, category, rule or popular);
     cached in Redis until the user's next event. A user never seen gets popular products."""
     app = services(request)
     user_id = checked_user_id(request.match_info["user_id"])
