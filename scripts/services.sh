@@ -82,6 +82,8 @@ kafka_java() {
 }
 
 start_kafka() {
+  # Also when a broker is already there: `make chaos` and its test start brokers of their own from these jars.
+  ensure_kafka_jars
   if is_running "$RUN/kafka.pid"; then log "kafka already running on :$KAFKA_PORT"; return; fi
   if port_open "$KAFKA_PORT"; then
     # Another checkout's broker (or the user's own) is fine if it answers as Kafka;
@@ -89,7 +91,6 @@ start_kafka() {
     log "using the Kafka-like service already listening on :$KAFKA_PORT (not started here, not stopped by down)"
     return
   fi
-  ensure_kafka_jars
   write_kafka_config
   if [ ! -f "$KAFKA_HOME/data/meta.properties" ]; then
     log "formatting KRaft storage"
@@ -114,6 +115,8 @@ ensure_redis_server() {
 }
 
 start_redis() {
+  # Also when a Redis is already there: the chaos run starts and kills one of its own.
+  ensure_redis_server
   if is_running "$RUN/redis.pid"; then log "redis already running on :$REDIS_PORT"; return; fi
   if port_open "$REDIS_PORT"; then
     if redis_answers; then
@@ -123,7 +126,6 @@ start_redis() {
     log "port $REDIS_PORT is taken by something that is not redis"
     exit 1
   fi
-  ensure_redis_server
   mkdir -p "$CACHE/redis"
   log "starting redis on :$REDIS_PORT"
   # Delivery claims are kept in an append-only file synced every second: a killed Redis
