@@ -159,7 +159,8 @@ PREDICTION_CACHE = Counter(
 # Served by `tidemail deliver` on TIDEMAIL_DELIVERER_METRICS_PORT.
 DELIVERIES = Counter(
     "tidemail_deliveries_total",
-    "Email jobs finished by the deliverer, by outcome (sent, bounced, failed, unconfirmed, duplicate, invalid).",
+    "Email jobs finished by the deliverer, by outcome (sent, bounced, failed, unconfirmed, duplicate, invalid, "
+    "erased, withdrawn).",
     ["outcome"],
 )
 DELIVERY_RETRIES = Counter(

@@ -27,6 +27,7 @@ from app.tools.chaos_services import Services
 from app.tools.chaos_verify import Verdict, verify
 from app.tools.chaos_world import held_quiet_hours, world_messages
 from app.tools.common import get_json, keep_pace
+from streams.consumer_lag import LAG_INTERVAL_S
 
 # Past every quiet hour and best hour the world can set: each job is due once the run moves
 # the deliverer's clock this far at the end.
@@ -167,6 +168,34 @@ async def deliverer_idle(fleet: Fleet, settings: Settings, timeout: float) -> No
     raise TimeoutError(f"the deliverer still held jobs after {timeout:.0f}s")
 
 
+async def deliverer_read_all(fleet: Fleet, settings: Settings, timeout: float) -> None:
+    """Until the deliverer's lag on every partition of the jobs topic reads 0 twice, one lag
+    measurement apart: the withdrawals are read before the held emails fall due."""
+    deadline = time.monotonic() + timeout
+    zero_in_a_row = 0
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline and zero_in_a_row < 2:
+            lags = await jobs_lag(http, fleet.url("deliverer"), settings.jobs_topic)
+            zero_in_a_row = zero_in_a_row + 1 if len(lags) == settings.partitions and not any(lags) else 0
+            await asyncio.sleep(LAG_INTERVAL_S + 0.5)
+    if zero_in_a_row < 2:
+        raise TimeoutError(f"the deliverer had not read the whole jobs topic after {timeout:.0f}s")
+
+
+async def jobs_lag(http: aiohttp.ClientSession, url: str, topic: str) -> list[float]:
+    """The deliverer's `tidemail_consumer_lag_records` of each partition of `topic` it reports."""
+    with contextlib.suppress(aiohttp.ClientError):
+        async with http.get(url + "/metrics") as answer:
+            if answer.status == 200:
+                prefix = "tidemail_consumer_lag_records{"
+                return [
+                    float(line.rsplit(" ", 1)[1])
+                    for line in (await answer.text()).splitlines()
+                    if line.startswith(prefix) and f'topic="{topic}"' in line
+                ]
+    return []
+
+
 async def advance_deliverer_clock(fleet: Fleet, millis: int) -> int:
     async with aiohttp.ClientSession() as http:
         for _ in range(60):
@@ -239,6 +268,8 @@ async def settle(plan: ChaosPlan, fleet: Fleet, settings: Settings, started: flo
     timeout = 600 + plan.events / 2_000
     await wait_caught_up(settings, f"{settings.app_id}-hot-path", settings.events_topic, timeout)
     say(started, "workers caught up with the events topic")
+    await deliverer_read_all(fleet, settings, timeout)
+    say(started, "deliverer read every job and withdrawal")
     now_ms = await advance_deliverer_clock(fleet, FINAL_CLOCK_ADVANCE_MS)
     say(started, "deliverer's clock moved 26 h ahead: the held emails fall due")
     await deliverer_idle(fleet, settings, timeout)

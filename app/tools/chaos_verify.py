@@ -29,6 +29,7 @@ from app.settings import Settings
 from streams.core.batch import BatchResult, InputRecord
 from streams.core.clock import Clock
 from streams.core.state import UserState, decode_state, encode_state
+from streams.core.withdrawal import is_withdrawal, withdrawal_id, withdraws
 from streams.delivery.ledger import CLAIMED, read_record
 from streams.delivery.messages import parse_time
 from streams.kafka.store import is_user_key
@@ -228,19 +229,34 @@ class EmailRules:
     optional: set[str] = field(default_factory=set)
     forbidden: set[str] = field(default_factory=set)
     unconfirmed: set[str] = field(default_factory=set)
-    # Jobs whose user unsubscribed after the trigger: sent or not, the flow asked before it.
+    # Jobs whose user unsubscribed after the trigger while the job was due anyway: sent or
+    # not, depending on which the deliverer saw first. One still waiting for its `send_at`
+    # is withdrawn (forbidden).
     unsubscribed_later: set[str] = field(default_factory=set)
+
+
+def withdrawn_at(expected: BatchResult) -> dict[str, list[tuple[str, int]]]:
+    """The lists each user left, with the offset of the unsubscribe that withdrew them."""
+    left: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for withdrawal in expected.outputs.withdrawals:
+        left[withdrawal.user_id].append((withdrawal.list_name, withdrawal.record.offset))
+    return left
 
 
 def email_rules(
     expected: BatchResult, events: list[Record], outcomes: dict[str, str], due_before_ms: int
 ) -> EmailRules:
-    erased, unsubscribed = erased_before(expected), unsubscribed_at(events)
+    erased, unsubscribed, withdrawn = erased_before(expected), unsubscribed_at(events), withdrawn_at(expected)
     rules = EmailRules()
     for job in expected.outputs.jobs:
         job_id, user, at = job["job_id"], job["user_id"], job_position(expected, job)
         quits = [unsubscribed.get((user, name)) for name in (job["list"], "all")]
+        held = parse_time(job["send_at"], "send_at") > due_before_ms
+        withdrawn_later = any(w > at and withdraws(name, job["list"]) for name, w in withdrawn.get(user, []))
         if (user in erased and at < erased[user]) or any(q is not None and q < at for q in quits):
+            rules.forbidden.add(job_id)
+            continue
+        if held and withdrawn_later:
             rules.forbidden.add(job_id)
             continue
         if any(q is not None for q in quits):
@@ -268,11 +284,19 @@ async def verify(settings: Settings, sink_dir: Path, due_before_ms: int) -> Verd
     durable = durable_states(await read(f"{settings.app_id}-users-changelog"))
     verdict.users = len(durable)
     verdict.state_mismatches = compare_states(expected, durable)
+    job_records = await read(settings.jobs_topic)
     verdict.checks.append(
         exactly_once(
             "jobs topic",
             (j["job_id"] for j in expected.outputs.jobs),
-            ids_in(await read(settings.jobs_topic), "job_id"),
+            ids_in([r for r in job_records if not is_withdrawal(r.headers)], "job_id"),
+        )
+    )
+    verdict.checks.append(
+        exactly_once(
+            "withdrawals on the jobs topic",
+            (withdrawal_id(w) for w in expected.outputs.withdrawals),
+            ids_in([r for r in job_records if is_withdrawal(r.headers)], "withdrawal_id"),
         )
     )
     changes = (i for _, moved in expected.outputs.segment_transitions for i in moved.change_ids())
@@ -286,8 +310,10 @@ async def verify(settings: Settings, sink_dir: Path, due_before_ms: int) -> Verd
     verdict.forbidden_emails = sorted(rules.forbidden & set(arrived))
     verdict.unconfirmed = len(rules.unconfirmed - set(arrived))
     verdict.notes.append(
-        f"emails: {len(rules.required):,} due, {len(rules.forbidden):,} withheld (user erased or unsubscribed first), "
+        f"emails: {len(rules.required):,} due, {len(rules.forbidden):,} withheld "
+        "(user erased or unsubscribed first, or while it waited), "
         f"{len(rules.unconfirmed):,} unconfirmed ({len(rules.unconfirmed & set(arrived))} of them arrived), "
-        f"{len(rules.unsubscribed_later & set(arrived))} sent to users who unsubscribed after the trigger"
+        f"{len(rules.unsubscribed_later & set(arrived))} sent to users who unsubscribed after the trigger "
+        "(the email due)"
     )
     return verdict

@@ -22,6 +22,7 @@ from app.faust_app import ensure_deployment_topics
 from app.settings import Settings
 from app.tools.common import api_headers, launch, stop_processes, tidemail_command
 from app.tools.generator import publish
+from streams.core.withdrawal import is_withdrawal
 
 LOGS = Path(".cache/logs")
 
@@ -116,9 +117,10 @@ async def _watch(http: aiohttp.ClientSession, base: str, settings: Settings, wor
             batch = await consumer.getmany(timeout_ms=1000)
             for tp, records in batch.items():
                 if tp.topic == settings.jobs_topic:
-                    emitted = [orjson.loads(r.value) for r in records]
+                    emitted = [orjson.loads(r.value) for r in records if not is_withdrawal(r.headers)]
                     jobs.update(job["flow"] for job in emitted)
-                    last_job = f'"{emitted[-1]["subject"]}" -> {emitted[-1]["to"]}'
+                    if emitted:
+                        last_job = f'"{emitted[-1]["subject"]}" -> {emitted[-1]["to"]}'
                 elif tp.topic == settings.segment_changes_topic:
                     changes += len(records)
                 elif tp.topic == settings.deliveries_topic:

@@ -66,6 +66,20 @@ class Erasure:
     source: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    """A list an `unsubscribe` removed the user from: their scheduled emails of that list are
+    withdrawn at the deliverer (`withdrawal.py`)."""
+
+    # The unsubscribe event's record: its place names the withdrawal and its partition places it.
+    record: InputRecord
+    user_id: str
+    list_name: str
+    event_id: str
+    # When the worker processed the unsubscribe, on its clock.
+    processed_ms: int
+
+
 @dataclass(slots=True)
 class StateChanges:
     """What goes to the changelog and RocksDB, per partition."""
@@ -94,6 +108,8 @@ class Outputs:
     segment_transitions: list[tuple[int, Transitions]] = field(default_factory=list)
     # Events to forward to the partition their user lives in.
     reroutes: list[Reroute] = field(default_factory=list)
+    # Lists users left: their scheduled emails of those lists are withdrawn (`withdrawal.py`).
+    withdrawals: list[Withdrawal] = field(default_factory=list)
 
 
 @dataclass(slots=True)

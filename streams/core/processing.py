@@ -17,7 +17,7 @@ import orjson
 
 from models.bandits import REWARD_EVENTS, Experiment
 from models.reco import ItemModel
-from streams.core.batch import BatchResult, DeadLetter, InputRecord, Reroute
+from streams.core.batch import BatchResult, DeadLetter, InputRecord, Reroute, Withdrawal
 from streams.core.clock_steps import (
     catch_up_segments,
     index_next_check,
@@ -49,6 +49,7 @@ from streams.core.learning import propensity_scores
 from streams.core.partitioning import REROUTED_FROM_HEADER, Partitioner
 from streams.core.segments import SegmentBook, Transitions
 from streams.core.state import StatePolicy, UserState, apply
+from streams.core.withdrawal import lists_left
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,10 @@ class BatchProcessor:
             result.counts.skipped["duplicate"] += 1
             return before.copy()
         result.counts.applied_by_type[event.type] += 1
+        if event.type == "unsubscribe":
+            for list_name in lists_left(before, state):
+                left = Withdrawal(record, event.user_id, list_name, event.event_id, self._clock_ms())
+                result.outputs.withdrawals.append(left)
         training = result.training
         state, learned = learn_interactions(before, state, event, self._reco_weights, self.item_model)
         if learned is not None:

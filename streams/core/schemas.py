@@ -11,7 +11,7 @@ import orjson
 
 SCHEMA_DIR: Final = Path(__file__).resolve().parent.parent / "schemas"
 SUFFIX: Final = ".schema.json"
-SCHEMA_NAMES: Final = ("event", "email-job")
+SCHEMA_NAMES: Final = ("event", "email-job", "email-job-withdrawal")
 
 
 def schema_name(requested: str) -> str | None:

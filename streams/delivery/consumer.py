@@ -14,6 +14,7 @@ from aiokafka.structs import ConsumerRecord
 
 from streams import metrics
 from streams.core.errors import InvalidJob
+from streams.core.withdrawal import is_withdrawal
 from streams.delivery.availability import until_available
 from streams.delivery.config import DeliveryConfig
 from streams.delivery.due import DueJobs
@@ -22,6 +23,7 @@ from streams.delivery.messages import DUPLICATE, parse_job
 from streams.delivery.pending import Pending, PendingJobs
 from streams.delivery.publisher import OutcomePublisher
 from streams.delivery.rebuild import LedgerReader
+from streams.delivery.withdrawals import read_withdrawal, withdraw
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,9 @@ class JobConsumer:
 
     async def _accept(self, record: ConsumerRecord[bytes, bytes]) -> None:
         self._jobs.read(record.partition, record.offset, record.timestamp)
+        if is_withdrawal(record.headers):
+            await self._withdraw(record)
+            return
         try:
             job = parse_job(record.value)
         except InvalidJob as e:
@@ -132,6 +137,15 @@ class JobConsumer:
         pending = Pending(record.partition, record.offset, job)
         self._jobs.hold(pending)
         self._due.add(job.send_at_ms, pending)
+
+    async def _withdraw(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            user_id, list_name = read_withdrawal(record.value)
+        except InvalidJob as e:
+            await self._publisher.dead_letter(record, str(e))
+        else:
+            withdraw(user_id, list_name, self._due, self._jobs)
+        self._jobs.skipped(record.partition, record.offset)
 
     async def commit(self, partitions: set[int]) -> None:
         topic = self._config.jobs_topic

@@ -58,6 +58,8 @@ class Job:
     send_at_ms: int
     # When the worker built it; a job built before its user was erased is dropped (`erasures`).
     created_at_ms: int | None = None
+    # The list it is sent to, which an unsubscribe withdraws it from (`withdrawals`).
+    list_name: str | None = None
 
 
 def parse_job(raw: bytes | None) -> Job:
@@ -99,6 +101,7 @@ def parse_job(raw: bytes | None) -> Job:
         unsubscribe_url=doc["unsubscribe_url"],
         send_at_ms=parse_time(doc["send_at"], "send_at"),
         created_at_ms=parse_time(created, "created_at") if isinstance(created := doc.get("created_at"), str) else None,
+        list_name=listed if isinstance(listed := doc.get("list"), str) else None,
     )
 
 

@@ -1,7 +1,8 @@
-"""Publishing a batch's outputs (jobs, segment changes, dead letters, erasures) at most once per id.
+"""Publishing a batch's outputs (jobs and withdrawals, segment changes, dead letters, erasures)
+at most once per id.
 
 Every output goes to the partition numbered like the input partition it came from,
-carries its deterministic id (jobs, dead letters and erasures in a `tidemail.id` header,
+carries its deterministic id (jobs, withdrawals, dead letters and erasures in a `tidemail.id` header,
 segment changes in their `change_id` field), and its topic's end offset is recorded in the
 partition checkpoint once the batch is durable. A new owner of a partition (after a
 crash or a rebalance) reads each output partition from the checkpointed offset to its
@@ -17,11 +18,12 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from streams.core.batch import BatchResult, DeadLetter, Erasure, Reroute
+from streams.core.batch import BatchResult, DeadLetter, Erasure, Reroute, Withdrawal
 from streams.core.erasure import erasure_id, erasure_record
 from streams.core.jobs import format_time
 from streams.core.partitioning import REROUTED_FROM_HEADER
 from streams.core.segments import Transitions, change_id
+from streams.core.withdrawal import KIND_HEADER, WITHDRAWAL, withdrawal_id, withdrawal_record
 from streams.kafka.produce import NO_HEADERS, Record, send_grouped
 
 ID_HEADER = "tidemail.id"
@@ -95,6 +97,9 @@ class OutputPublisher:
         """Every output of `result` not yet published, by topic-partition, in order."""
         grouped: dict[tuple[str, int], list[Record]] = {}
         self._add_jobs(result, grouped)
+        # After the batch's jobs: a deliverer reads a withdrawal after every job it withdraws.
+        for withdrawal in result.outputs.withdrawals:
+            self._add_withdrawal(withdrawal, grouped)
         self._add_segment_changes(result.outputs.segment_transitions, grouped)
         for dead in result.outputs.dead_letters:
             self._add_dead_letter(dead, grouped)
@@ -109,6 +114,14 @@ class OutputPublisher:
             return
         record = (erasure.user_id.encode(), orjson.dumps(erasure_record(erasure)), [(ID_HEADER, output_id.encode())])
         grouped.setdefault((self._topics.erasures, partition), []).append(record)
+
+    def _add_withdrawal(self, withdrawal: Withdrawal, grouped: dict[tuple[str, int], list[Record]]) -> None:
+        partition, output_id = withdrawal.record.partition, withdrawal_id(withdrawal)
+        if self._is_published(partition, output_id):
+            return
+        headers = [(ID_HEADER, output_id.encode()), (KIND_HEADER, WITHDRAWAL.encode())]
+        value = orjson.dumps(withdrawal_record(withdrawal))
+        grouped.setdefault((self._topics.jobs, partition), []).append((withdrawal.user_id.encode(), value, headers))
 
     def _is_published(self, partition: int, output_id: str) -> bool:
         published = self._published.get(partition)
@@ -182,7 +195,7 @@ class OutputPublisher:
         headers = [
             *source.headers,
             (ID_HEADER, output_id.encode()),
-            ("tidemail.kind", dead.kind.encode()),
+            (KIND_HEADER, dead.kind.encode()),
             ("tidemail.reason", dead.reason.encode()),
             ("tidemail.source.topic", self._topics.events.encode()),
             ("tidemail.source.partition", str(source.partition).encode()),

@@ -28,6 +28,7 @@ from app.settings import Settings
 from streams.core.batch import BatchResult, InputRecord
 from streams.core.clock import Clock
 from streams.core.state import UserState, decode_state, encode_state
+from streams.core.withdrawal import is_withdrawal
 from streams.kafka.store import is_user_key
 from tests.factories import encoded, event_doc
 
@@ -305,9 +306,14 @@ async def welcome_emails(settings: Settings) -> list[dict[str, Any]]:
     """The first welcome email of each user on the jobs topic. Test events carry fixed
     timestamps (`BASE_TS`), so as the days pass the series' later steps, and reminders for
     carts in the same test, fall due as soon as a worker starts; they are not checked here."""
-    records = await read_topic(settings.kafka_bootstrap, settings.jobs_topic)
-    jobs = [orjson.loads(r.value) for r in records]
+    jobs = await email_jobs(settings)
     return [job for job in jobs if job.get("flow", "welcome") == "welcome" and job.get("step", 1) == 1]
+
+
+async def email_jobs(settings: Settings) -> list[dict[str, Any]]:
+    """Every email job on the jobs topic, less the withdrawal records beside them."""
+    records = await read_topic(settings.kafka_bootstrap, settings.jobs_topic)
+    return [orjson.loads(r.value) for r in records if not is_withdrawal(r.headers)]
 
 
 def keyed(doc: dict[str, Any]) -> tuple[bytes, bytes]:

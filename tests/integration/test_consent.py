@@ -8,11 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from tests.factories import event_doc
-from tests.integration.harness import WorkerHarness, delete_deployment, keyed, produce, read_topic
+from tests.integration.harness import WorkerHarness, delete_deployment, email_jobs, keyed, produce
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +43,7 @@ async def test_with_consent_required_only_the_consenting_signup_is_welcomed(tmp_
         await produce(s.kafka_bootstrap, s.events_topic, [keyed(doc) for doc in events])
         await worker.wait_until_caught_up()
 
-        jobs = [orjson.loads(r.value) for r in await read_topic(s.kafka_bootstrap, s.jobs_topic)]
+        jobs = await email_jobs(s)
         assert [(job["user_id"], job["template"]) for job in jobs] == [("agreed", "welcome")]
         status, profile = await worker.get("/users/agreed")
         assert status == 200

@@ -29,6 +29,7 @@ from tests.integration.harness import (
     DelivererHarness,
     WorkerHarness,
     delete_deployment,
+    email_jobs,
     ensure_all_topics,
     keyed,
     produce,
@@ -60,7 +61,7 @@ async def metric(url: str, name: str) -> float:
 
 async def welcome_jobs(worker: WorkerHarness) -> dict[str, dict[str, Any]]:
     s = worker.settings
-    jobs = [orjson.loads(r.value) for r in await read_topic(s.kafka_bootstrap, s.jobs_topic)]
+    jobs = await email_jobs(s)
     return {job["user_id"]: job for job in jobs if job["flow"] == "welcome"}
 
 

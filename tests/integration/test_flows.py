@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import orjson
 import pytest
 
 from streams.core.jobs import format_time
@@ -19,9 +18,9 @@ from tests.integration.harness import (
     DelivererHarness,
     WorkerHarness,
     delete_deployment,
+    email_jobs,
     keyed,
     produce,
-    read_topic,
 )
 from tests.integration.smtp_server import RecordingHandler, smtp_server
 
@@ -38,8 +37,7 @@ async def send(worker: WorkerHarness, *docs: dict[str, Any]) -> None:
 
 
 async def jobs(worker: WorkerHarness) -> list[dict[str, Any]]:
-    records = await read_topic(worker.settings.kafka_bootstrap, worker.settings.jobs_topic)
-    return [orjson.loads(r.value) for r in records]
+    return await email_jobs(worker.settings)
 
 
 async def jobs_after(worker: WorkerHarness, count: int, timeout: float = 20) -> list[dict[str, Any]]:

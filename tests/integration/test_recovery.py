@@ -15,6 +15,7 @@ from tests.integration.harness import (
     WorkerHarness,
     assert_durable_state_is_single_pass,
     delete_deployment,
+    email_jobs,
     ensure_all_topics,
     produce,
     read_topic,
@@ -56,7 +57,7 @@ async def test_kill_9_mid_stream_then_restart_gives_exactly_once_state(worker: W
 
     expected = await assert_durable_state_is_single_pass(s)
 
-    job_ids = [orjson.loads(r.value)["job_id"] for r in await read_topic(s.kafka_bootstrap, s.jobs_topic)]
+    job_ids = [job["job_id"] for job in await email_jobs(s)]
     assert sorted(job_ids) == sorted(job["job_id"] for job in expected.outputs.jobs), (
         "a job was lost or published twice"
     )

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tests.factories import event_doc, item
-from tests.integration.harness import WorkerHarness, delete_deployment, keyed, produce, read_topic
+from tests.integration.harness import WorkerHarness, delete_deployment, email_jobs, keyed, produce, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ async def test_a_backfilled_week_sends_nothing_and_a_fresh_signup_sends(tmp_path
         await worker.wait_until_caught_up()
         await asyncio.sleep(1.0)  # a job from the backfill would be published by now
 
-        jobs = [orjson.loads(r.value) for r in await read_topic(s.kafka_bootstrap, s.jobs_topic)]
+        jobs = await email_jobs(s)
         assert [(job["user_id"], job["template"]) for job in jobs] == [("newcomer", "welcome")]
 
         status, profile = await worker.get(f"/users/{USERS[3]}")

@@ -42,12 +42,17 @@ async def test_a_schema_is_served_byte_for_byte_as_shipped(
     Draft202012Validator.check_schema(await response.json(content_type=None))
 
 
-async def test_the_list_names_both_schemas_with_their_urls(client: TestClient[web.Request, web.Application]) -> None:
+async def test_the_list_names_every_schema_with_its_url(client: TestClient[web.Request, web.Application]) -> None:
     body = await (await client.get("/schemas")).json()
     assert body == {
         "schemas": [
             {"name": "event", "title": "Tidemail event", "url": "/schemas/event"},
             {"name": "email-job", "title": "Tidemail email job", "url": "/schemas/email-job"},
+            {
+                "name": "email-job-withdrawal",
+                "title": "Tidemail email job withdrawal",
+                "url": "/schemas/email-job-withdrawal",
+            },
         ]
     }
     for entry in body["schemas"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -12,6 +13,8 @@ from aiokafka.structs import ConsumerRecord
 
 from app.settings import Settings
 from streams.core.clock import Clock
+from streams.core.jobs import format_time
+from streams.core.withdrawal import KIND_HEADER, WITHDRAWAL
 from streams.delivery.consumer import JobConsumer
 from streams.delivery.due import DueJobs
 from streams.delivery.ledger import Ledger
@@ -141,3 +144,42 @@ async def test_records_fetched_while_their_partitions_ledger_was_lost_are_not_ta
     assert reader.anchors == [{0: 1_000}, {0: 1_000}]
     # Taken once, from the second fetch: the first was read before the partition came back.
     assert (jobs.unfinished, [offset for offset, _ in dead.records]) == (1, [1])
+
+
+def withdrawal(offset: int, user: str, list_name: str) -> ConsumerRecord[bytes, bytes]:
+    value = orjson.dumps({"withdrawal_id": f"0:{offset}:withdrawal:{list_name}", "user_id": user, "list": list_name})
+    headers = [(KIND_HEADER, WITHDRAWAL.encode())]
+    return ConsumerRecord(TOPIC, 0, offset, 1_000 + offset, 0, user.encode(), value, None, 3, len(value), headers)
+
+
+def held_job(job_id: str, user: str, list_name: str) -> bytes:
+    # Due in an hour: held until then, as quiet hours or the best hour hold an email.
+    send_at = format_time(int(time.time() * 1000) + 3_600_000)
+    return orjson.dumps({**job_doc(job_id=job_id, user_id=user), "list": list_name, "send_at": send_at})
+
+
+async def test_a_withdrawal_drops_the_held_jobs_of_its_user_and_list_and_no_others() -> None:
+    config = replace(Settings().delivery, jobs_topic=TOPIC)
+    stop = asyncio.Event()
+    batches = [
+        [
+            record(0, held_job("ann-news", "ann", "marketing")),
+            record(1, held_job("ann-tips", "ann", "tips")),
+            record(2, held_job("bob-news", "bob", "marketing")),
+            withdrawal(3, "ann", "marketing"),
+            record(4, held_job("ann-again", "ann", "marketing")),  # after the withdrawal: subscribed again
+            withdrawal(5, "bob", "all"),
+        ],
+        [ConsumerRecord(TOPIC, 0, 6, 1_006, 0, b"x", b"{}", None, 3, 2, [(KIND_HEADER, WITHDRAWAL.encode())])],
+    ]
+    kafka, dead, jobs, due = FakeConsumer(batches, stop), DeadLetters(), PendingJobs(), DueJobs(Clock())
+    ledger = Ledger()
+    consumer = JobConsumer(config, kafka, jobs, due, dead, ledger, FakeReader(ledger))  # type: ignore[arg-type]
+    consumer.assign({0})
+
+    await consumer.fetch_until(stop)
+
+    assert sorted(p.job.job_id for p in due.remove_from({0})) == ["ann-again", "ann-tips"]
+    assert (jobs.holds("ann-news"), jobs.holds("bob-news"), jobs.holds("ann-tips")) == (False, False, True)
+    assert [offset for offset, _ in dead.records] == [6]
+    assert "withdrawal record must be a JSON object with user_id and list" in dead.records[0][1]
