@@ -18,11 +18,12 @@ from app.tools.erase_command import erase
 from app.tools.preview_command import preview
 from app.tools.replay_commands import dead_letters, replay
 from app.tools.soak_command import soak
-from streams.core.errors import ConfigError
+from streams.core.errors import ConfigError, ServiceUnavailable
 
 
 class _Commands(click.Group):
-    """A configuration error ends any command with one line naming the problem, and status 2."""
+    """A configuration error ends any command with one line naming the problem, and status 2;
+    a broker that never answered at start-up, with one line and status 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -31,6 +32,9 @@ class _Commands(click.Group):
             # The message says what is wrong and how to fix it; a traceback would bury it.
             click.echo(f"tidemail: {' '.join(str(e).split())}", err=True)
             ctx.exit(2)
+        except ServiceUnavailable as e:
+            click.echo(f"tidemail: {' '.join(str(e).split())}", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=_Commands)

@@ -32,7 +32,7 @@ from streams.kafka.model_feed import MAX_SNAPSHOT_BYTES, SnapshotFeed, Trainer
 from streams.kafka.outputs import OutputTopics
 from streams.kafka.readiness import Readiness
 from streams.kafka.store import UserStore
-from streams.kafka.topics import ensure_topics
+from streams.kafka.topics import ensure_topics, wait_for_broker
 from streams.kafka.worker import BatchWorker, WorkerConfig
 from streams.kafka.worker_metrics import Rebalances
 from streams.serving.prediction_cache import PredictionCache
@@ -98,6 +98,7 @@ def build_processor(settings: Settings, clock: Clock) -> BatchProcessor:
 async def ensure_deployment_topics(settings: Settings) -> None:
     """Every topic a worker reads or writes, created if missing and checked if present."""
     bootstrap, replication = settings.kafka_bootstrap, settings.replication_factor
+    await wait_for_broker(bootstrap, settings.kafka_startup_wait_s)
     await ensure_topics(bootstrap, settings.partitions, replication, settings.hot_path_topics)
     # Delivery outcomes, keyed by user like the jobs they report on.
     await ensure_topics(bootstrap, settings.partitions, replication, [settings.deliveries_topic])

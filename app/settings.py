@@ -60,6 +60,8 @@ class Settings:
     erasures_topic: str = "tidemail.erasures"
     partitions: int = 8
     kafka_session_timeout_s: float = 10.0
+    # How long a process starting waits for the broker before it gives up (a broker restart).
+    kafka_startup_wait_s: float = 60.0
     replication_factor: int = 1
     data_dir: Path = Path(".cache/worker")
     web_port: int = 6066

@@ -21,6 +21,11 @@ class ConfigError(TidemailError):
     """A setting or definition file is invalid; start-up must stop."""
 
 
+class ServiceUnavailable(TidemailError):
+    """A service a process needs at start-up (Kafka) did not answer in time; it stops, and
+    whatever supervises it starts it again."""
+
+
 class InvalidEvent(TidemailError):
     """An input message breaks the event contract; it is dead-lettered with this reason."""
 

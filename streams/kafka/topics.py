@@ -3,10 +3,45 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
 
-from streams.core.errors import ConfigError
+from streams.core.errors import ConfigError, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+# Between attempts to reach the broker: doubling from the first, up to the last.
+RETRY_DELAYS_S = (0.5, 5.0)
+
+
+async def wait_for_broker(bootstrap: str, wait_s: float) -> None:
+    """Return once the broker at `bootstrap` answers; raise `ServiceUnavailable` after `wait_s`.
+
+    A process started while the broker restarts waits for it rather than failing at once."""
+    deadline = time.monotonic() + wait_s
+    delay, attempt = RETRY_DELAYS_S[0], 1
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            await admin.start()
+        except KafkaConnectionError as e:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ServiceUnavailable(
+                    f"Kafka at {bootstrap} (TIDEMAIL_KAFKA_BOOTSTRAP) did not answer in {wait_s:g} s "
+                    f"(TIDEMAIL_KAFKA_STARTUP_WAIT_S): {e}"
+                ) from e
+            log.warning(
+                "Kafka at %s does not answer (attempt %d); trying again for %.0f s more", bootstrap, attempt, left
+            )
+            await asyncio.sleep(min(delay, left))
+            delay, attempt = min(delay * 2, RETRY_DELAYS_S[1]), attempt + 1
+        else:
+            await admin.close()
+            return
 
 
 async def ensure_topics(
