@@ -7,6 +7,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from streams.core.schemas import schema
 from streams.core.withdrawal import is_withdrawal, withdrawal_record, withdraws
+from tests.documented import ROOT, fenced_json
 from tests.factories import BASE_TS, event_doc
 from tests.unit.core.support import Store, processor, record, signup
 
@@ -50,3 +51,8 @@ def test_withdrawal_records_are_valid_against_their_published_schema() -> None:
     validator = Draft202012Validator(schema("email-job-withdrawal"), format_checker=FormatChecker())
     validator.validate(withdrawal_record(withdrawn))
     assert not validator.is_valid({**withdrawal_record(withdrawn), "withdrawal_id": "j1"})
+
+
+def test_the_documented_withdrawal_is_valid_against_its_schema() -> None:
+    [documented] = fenced_json(ROOT / "docs" / "contracts.md", "## Job withdrawals")
+    Draft202012Validator(schema("email-job-withdrawal"), format_checker=FormatChecker()).validate(documented)
