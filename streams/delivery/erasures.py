@@ -23,14 +23,13 @@ import logging
 from collections.abc import Iterable
 from typing import Final, Protocol
 
-import orjson
 from aiokafka import AIOKafkaConsumer
 
 from streams import metrics
 from streams.core.errors import InvalidJob
 from streams.delivery.claims import ClaimsUnavailable
 from streams.delivery.due import DueJobs
-from streams.delivery.messages import Job, parse_time
+from streams.delivery.messages import Job, parse_time, string_fields
 from streams.delivery.pending import Pending, PendingJobs
 
 log = logging.getLogger(__name__)
@@ -68,13 +67,7 @@ class ErasedUsers:
 
 def read_erasure(value: bytes | None) -> tuple[str, int]:
     """The user and `processed_at` of an erasures-topic record; raise `InvalidJob` if it has none."""
-    try:
-        doc = orjson.loads(value or b"")
-        user_id, processed_at = doc["user_id"], doc["processed_at"]
-    except (orjson.JSONDecodeError, KeyError, TypeError) as e:
-        raise InvalidJob(f"erasure record must be a JSON object with user_id and processed_at: {e}") from e
-    if not isinstance(user_id, str) or not isinstance(processed_at, str):
-        raise InvalidJob(f"erasure record's user_id and processed_at must be strings; got {doc!r:.200}")
+    user_id, processed_at = string_fields(value, ("user_id", "processed_at"), "erasure record")
     return user_id, parse_time(processed_at, "processed_at")
 
 

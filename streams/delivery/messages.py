@@ -105,6 +105,19 @@ def parse_job(raw: bytes | None) -> Job:
     )
 
 
+def string_fields(value: bytes | None, names: tuple[str, ...], record: str) -> list[str]:
+    """The fields `names` of a JSON object record, each a string; raise `InvalidJob` saying
+    what `record` (e.g. "erasure record") must be."""
+    try:
+        doc = orjson.loads(value or b"")
+        fields = [doc[name] for name in names]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+        raise InvalidJob(f"{record} must be a JSON object with {' and '.join(names)}: {e!r}") from e
+    if not all(isinstance(field, str) for field in fields):
+        raise InvalidJob(f"{record}'s {' and '.join(names)} must be strings; got {shown(doc)}")
+    return fields
+
+
 def parse_time(value: str, name: str) -> int:
     """RFC 3339 with an offset (the contract writes UTC, `...T08:00:00.000Z`) to epoch milliseconds."""
     try:

@@ -12,12 +12,10 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-import orjson
-
 from streams import metrics
-from streams.core.errors import InvalidJob, shown
 from streams.core.withdrawal import withdraws
 from streams.delivery.due import DueJobs
+from streams.delivery.messages import string_fields
 from streams.delivery.pending import PendingJobs
 
 log = logging.getLogger(__name__)
@@ -27,13 +25,7 @@ WITHDRAWN: Final = "withdrawn"
 
 def read_withdrawal(value: bytes | None) -> tuple[str, str]:
     """The user and the list of a withdrawal record; raise `InvalidJob` naming what is wrong."""
-    try:
-        doc = orjson.loads(value or b"")
-        user_id, list_name = doc["user_id"], doc["list"]
-    except (orjson.JSONDecodeError, KeyError, TypeError) as e:
-        raise InvalidJob(f"withdrawal record must be a JSON object with user_id and list: {e!r}") from e
-    if not isinstance(user_id, str) or not isinstance(list_name, str):
-        raise InvalidJob(f"withdrawal record's user_id and list must be strings; got {shown(doc)}")
+    user_id, list_name = string_fields(value, ("user_id", "list"), "withdrawal record")
     return user_id, list_name
 
 
