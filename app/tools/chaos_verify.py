@@ -230,8 +230,8 @@ class EmailRules:
     forbidden: set[str] = field(default_factory=set)
     unconfirmed: set[str] = field(default_factory=set)
     # Jobs whose user unsubscribed after the trigger while the job was due anyway: sent or
-    # not, depending on which the deliverer saw first. One still waiting for its `send_at`
-    # is withdrawn (forbidden).
+    # not, depending on which the deliverer saw first (optional). One still waiting for its
+    # `send_at` is withdrawn (forbidden).
     unsubscribed_later: set[str] = field(default_factory=set)
 
 
@@ -264,8 +264,9 @@ def email_rules(
         if outcomes.get(job_id) in UNCONFIRMED:
             rules.unconfirmed.add(job_id)
             rules.optional.add(job_id)
-        elif user in erased or parse_time(job["send_at"], "send_at") > due_before_ms:
-            # Erased after this job was made (not a case the world builds), or not due yet.
+        elif user in erased or held or withdrawn_later:
+            # Erased after this job was made (not a case the world builds), not due yet, or
+            # due but withdrawn if the deliverer still held it (a retry, a restart) by then.
             rules.optional.add(job_id)
         else:
             rules.required.add(job_id)
