@@ -31,6 +31,8 @@ class Emission(NamedTuple):
     job: dict[str, Any] | None = None
     # Why the request is dead-lettered, as (kind, reason): missing data or a failed render.
     dead_letter: tuple[str, str] | None = None
+    # Whether the send waits for the user's best hour (`at: best_hour`).
+    at_best_hour: bool = False
 
 
 class JobEmitter:
@@ -82,9 +84,15 @@ class JobEmitter:
                 variant,
             )
         except RenderError as e:
-            return state, Emission("allowed", decision.delayed, sent, dead_letter=("render_failed", str(e)))
+            return state, Emission(
+                "allowed",
+                decision.delayed,
+                sent,
+                dead_letter=("render_failed", str(e)),
+                at_best_hour=decision.at_best_hour,
+            )
         record_send(state, request, decision)
-        return state, Emission("allowed", decision.delayed, sent, job)
+        return state, Emission("allowed", decision.delayed, sent, job, at_best_hour=decision.at_best_hour)
 
     def preview(self, template: str, state: UserState, item_model: ItemModel) -> RenderedEmail:
         """Render `template` for `state` as a job would be rendered now, without emitting anything."""

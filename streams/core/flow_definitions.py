@@ -32,6 +32,8 @@ class Send:
     template: str
     experiment: str | None
     next: int
+    # `at: best_hour`: the send waits for the user's predicted best local hour, at most this long.
+    best_hour_within_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,8 +230,11 @@ def _steps(raw: Any, where: str, known: _Known) -> tuple[Step, ...]:
 
 
 END_NAME = "end"
+BEST_HOUR = "best_hour"
+MIN_BEST_HOUR_WINDOW_MS = 3_600_000
+MAX_BEST_HOUR_WINDOW_MS = 48 * 3_600_000
 STEP_FIELDS = {
-    "send": {"experiment"},
+    "send": {"experiment", "at", "within"},
     "wait": set(),
     "wait_for": set(),
     "split": set(),
@@ -259,12 +264,28 @@ def _step(entry: Any, index: int, count: int, where: str, ids: dict[str, int], k
                 f"{where}.experiment must name an experiment ({', '.join(sorted(known.experiments))}); "
                 f"got {experiment!r}"
             )
-        return Send(body, experiment, next_step)
+        return Send(body, experiment, next_step, _best_hour_within(entry, where))
     if kind == "wait":
         return Wait(parse_duration(body, f"{where}.wait"), next_step)
     if kind == "wait_for":
         return _wait_for(body, f"{where}.wait_for", ids, following)
     return _split(body, f"{where}.split", ids, following)
+
+
+def _best_hour_within(entry: dict[str, Any], where: str) -> int | None:
+    """`at: best_hour` with `within` (default 24h, from 1h to 48h), or None when `at` is absent."""
+    if "at" not in entry:
+        if "within" in entry:
+            raise ConfigError(f"{where}.within needs `at: best_hour` beside it; got within {entry['within']!r} alone")
+        return None
+    if entry["at"] != BEST_HOUR:
+        raise ConfigError(f"{where}.at must be `{BEST_HOUR}` (the user's predicted best hour); got {entry['at']!r}")
+    within = parse_duration(entry.get("within", "24h"), f"{where}.within")
+    if not MIN_BEST_HOUR_WINDOW_MS <= within <= MAX_BEST_HOUR_WINDOW_MS:
+        raise ConfigError(
+            f"{where}.within must be from 1h to 48h (a best hour comes once a day); got {entry['within']!r}"
+        )
+    return within
 
 
 def _wait_for(body: Any, where: str, ids: dict[str, int], following: int) -> WaitFor:

@@ -55,6 +55,8 @@ class JobRequest:
     list_name: str = "marketing"
     category: str = "marketing"
     experiment: str | None = None
+    # Send at the user's predicted best local hour within this long of `at_ms` (`at: best_hour`).
+    best_hour_within_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -230,6 +232,7 @@ def _request(flow: Flow, index: int, step: Send, run: dict[str, Any], at_ms: int
         flow.list_name,
         flow.category,
         step.experiment,
+        step.best_hour_within_ms,
     )
 
 

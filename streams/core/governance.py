@@ -4,11 +4,12 @@ how old a trigger may be and still start a flow run (the flow engine applies tha
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from models.send_time import zone
+from models.send_time import next_local_hour, zone
 from streams.core.durations import parse_duration
 from streams.core.errors import ConfigError
 from streams.core.flow_engine import JobRequest
@@ -91,7 +92,10 @@ class Decision:
 
     outcome: str
     send_at_ms: int
+    # Whether quiet hours moved the send.
     delayed: bool = False
+    # Whether the send waits for the user's best hour (`at: best_hour`).
+    at_best_hour: bool = False
 
     @property
     def allowed(self) -> bool:
@@ -102,7 +106,8 @@ def decide(
     state: UserState, request: JobRequest, policy: GovernancePolicy, best_hour: Callable[[], int | None]
 ) -> Decision:
     """What governance says about `request`; `best_hour` (the user's best local hour to
-    receive email, if predicted) is asked only when quiet hours move the send."""
+    receive email, if predicted) is asked only when the send step waits for it (`at:
+    best_hour`) or quiet hours move the send. Quiet hours and caps apply at the instant chosen."""
     at = request.at_ms
     if state.is_unsubscribed(request.list_name):
         return Decision("unsubscribed", at)
@@ -112,10 +117,16 @@ def decide(
         return Decision("no_consent", at)
     if state.email is None:
         return Decision("no_address", at)
+    timezone = state.traits.get("timezone") or policy.default_timezone
+    best_hour = functools.cache(best_hour)
     send_at = at
+    if request.best_hour_within_ms is not None and (hour := best_hour()) is not None:
+        # No best hour in the window (a short one): the send goes at once.
+        best = next_local_hour(hour, at, at + request.best_hour_within_ms, timezone)
+        send_at = best if best is not None else at
+    scheduled = send_at
     if policy.quiet_hours is not None:
-        timezone = state.traits.get("timezone") or policy.default_timezone
-        send_at = policy.quiet_hours.next_allowed(at, timezone, best_hour)
+        send_at = policy.quiet_hours.next_allowed(scheduled, timezone, best_hour)
     if request.category == "marketing":
         # Counted around the send instant, both ways: a send delayed by quiet hours may
         # sit after one that is decided later.
@@ -123,7 +134,7 @@ def decide(
             return Decision("capped_24h", send_at)
         if _sends_within(state.marketing_sends, send_at, WEEK_MS) >= policy.cap_7d:
             return Decision("capped_7d", send_at)
-    return Decision("allowed", send_at, delayed=send_at != at)
+    return Decision("allowed", send_at, delayed=send_at != scheduled, at_best_hour=scheduled != at)
 
 
 def record_send(state: UserState, request: JobRequest, decision: Decision) -> None:

@@ -273,6 +273,8 @@ def _fold_emission(emission: Emission, trigger: InputRecord, result: BatchResult
     governance[emission.outcome] += 1
     if emission.delayed:
         governance["delayed_quiet_hours"] += 1
+    if emission.at_best_hour:
+        governance["scheduled_best_hour"] += 1
     if emission.sent is not None:
         result.training.bandit_records.append(emission.sent)
     if emission.dead_letter is not None:

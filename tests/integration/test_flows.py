@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from streams.core.jobs import format_time
+from streams.delivery.messages import parse_time
 from tests.factories import event_doc, item
 from tests.integration.harness import (
     DelivererHarness,
@@ -244,3 +245,29 @@ async def governance_decisions(worker: WorkerHarness, until_seen: set[str], time
         if until_seen <= decisions.keys() or time.monotonic() > deadline:
             return decisions
         await asyncio.sleep(0.2)
+
+
+async def test_a_send_at_the_best_hour_waits_for_the_hour_the_user_opens_email(
+    worker: WorkerHarness, tmp_path: Path
+) -> None:
+    flows = tmp_path / "flows.yaml"
+    flows.write_text(
+        "flows:\n"
+        "  - name: thanks\n"
+        "    trigger: {event: purchase}\n"
+        "    steps:\n"
+        "      - {send: winback, at: best_hour, within: 24h}\n"
+    )
+    worker.env.update(TIDEMAIL_FLOWS_FILE=str(flows), TIDEMAIL_QUIET_HOURS="")
+    await worker.start()
+    now = int(time.time() * 1000)
+    zone = zone_at_local_hour(9, now)
+    # Three evenings of opens at 19:00 the user's time; no trainer runs, so no fleet curve.
+    evenings = [parse_time(next_local(19, now - days * DAY, zone), "t") for days in (3, 2, 1)]
+    opens = [event_doc("email_open", "owl", event_id=f"open-{n}", ts=ts) for n, ts in enumerate(evenings)]
+    await send(worker, profile("owl", now - 4 * DAY, timezone=zone), *opens)
+    await send(worker, event_doc("purchase", "owl", event_id="buy", ts=now))
+    [job] = await jobs_after(worker, 1)
+    assert job["send_at"] == next_local(19, now, zone)
+    decisions = await governance_decisions(worker, until_seen={"scheduled_best_hour"})
+    assert decisions["scheduled_best_hour"] == 1 and decisions["allowed"] == 1

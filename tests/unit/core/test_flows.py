@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,9 @@ from models.bandits import BanditRecord, Experiment
 from streams.core.batch import BatchResult
 from streams.core.errors import ConfigError
 from streams.core.flow_definitions import FlowBook
-from streams.core.flow_engine import job_id
-from streams.core.governance import GovernancePolicy, QuietHours
+from streams.core.flow_engine import JobRequest, job_id
+from streams.core.governance import GovernancePolicy, QuietHours, decide
+from streams.core.state import UserState
 from tests.factories import BASE_TS, event_doc, item
 from tests.unit.core.support import OPEN_GOVERNANCE, Store, processor, record, signup
 
@@ -258,6 +260,34 @@ def test_quiet_hours_prefer_the_users_best_hour_that_morning() -> None:
     assert quiet.next_allowed(1_806_192_000_000, "Europe/Berlin", lambda: None) == 1_806_213_600_000
 
 
+def test_a_send_at_the_best_hour_waits_for_it_within_its_window_then_quiet_hours_and_caps_apply() -> None:
+    # BASE_TS is 08:00 UTC, 09:00 in Berlin.
+    policy = GovernancePolicy(cap_24h=1, cap_7d=10, quiet_hours=None)
+    berlin = UserState("u1", traits={"email": "u1@example.com", "timezone": "Europe/Berlin"})
+    within_a_day = JobRequest("winback", 1, "winback", "u1", "e1", BASE_TS, best_hour_within_ms=DAY)
+    later_today = decide(berlin, within_a_day, policy, lambda: 19)
+    assert (later_today.send_at_ms, later_today.at_best_hour, later_today.delayed) == (at(10 * HOUR), True, False)
+    assert decide(berlin, within_a_day, policy, lambda: 9).send_at_ms == BASE_TS  # the best hour is now
+    assert decide(berlin, within_a_day, policy, lambda: 7).send_at_ms == at(22 * HOUR)  # tomorrow morning
+    # No prediction, or no best hour within a short window: at once.
+    assert decide(berlin, within_a_day, policy, lambda: None).send_at_ms == BASE_TS
+    two_hours = replace(within_a_day, best_hour_within_ms=2 * HOUR)
+    assert not decide(berlin, two_hours, policy, lambda: 19).at_best_hour
+    # Without `at: best_hour` the prediction is not even asked for.
+    assert decide(berlin, replace(within_a_day, best_hour_within_ms=None), policy, _never_asked).send_at_ms == BASE_TS
+    # A best hour inside quiet hours: quiet hours move it on, to their end (08:00 in Berlin).
+    quiet = replace(policy, quiet_hours=QuietHours(21, 8))
+    moved = decide(berlin, within_a_day, quiet, lambda: 23)
+    assert (moved.send_at_ms, moved.at_best_hour, moved.delayed) == (at(23 * HOUR), True, True)
+    # Caps count around the instant chosen: a send that evening caps one at 19:00, not one now.
+    sent_tonight = replace(berlin, marketing_sends=[at(11 * HOUR)])
+    assert decide(sent_tonight, within_a_day, policy, lambda: 19).outcome == "capped_24h"
+
+
+def _never_asked() -> int | None:
+    raise AssertionError("the best hour was asked for a send that does not wait for it")
+
+
 @pytest.mark.parametrize("text", ["21", "a-b", "25-3", "8-8"])
 def test_quiet_hours_setting_is_validated(text: str) -> None:
     with pytest.raises(ConfigError, match="TIDEMAIL_QUIET_HOURS"):
@@ -301,6 +331,19 @@ KNOWN = ({"welcome", "cart_reminder"}, {"exp"}, {"lapsed"})
         ("flows: [{name: a, trigger: {event: signup}, steps: [{send: welcome, next: nowhere}]}]", "must be a step id"),
         ("flows: [{name: a, trigger: {event: signup}, steps: [{send: welcome, experiment: x}]}]", "name an experiment"),
         ("flows: [{name: a, trigger: {event: signup}, reentry: sometimes, steps: [{wait: 1d}]}]", "`never`"),
+        (
+            "flows: [{name: a, trigger: {event: signup}, steps: [{send: welcome, at: noon}]}]",
+            r"\.at must be `best_hour`",
+        ),
+        ("flows: [{name: a, trigger: {event: signup}, steps: [{send: welcome, within: 1d}]}]", "needs `at: best_hour`"),
+        (
+            "flows: [{name: a, trigger: {event: signup}, steps: [{send: welcome, at: best_hour, within: 3d}]}]",
+            r"\.within must be from 1h to 48h",
+        ),
+        (
+            "flows: [{name: a, trigger: {event: signup}, steps: [{send: welcome, at: best_hour, within: soon}]}]",
+            r"\.within must be a duration",
+        ),
         ("flows: [{name: a, trigger: {event: signup}, category: promo, steps: [{wait: 1d}]}]", "category must be"),
         ("flows: [{name: a, trigger: {event: signup}, exit_on: [buy], steps: [{wait: 1d}]}]", "exit_on must be"),
         ("flows: [{name: a, trigger: {event: signup}, colour: red, steps: [{wait: 1d}]}]", "unknown field `colour`"),
