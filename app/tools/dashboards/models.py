@@ -22,18 +22,7 @@ def models_dashboard() -> Dashboard:
 
 def _recommendations() -> list[Panel]:
     return [
-        graph(
-            "Hit rate at 10: model vs popularity",
-            "Share of predicted clicks and purchases whose product was in the recommender's top 10, measured "
-            "before learning them (alert: model below popularity for an hour).",
-            "percentunit",
-            (
-                f"sum by (recommender) (rate(tidemail_reco_hits_total{{{WORKER}}}[{QUALITY_WINDOW}]))"
-                f" / ignoring(recommender) group_left"
-                f" sum(rate(tidemail_reco_predictions_total{{{WORKER}}}[{QUALITY_WINDOW}]))",
-                "{{recommender}}",
-            ),
-        ),
+        *_hit_rates(),
         graph(
             "Predictions measured",
             "Clicks and purchases predicted before learning (the sample behind the hit rates).",
@@ -58,6 +47,36 @@ def _recommendations() -> list[Panel]:
             "ops",
             (f"sum(rate(tidemail_trainer_batches_total{{{TRAINER}}}[{RATE}]))", "batches learned"),
             (f"sum(rate(tidemail_item_model_snapshots_total{{{TRAINER}}}[{RATE}]))", "snapshots published"),
+        ),
+    ]
+
+
+def _hit_rates() -> list[Panel]:
+    return [
+        graph(
+            "Hit rate at 10 on products new to the user",
+            "Share of sampled first touches of a product (not in the user's history, cart or orders) that was "
+            "in each recommender's top 10, measured before learning them: what a recommendation email earns its "
+            "place with (alert: model below popularity for an hour).",
+            "percentunit",
+            (
+                f"sum by (recommender) (rate(tidemail_reco_new_hits_total{{{WORKER}}}[{QUALITY_WINDOW}]))"
+                f" / ignoring(recommender) group_left"
+                f" sum(rate(tidemail_reco_new_predictions_total{{{WORKER}}}[{QUALITY_WINDOW}]))",
+                "{{recommender}}",
+            ),
+        ),
+        graph(
+            "Hit rate at 10 on all clicks and purchases",
+            "Share of predicted clicks and purchases whose product was in the recommender's top 10, measured "
+            "before learning them; mostly products the user already touched.",
+            "percentunit",
+            (
+                f"sum by (recommender) (rate(tidemail_reco_hits_total{{{WORKER}}}[{QUALITY_WINDOW}]))"
+                f" / ignoring(recommender) group_left"
+                f" sum(rate(tidemail_reco_predictions_total{{{WORKER}}}[{QUALITY_WINDOW}]))",
+                "{{recommender}}",
+            ),
         ),
     ]
 
