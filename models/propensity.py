@@ -7,7 +7,7 @@ days are over (seen at the user's next event or by the worker's timer) the probe
 becomes a labelled example and a new one opens at the user's next event.
 
 Examples go to the trainer (`ItemTrainer` owns every shared model), which keeps one
-River pipeline per outcome (standard scaling, then logistic regression), scores each
+River pipeline per outcome (each feature and its log, standard scaling, then logistic regression), scores each
 example before learning it (log loss and ROC AUC, the prequential way), and ships the
 learned weights in its snapshot. Workers score users with those weights: a dot product,
 no River object per user or per worker.
@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from river import linear_model, metrics, optim, preprocessing
+from river import compose, linear_model, metrics, optim, preprocessing
 
 from models.base import Classifier, Exportable, Learner, Value
 
@@ -31,6 +31,9 @@ TARGETS = ("open", "click", "purchase")
 OUTCOME_OF = {"email_open": "open", "email_click": "click", "purchase": "purchase"}
 RECENCY_CAP_DAYS = 90.0
 ACTIVITY = ("page_view", "click", "cart_add", "purchase", "email_open", "email_click")
+# Smaller steps than River's default: examples are many and noisy (seeds 3-5 scored 0.767,
+# 0.742, 0.740 at 0.02 and 0.774, 0.758, 0.750 at this rate with `with_logs`).
+LEARNING_RATE = 0.002
 FEATURES = (
     *(f"{event_type}_{span}" for span in ("7d", "30d") for event_type in ACTIVITY),
     "days_since_open",
@@ -90,6 +93,13 @@ def due_ms(probe: Probe | None) -> int | None:
     return probe.at + HORIZON_MS if probe is not None else None
 
 
+def with_logs(x: dict[str, float]) -> dict[str, float]:
+    """The features and the logarithm of each (`log_<name>`): the chance to buy grows with the
+    log of counts, gaps and money more than with the values, and the regression weighs both.
+    Chosen by `tidemail eval --models engagement` (seeds 3, 4, 5: ROC AUC +0.007 to +0.016)."""
+    return {**x, **{f"log_{name}": math.log1p(max(value, 0.0)) for name, value in x.items()}}
+
+
 @dataclass(frozen=True, slots=True)
 class Scorer(Classifier[dict[str, float]], Value[dict[str, Any]]):
     """A learned logistic regression over standardised features, as plain numbers.
@@ -107,7 +117,7 @@ class Scorer(Classifier[dict[str, float]], Value[dict[str, Any]]):
     def predict_proba_one(self, x: dict[str, float], /) -> float:
         """The chance of the outcome; features the regression never saw count for nothing."""
         z = self.intercept
-        for name, value in x.items():
+        for name, value in with_logs(x).items():
             weight = self.weights.get(name)
             if weight is not None:
                 spread = math.sqrt(self.variances.get(name, 0.0))
@@ -143,8 +153,9 @@ class PropensityTrainer(Learner[PropensityExample], Exportable[PropensitySnapsho
 
     def __init__(self) -> None:
         self._models = {
-            target: preprocessing.StandardScaler()
-            | linear_model.LogisticRegression(optimizer=optim.SGD(0.02), l2=0.001)
+            target: compose.FuncTransformer(with_logs)
+            | preprocessing.StandardScaler()
+            | linear_model.LogisticRegression(optimizer=optim.SGD(LEARNING_RATE), l2=0.001)
             for target in TARGETS
         }
         # River's metrics are untyped; Any keeps mypy from flagging every call.
