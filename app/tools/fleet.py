@@ -90,25 +90,32 @@ class Deployment:
 
     async def remove(self) -> None:
         """Delete the deployment's topics (changelogs included), Redis keys and directory."""
-        settings = self.settings
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-        await admin.start()
-        try:
-            mine = [t for t in await admin.list_topics() if t.startswith((f"{self.name}.", f"{self.name}-"))]
-            if mine:
-                await admin.delete_topics(mine)
-        finally:
-            await admin.close()
-        client = redis.from_url(settings.redis_url)
-        try:
-            keys = [key async for key in client.scan_iter(f"tidemail:{self.name}:*")]
-            if keys:
-                await client.delete(*keys)
-        except redis.ConnectionError:
-            pass  # no Redis: nothing of ours is in it
-        finally:
-            await client.aclose()
+        await delete_deployment(self.settings)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+async def delete_deployment(settings: Settings) -> None:
+    """Drop every topic of the deployment named by `settings.app_id` (its changelogs too)
+    and its Redis keys (prediction cache, delivery claims), so a shared broker and Redis
+    stay small."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        prefix = settings.app_id
+        mine = [t for t in await admin.list_topics() if t.startswith((f"{prefix}.", f"{prefix}-"))]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
+    client = redis.from_url(settings.redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(f"tidemail:{settings.app_id}:*")]
+        if keys:
+            await client.delete(*keys)
+    except redis.ConnectionError:
+        pass  # a deployment pointed at no Redis left nothing there
+    finally:
+        await client.aclose()
 
 
 @dataclass

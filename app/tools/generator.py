@@ -184,16 +184,23 @@ class EventGenerator:
         self, user: _User, event_type: str, ts: int, properties: dict[str, Any], context: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         self._sequence += 1
-        event: dict[str, Any] = {
-            "event_id": f"ev-{self._sequence:010d}",
-            "user_id": user.user_id,
-            "type": event_type,
-            "timestamp": ts,
-            "properties": properties,
-        }
-        if context:
-            event["context"] = context
-        return event
+        return shop_event(f"ev-{self._sequence:010d}", user.user_id, event_type, ts, properties, context)
+
+
+def shop_event(
+    event_id: str, user_id: str, event_type: str, ts: int, properties: dict[str, Any], context: Any = None
+) -> dict[str, Any]:
+    """An event of the contract as a generator publishes it (`context` only when it has one)."""
+    event: dict[str, Any] = {
+        "event_id": event_id,
+        "user_id": user_id,
+        "type": event_type,
+        "timestamp": ts,
+        "properties": properties,
+    }
+    if context:
+        event["context"] = context
+    return event
 
 
 async def publish(

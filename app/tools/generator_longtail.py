@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from app.tools.generator import BROKEN_MESSAGES, DEVICES, FIRST_NAMES, PLACES
+from app.tools.generator import BROKEN_MESSAGES, DEVICES, FIRST_NAMES, PLACES, shop_event
 from models.interactions import Product
 
 LONGTAIL_CATEGORIES = (
@@ -201,16 +201,7 @@ class LongTailGenerator:
         self, shopper: _Shopper, event_type: str, ts: int, properties: dict[str, Any], context: Any = None
     ) -> dict[str, Any]:
         self._sequence += 1
-        event: dict[str, Any] = {
-            "event_id": f"lt-{self._sequence:010d}",
-            "user_id": shopper.user_id,
-            "type": event_type,
-            "timestamp": ts,
-            "properties": properties,
-        }
-        if context:
-            event["context"] = context
-        return event
+        return shop_event(f"lt-{self._sequence:010d}", shopper.user_id, event_type, ts, properties, context)
 
 
 def _catalogue(rng: random.Random) -> list[Product]:

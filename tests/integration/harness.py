@@ -18,13 +18,12 @@ from typing import Any
 
 import aiohttp
 import orjson
-import redis.asyncio as redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from app.faust_app import build_processor, ensure_deployment_topics
 from app.settings import Settings
+from app.tools.fleet import delete_deployment as delete_deployment  # re-exported for the tests
 from streams.core.batch import BatchResult, InputRecord
 from streams.core.clock import Clock
 from streams.core.state import UserState, decode_state, encode_state
@@ -379,26 +378,3 @@ async def assert_durable_state_is_single_pass(settings: Settings) -> BatchResult
 async def ensure_all_topics(settings: Settings) -> None:
     """Create the deployment's topics up front, for tests that produce before a worker starts."""
     await ensure_deployment_topics(settings)
-
-
-async def delete_deployment(settings: Settings) -> None:
-    """Drop every topic and Redis key of a test deployment (prediction cache, delivery
-    claims), so the shared local broker and Redis stay small."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        prefix = settings.app_id
-        mine = [t for t in await admin.list_topics() if t.startswith((f"{prefix}.", f"{prefix}-"))]
-        if mine:
-            await admin.delete_topics(mine)
-    finally:
-        await admin.close()
-    client = redis.from_url(settings.redis_url)
-    try:
-        keys = [key async for key in client.scan_iter(f"tidemail:{settings.app_id}:*")]
-        if keys:
-            await client.delete(*keys)
-    except redis.ConnectionError:
-        pass  # a deployment pointed at no Redis (a test of running without one) left nothing there
-    finally:
-        await client.aclose()
