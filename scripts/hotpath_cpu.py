@@ -24,7 +24,8 @@ from app.tools.model_quality import trained_item_model
 from streams.core.batch import InputRecord
 from streams.core.clock import Clock
 from streams.core.partitioning import partition_of
-from streams.core.state import UserState, encode_state
+from streams.core.state import UserState
+from streams.core.state_codec import encode_state
 
 PARTITIONS = 8
 BATCH = 2_000

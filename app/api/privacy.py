@@ -14,7 +14,8 @@ from app.api.services import ApiServices, json_response, services
 from app.api.users import stored_user
 from streams.core.erasure import erase_event
 from streams.core.jobs import format_time
-from streams.core.state import UserState, encode_state
+from streams.core.state import UserState
+from streams.core.state_codec import state_document
 
 
 async def erase_user(request: web.Request) -> web.Response:
@@ -39,8 +40,8 @@ async def export_user(request: web.Request) -> web.Response:
         "user_id": state.user_id,
         "exported_at": format_time(app.clock.now_ms()),
         "partition": app.users.partition_of(state.user_id),
-        # Every field of the stored state, as the worker keeps it (see docs/contracts.md, Per-user state).
-        "state": orjson.loads(encode_state(state)),
+        # Every field of the stored state, named, with absolute instants (see docs/contracts.md, Per-user state).
+        "state": state_document(state),
         "experiments": _experiments(app, state),
         "cached_predictions": None if cached is None else {f: orjson.loads(v) for f, v in cached.items()},
         "elsewhere": _elsewhere(app),

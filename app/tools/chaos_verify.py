@@ -28,7 +28,8 @@ from app.faust_app import build_processor
 from app.settings import Settings
 from streams.core.batch import BatchResult, InputRecord
 from streams.core.clock import Clock
-from streams.core.state import UserState, decode_state, encode_state
+from streams.core.state import UserState
+from streams.core.state_codec import decode_state, encode_state
 from streams.core.withdrawal import is_withdrawal, withdrawal_id, withdraws
 from streams.delivery.ledger import CLAIMED, read_record
 from streams.delivery.messages import parse_time

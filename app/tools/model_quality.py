@@ -37,7 +37,8 @@ def model_state_sizes(users: int, events: int, seed: int) -> StateSizes:
     from app.settings import Settings
     from streams.core.batch import InputRecord
     from streams.core.clock import Clock
-    from streams.core.state import UserState, tuple_as_list
+    from streams.core.state import UserState
+    from streams.core.state_codec import tuple_as_list
 
     # No trigger age limit: the events are dated from a fixed day (START_MS), and the
     # experiment sends of the flows they trigger are part of what is measured.

@@ -19,7 +19,8 @@ from faust.web import Request, Response, View
 from app.settings import Settings
 from streams.core.errors import InvalidEvent
 from streams.core.events import parse_event
-from streams.core.state import StatePolicy, UserState, apply, decode_state, encode_state
+from streams.core.state import StatePolicy, UserState, apply
+from streams.core.state_codec import decode_state, encode_state
 
 
 def create_naive_app(settings: Settings) -> faust.App:

@@ -9,12 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import orjson
-
 from models import interests
 from models.propensity import Probe
 from streams.core.events import CONTEXT_FIELDS, Event, parse_timestamp
-from streams.core.windows import Buckets, from_bucket_map
+from streams.core.windows import Buckets
 
 MILLIS_PER_DAY = 86_400_000
 # How strongly each kind of behaviour signals interest in a category.
@@ -154,34 +152,6 @@ class UserState:
             record is not None and record["consented_at"] is not None
             for record in (self.subscriptions.get(list_name), self.subscriptions.get(ALL_LISTS))
         )
-
-
-def encode_state(state: UserState) -> bytes:
-    return orjson.dumps(state, default=tuple_as_list)
-
-
-def tuple_as_list(value: Any) -> list[Any]:
-    """orjson's `default` for user state: it writes dataclasses natively but not named tuples,
-    which are stored as arrays."""
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"cannot store {type(value).__name__} in user state")
-
-
-def decode_state(raw: bytes) -> UserState:
-    doc = orjson.loads(raw)
-    probe = doc.get("propensity_probe")
-    if probe is not None:
-        doc["propensity_probe"] = Probe(**probe)
-    if sends := doc.get("experiment_jobs"):
-        doc["experiment_jobs"] = [ExperimentSend(*sent) for sent in sends]
-    state = UserState(**doc)
-    if any(isinstance(buckets, dict) for buckets in state.windows.values()):
-        state.windows = {
-            key: from_bucket_map(buckets) if isinstance(buckets, dict) else buckets
-            for key, buckets in state.windows.items()
-        }
-    return state
 
 
 def is_duplicate(state: UserState, event: Event) -> bool:

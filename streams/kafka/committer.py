@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from aiokafka import AIOKafkaProducer
 
 from streams.core.batch import BatchResult, StateChanges
-from streams.core.state import encode_state
+from streams.core.state_codec import encode_state
 from streams.kafka.clients import WorkerClients
 from streams.kafka.outputs import OutputPublisher, rerouted_records
 from streams.kafka.produce import NO_HEADERS, Record, send_grouped

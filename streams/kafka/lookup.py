@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.core.state import UserState, decode_state
+from streams.core.state import UserState
+from streams.core.state_codec import decode_state
 from streams.kafka.ownership import PartitionOwnership
 from streams.kafka.store import UserStore
 

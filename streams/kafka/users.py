@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from streams.core.batch import Erasure
-from streams.core.state import UserState, decode_state
+from streams.core.state import UserState
 from streams.core.state_cache import StateCache
+from streams.core.state_codec import decode_state
 from streams.kafka.store import UserStore
 
 

@@ -26,7 +26,8 @@ from app.settings import Settings
 from app.tools.fleet import delete_deployment as delete_deployment  # re-exported for the tests
 from streams.core.batch import BatchResult, InputRecord
 from streams.core.clock import Clock
-from streams.core.state import UserState, decode_state, encode_state
+from streams.core.state import UserState
+from streams.core.state_codec import decode_state, encode_state
 from streams.core.withdrawal import is_withdrawal
 from streams.kafka.store import is_user_key
 from tests.factories import encoded, event_doc

@@ -21,7 +21,8 @@ from streams.core.clock import Clock
 from streams.core.partitioning import partition_of
 from streams.core.processing import BatchProcessor
 from streams.core.routing import FleetView
-from streams.core.state import UserState, encode_state
+from streams.core.state import UserState
+from streams.core.state_codec import encode_state
 from streams.kafka.lookup import UserLookup
 from streams.kafka.readiness import Readiness
 from streams.kafka.segment_sizes import SegmentSizes

@@ -14,7 +14,8 @@ from app.tools.chaos_faults import WORKER_PAUSE, FaultCounts, schedule
 from app.tools.chaos_verify import durable_states, exactly_once, last_outcomes, with_snapshot_choices_of
 from app.tools.chaos_world import HELD_ZONE, held_quiet_hours, world_messages
 from app.tools.generator import PLACES
-from streams.core.state import UserState, encode_state
+from streams.core.state import UserState
+from streams.core.state_codec import encode_state
 
 AT_MS = 1_796_288_021_030
 

@@ -3,12 +3,10 @@ from __future__ import annotations
 import copy
 from dataclasses import fields
 
-import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.propensity import Probe
-from streams.core.state import MILLIS_PER_DAY, ExperimentSend, StatePolicy, UserState, apply, decode_state, encode_state
+from streams.core.state import MILLIS_PER_DAY, StatePolicy, UserState, apply
 from tests.factories import BASE_TS, item, make_event
 
 POLICY = StatePolicy()
@@ -128,11 +126,6 @@ def test_engagement_and_unsubscribe() -> None:
     assert not state.is_unsubscribed("transactional")
 
 
-def test_encoding_round_trips() -> None:
-    state = run(make_event("signup", context={"first_name": "Zoë"}), make_event("cart_add"), make_event("purchase"))
-    assert decode_state(encode_state(state)) == state
-
-
 event_types = st.sampled_from(["page_view", "click", "cart_add", "cart_remove", "purchase", "email_open", "signup"])
 
 
@@ -154,19 +147,3 @@ def test_hard_bounce_is_remembered_until_the_address_changes() -> None:
     assert apply(bounced, soft, POLICY).hard_bounced_ms == BASE_TS + 1
     moved = make_event("profile_update", ts=BASE_TS + 3, traits={"email": "new@example.com"})
     assert apply(bounced, moved, POLICY).hard_bounced_ms is None
-
-
-def test_typed_probe_and_experiment_sends_are_stored_as_the_dicts_and_arrays_they_were() -> None:
-    # The encoding of states already in RocksDB and the changelog: a probe object and
-    # experiment sends as five-element arrays.
-    stored = (
-        b'{"user_id":"u1","propensity_probe":{"at":5,"x":[0.5,1.0],"y":["open"]},'
-        b'"experiment_jobs":[["j1","welcome_preheader","picks",3,false]]}'
-    )
-    state = decode_state(stored)
-    assert state.propensity_probe == Probe(5, [0.5, 1.0], ["open"])
-    assert state.experiment_jobs == [ExperimentSend("j1", "welcome_preheader", "picks", 3, False)]
-    encoded = orjson.loads(encode_state(state))
-    assert encoded["propensity_probe"] == {"at": 5, "x": [0.5, 1.0], "y": ["open"]}
-    assert encoded["experiment_jobs"] == [["j1", "welcome_preheader", "picks", 3, False]]
-    assert decode_state(encode_state(state)) == state

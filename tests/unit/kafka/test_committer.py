@@ -8,8 +8,9 @@ import pytest
 
 from streams.core.batch import BatchResult, InputRecord, StateChanges
 from streams.core.segments import Transitions
-from streams.core.state import UserState, decode_state, encode_state
+from streams.core.state import UserState
 from streams.core.state_cache import StateCache
+from streams.core.state_codec import decode_state, encode_state
 from streams.kafka.committer import BatchCommitter, advanced_checkpoints, changelog_items
 from streams.kafka.outputs import OutputPublisher, OutputTopics
 from streams.kafka.segment_sizes import SegmentSizes

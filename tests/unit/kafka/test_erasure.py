@@ -12,8 +12,9 @@ import orjson
 from rocksdict import Options, Rdict
 
 from streams.core.batch import BatchResult, Erasure, InputRecord, StateChanges
-from streams.core.state import UserState, encode_state
+from streams.core.state import UserState
 from streams.core.state_cache import StateCache
+from streams.core.state_codec import encode_state
 from streams.kafka.committer import BatchCommitter, changelog_items
 from streams.kafka.outputs import ID_HEADER, OutputPublisher, OutputTopics
 from streams.kafka.segment_sizes import SegmentSizes
