@@ -26,6 +26,7 @@ from streams.core.routing import FleetView, owners_of
 from streams.core.segments import SegmentBook
 from streams.core.state import StatePolicy
 from streams.core.state_cache import StateCache
+from streams.kafka import rocksdb_memory
 from streams.kafka.clients import EventPublisher
 from streams.kafka.lookup import UserLookup
 from streams.kafka.model_feed import MAX_SNAPSHOT_BYTES, SnapshotFeed, Trainer
@@ -125,7 +126,15 @@ def create_trainer(settings: Settings) -> Trainer:
 def create_app(settings: Settings) -> TidemailApp:
     """Build the app and everything it owns; connects to nothing until started."""
     app = _faust_app(settings)
-    table = app.Table("users", partitions=settings.partitions, key_type=bytes, value_type=bytes)
+    table = app.Table(
+        "users",
+        partitions=settings.partitions,
+        key_type=bytes,
+        value_type=bytes,
+        # Scheme and table name: Faust takes a URL with neither host nor path for "no store given".
+        store=f"{rocksdb_memory.STORE_SCHEME}:users",
+        options=rocksdb_options(settings),
+    )
     store = UserStore(table, settings.partitions)
     clock = Clock()
     processor = build_processor(settings, clock)
@@ -230,14 +239,20 @@ def _faust_app(settings: Settings) -> TidemailApp:
         # A worker that dies without leaving the group holds its partitions this long.
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_session_timeout_s / 5,
-        rocksdb_options={
-            # Sized for a 2-core, 24 GB machine: a large shared read cache, modest memtables.
-            "block_cache_size": settings.rocksdb_block_cache_mb * MIB,
-            "write_buffer_size": settings.rocksdb_write_buffer_mb * MIB,
-            "max_write_buffer_number": 3,
-            "max_open_files": 1024,
-        },
     )
+
+
+def rocksdb_options(settings: Settings) -> dict[str, int]:
+    """The `users` table's RocksDB options: one block cache and one memtable budget for all
+    its partition databases, active and standby (see streams/kafka/rocksdb_memory.py)."""
+    rocksdb_memory.register()
+    return {
+        "block_cache_size": settings.rocksdb_block_cache_mb * MIB,
+        "memtable_budget_size": settings.rocksdb_memtables_mb * MIB,
+        "write_buffer_size": settings.rocksdb_write_buffer_mb * MIB,
+        "max_write_buffer_number": 3,
+        "max_open_files": 1024,
+    }
 
 
 def create_worker(settings: Settings, store: UserStore, processor: BatchProcessor, clock: Clock) -> BatchWorker:

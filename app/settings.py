@@ -80,7 +80,10 @@ class Settings:
     interest_half_life_days: float = 14.0
     daily_history_days: int = 35
     recent_purchases_kept: int = 10
+    # RocksDB memory of a worker: one block cache and one budget for all memtables, shared by
+    # every partition database it opens (actives and standbys); a memtable's size.
     rocksdb_block_cache_mb: int = 512
+    rocksdb_memtables_mb: int = 256
     rocksdb_write_buffer_mb: int = 64
     templates_dir: Path = Path(__file__).resolve().parent.parent / "templates"
     segments_file: Path = Path(__file__).resolve().parent.parent / "streams" / "segments.yaml"

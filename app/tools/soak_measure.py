@@ -110,8 +110,7 @@ async def measure_state(fleet: Fleet, bars: Progress) -> State:
     bars.update(task, total=changelog.records, completed=changelog.records)
     memory = RocksMemory(
         block_cache_bytes=settings.rocksdb_block_cache_mb * MIB,
-        write_buffer_bytes=settings.rocksdb_write_buffer_mb * MIB,
-        write_buffers=3,
+        memtable_budget_bytes=settings.rocksdb_memtables_mb * MIB,
         databases_per_worker=tuple(len(partition_dbs([d])) for d in data_dirs),
     )
     return State(

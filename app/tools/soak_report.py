@@ -112,25 +112,22 @@ class Throughput:
 
 @dataclass(frozen=True, slots=True)
 class RocksMemory:
-    """RocksDB's memory settings in force: Faust opens one database per partition (active
-    or standby), each with its own block cache and memtables."""
+    """RocksDB's memory settings in force: each worker's partition databases (active or
+    standby) share one block cache and one memtable budget."""
 
     block_cache_bytes: int
-    write_buffer_bytes: int
-    write_buffers: int
+    memtable_budget_bytes: int
     databases_per_worker: tuple[int, ...]
 
     @property
-    def per_database_bytes(self) -> int:
-        return self.block_cache_bytes + self.write_buffer_bytes * self.write_buffers
+    def per_worker_bytes(self) -> int:
+        return self.block_cache_bytes + self.memtable_budget_bytes
 
     def line(self) -> str:
-        most = max(self.databases_per_worker, default=0)
         return (
-            f"RocksDB per partition database: block cache {self.block_cache_bytes / MIB:,.0f} MiB, "
-            f"memtables {self.write_buffers} x {self.write_buffer_bytes / MIB:,.0f} MiB; databases per worker "
-            f"{', '.join(map(str, self.databases_per_worker))}: at most {most * self.per_database_bytes / MIB:,.0f} "
-            f"MiB per worker if every cache filled"
+            f"RocksDB per worker: block cache {self.block_cache_bytes / MIB:,.0f} MiB and memtables "
+            f"{self.memtable_budget_bytes / MIB:,.0f} MiB shared by its databases "
+            f"({', '.join(map(str, self.databases_per_worker))}): at most {self.per_worker_bytes / MIB:,.0f} MiB"
         )
 
 

@@ -78,7 +78,7 @@ def test_counters_sum_the_samples_with_the_label() -> None:
 def test_sizes_and_the_report_against_the_targets() -> None:
     assert percentile(list(range(1, 101)), 99) == 99.0
     assert percentile([], 99) == 0.0
-    memory = RocksMemory(512 << 20, 64 << 20, 3, (8, 8))
+    memory = RocksMemory(512 << 20, 256 << 20, (8, 16))
     report = SoakReport(
         users=1_000,
         events=4_000,
@@ -106,7 +106,7 @@ def test_sizes_and_the_report_against_the_targets() -> None:
         in text
     )
     assert "(target <= 2,048 MiB: MISSED)" in text
-    assert "at most 5,632 MiB per worker" in text
+    assert "shared by its databases (8, 16): at most 768 MiB" in text
     assert "restart from local state: 4.0 s (target < 10 s: met)" in text
     assert "changelog rebuild): 75.0 s (target < 60 s: MISSED)" in text
 
