@@ -9,6 +9,7 @@ from typing import Any
 
 import faust
 from faust.tables.recovery import Recovery
+from faust.types import TransportT
 from faust.web import Web
 
 from app.api import ApiServices, add_routes
@@ -28,6 +29,7 @@ from streams.core.state import StatePolicy
 from streams.core.state_cache import StateCache
 from streams.kafka import rocksdb_memory
 from streams.kafka.clients import EventPublisher
+from streams.kafka.committed_reads import CommittedReadsTableManager, CommittedReadsTransport
 from streams.kafka.lookup import UserLookup
 from streams.kafka.model_feed import MAX_SNAPSHOT_BYTES, SnapshotFeed, Trainer
 from streams.kafka.outputs import OutputTopics
@@ -52,6 +54,10 @@ class TidemailApp(faust.App):
 
     def on_init_dependencies(self) -> Any:
         return [*super().on_init_dependencies(), self.batch_worker, self.snapshot_feed]
+
+    def _new_transport(self) -> TransportT:
+        # The changelog is written in transactions: Faust reads committed records only.
+        return CommittedReadsTransport(self.conf.broker_consumer, self)
 
     def on_webserver_init(self, web: Web) -> None:
         # `faust worker` initialises the web server twice (after autodiscovery, and on start);
@@ -236,6 +242,7 @@ def _faust_app(settings: Settings) -> TidemailApp:
         web_stats_enabled=False,
         web_graph_enabled=False,
         producer_acks=-1,
+        TableManager=CommittedReadsTableManager,
         # A worker that dies without leaving the group holds its partitions this long.
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_session_timeout_s / 5,

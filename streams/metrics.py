@@ -101,6 +101,10 @@ CONSUMER_LAG = Gauge(
     ["topic", "partition"],
 )
 OWNED_PARTITIONS = Gauge("tidemail_owned_partitions", "Event partitions this worker processes.")
+PARTITIONS_FENCED = Counter(
+    "tidemail_partitions_fenced_total",
+    "Event partitions this worker stopped processing because another worker's producer fenced its own.",
+)
 REBALANCES = Counter("tidemail_rebalances_total", "Consumer group rebalances this worker went through.")
 REBALANCE_SECONDS = Histogram(
     "tidemail_rebalance_duration_seconds",

@@ -44,7 +44,10 @@ UNCONFIRMED = frozenset({CLAIMED, "unconfirmed"})
 async def read_all(bootstrap: str, topic: str, partitions: int) -> list[Record]:
     """Every record now in `topic`, in partition then offset order, read without a group."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 << 20,
+        isolation_level="read_committed",
     )
     await consumer.start()
     try:

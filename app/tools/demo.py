@@ -106,6 +106,7 @@ async def _watch(http: aiohttp.ClientSession, base: str, settings: Settings, wor
         settings.deliveries_topic,
         bootstrap_servers=settings.kafka_bootstrap,
         auto_offset_reset="latest",
+        isolation_level="read_committed",
     )
     await consumer.start()
     jobs: Counter[str] = Counter()

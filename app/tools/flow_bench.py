@@ -156,7 +156,9 @@ class JobWatcher:
     """Reads the jobs topic as it grows and measures each job's lag behind its `send_at`."""
 
     def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+        )
         self._tps = [TopicPartition(topic, p) for p in range(partitions)]
 
     async def start(self) -> None:

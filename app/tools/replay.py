@@ -79,7 +79,7 @@ async def read_window(
     bootstrap: str, topic: str, window: Window, progress: Progress | None = None
 ) -> AsyncIterator[Record]:
     """Every record of `topic` in `window`, partition by partition, up to the end offsets found on start."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in await _partitions(bootstrap, topic)]

@@ -65,7 +65,9 @@ async def _measure(
     deployment: Deployment, worker: Member, stream: Iterator[tuple[bytes, bytes]], rate: int, seconds: int
 ) -> Latency:
     settings = deployment.settings
-    jobs = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, fetch_max_wait_ms=5)
+    jobs = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, fetch_max_wait_ms=5, isolation_level="read_committed"
+    )
     await jobs.start()
     jobs.assign([TopicPartition(settings.jobs_topic, p) for p in range(settings.partitions)])
     await jobs.seek_to_end()

@@ -70,7 +70,10 @@ async def changelog_sizes(bootstrap: str, topic: str, partitions: int, progress:
     """The latest record of each user in the changelog (what compaction keeps), and every
     record's bytes (what the topic holds before compaction)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 << 20,
+        isolation_level="read_committed",
     )
     await consumer.start()
     latest: dict[bytes, int] = {}

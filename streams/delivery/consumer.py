@@ -39,6 +39,8 @@ def jobs_consumer(config: DeliveryConfig) -> AIOKafkaConsumer:
         group_id=f"{config.app_id}-deliver",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        # Jobs are written in workers' transactions: an aborted one (a fenced worker's) is never read.
+        isolation_level="read_committed",
         session_timeout_ms=int(config.kafka_session_timeout_s * 1000),
         heartbeat_interval_ms=int(config.kafka_session_timeout_s * 200),
     )

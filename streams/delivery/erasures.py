@@ -150,4 +150,9 @@ class ErasureFollower:
 
 def erasures_consumer(bootstrap: str) -> AIOKafkaConsumer:
     """Not in a group: every deliverer reads every erasure, whichever jobs it is given."""
-    return AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )

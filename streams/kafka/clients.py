@@ -8,6 +8,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from streams.kafka.fencing import PartitionWriters
+
 MIB = 1024 * 1024
 # Kafka's default message.max.bytes, less room for the batch header.
 MAX_RECORD_BYTES = 1_000_000
@@ -26,7 +28,9 @@ def group_consumer(bootstrap: str, group_id: str, **options: Any) -> AIOKafkaCon
 
 
 class WorkerClients:
-    """The consumer of the worker's event partitions and the producer of everything it writes.
+    """The consumer of the worker's event partitions, the transactional producers of what
+    each partition's batches write, and a producer of what may be written more than once
+    (training records, events forwarded to their partition).
 
     Created when the worker starts, not before: aiokafka clients bind to the running loop.
     """
@@ -36,6 +40,16 @@ class WorkerClients:
         self._group_id = group_id
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        # Outputs and changelog records, in a transaction per event partition (fencing.py).
+        self.writers = PartitionWriters(
+            bootstrap,
+            transactional_prefix=group_id,
+            linger_ms=5,
+            max_batch_size=MIB,
+            max_request_size=MAX_RECORD_BYTES * 4,
+            # Longer than a broker restart: the coordinator aborts a transaction open longer.
+            transaction_timeout_ms=300_000,
+        )
         self.started = asyncio.Event()
 
     @property
@@ -73,6 +87,7 @@ class WorkerClients:
         if not self.started.is_set():
             return
         await self.consumer.stop()
+        await self.writers.close()
         await self.producer.stop()
 
 

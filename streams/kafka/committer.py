@@ -1,20 +1,22 @@
 """Making one processed batch durable: the worker's whole durability protocol, in order.
 
-1. Outputs (jobs, segment changes, dead letters) are produced and acknowledged, each at
-   most once per id (`outputs.py`); beside them, the batch's training records for the trainer
+1. Per event partition, in one Kafka transaction of that partition's producer
+   (`fencing.py`): the outputs (jobs, segment changes, dead letters, erasures) published at
+   most once per id (`outputs.py`), then every key the batch changes (user states, timer
+   index moves, segment sizes, and the checkpoint: last input offset and output topics'
+   end offsets) to the `users` table's changelog; then the transaction commits. An erased
+   user's key is a tombstone (None), beside their erasure marker, and so are all their
+   timer entries. Beside the transactions, the batch's training records for the trainer
    and the events that arrived on a partition not their user's, forwarded to it.
-2. Per partition, every key the batch changes (user states, timer index moves, segment
-   sizes, and the checkpoint: last input offset and output topics' end offsets) is
-   produced to the `users` table's changelog and acknowledged. An erased user's key is a
-   tombstone (None), beside their erasure marker, and so are all their timer entries.
-3. The same keys go to local RocksDB with the changelog offset they reflect.
-4. Only then does in-memory bookkeeping change (checkpoints, segment sizes, cached states),
+2. The same keys go to local RocksDB with the changelog offset they reflect.
+3. Only then does in-memory bookkeeping change (checkpoints, segment sizes, cached states),
    so a failed batch that is retried does not count its segment changes twice.
 
 A crash anywhere replays from the last durable checkpoint. Each user's state carries the
 offset of the last event applied to it, so replayed events are skipped for users whose
 state already reflects them; outputs a lost batch had already published are recognised
-by id and not published again.
+by id and not published again. A worker that another took a partition over from (it was
+paused past its session timeout) cannot commit for it any more: the broker fences it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from aiokafka import AIOKafkaProducer
 from streams.core.batch import BatchResult, StateChanges
 from streams.core.state_codec import encode_state
 from streams.kafka.clients import WorkerClients
+from streams.kafka.fencing import FENCED_ERRORS, PartitionsFenced
 from streams.kafka.outputs import OutputPublisher, rerouted_records
 from streams.kafka.produce import NO_HEADERS, Record, send_grouped
 from streams.kafka.segment_sizes import SegmentSizes, encode_sizes
@@ -71,26 +74,61 @@ class BatchCommitter:
         self._checkpoints = {partition: self._store.checkpoint(partition) for partition in partitions}
 
     async def commit(self, result: BatchResult) -> None:
-        producer = self._clients.producer
         for partition, erased in result.changes.erasures.items():
             # The core knows a user's earliest timer entry only; the index holds the rest.
             leftover = self._store.timers_of(partition, erased.keys())
             result.changes.timer_removals.setdefault(partition, []).extend(leftover)
-        output_ends, _, _ = await asyncio.gather(
-            self._outputs.publish(producer, result),
+        outputs = self._outputs.records(result)
+        sizes = self._sizes.after(result.changes.segment_moves)
+        changelog = changelog_items(result.changes, sizes)
+        for topic_partition in outputs:
+            changelog.setdefault(topic_partition[1], {})
+        for partition in result.changes.last_offsets:
+            changelog.setdefault(partition, {})
+        producer = self._clients.producer
+        side = asyncio.gather(
             self._publish_training(producer, result),
             send_grouped(producer, rerouted_records(self._events_topic, result.outputs.reroutes)),
         )
-        checkpoints = advanced_checkpoints(self._checkpoints, result.changes.last_offsets, output_ends)
-        sizes = self._sizes.after(result.changes.segment_moves)
-        changelog = changelog_items(result.changes, checkpoints, sizes)
-        changelog_offsets = await self._publish_changelog(producer, changelog)
-        for partition, items in changelog.items():
-            self._store.write(partition, items, changelog_offsets.get(partition))
-        self._checkpoints.update(checkpoints)
-        self._sizes.update(sizes)
-        self._states.erase(result.changes.erasures)
-        self._states.remember(result.changes.states)
+        done = await asyncio.gather(
+            *(self._transact(partition, items, outputs, result) for partition, items in changelog.items()),
+            return_exceptions=True,
+        )
+        await side
+        durable = {partition for partition, outcome in zip(changelog, done, strict=True) if outcome is None}
+        self._sizes.update({p: counts for p, counts in sizes.items() if p in durable})
+        self._states.erase({p: erased for p, erased in result.changes.erasures.items() if p in durable})
+        self._states.remember({p: states for p, states in result.changes.states.items() if p in durable})
+        raise_failures(dict(zip(changelog, done, strict=True)))
+
+    async def _transact(
+        self,
+        partition: int,
+        items: dict[bytes, bytes | None],
+        outputs: Mapping[tuple[str, int], list[Record]],
+        result: BatchResult,
+    ) -> None:
+        """One partition's outputs and changelog records in one transaction, then RocksDB."""
+        producer = self._clients.writers.writer(partition)
+        await producer.begin_transaction()
+        try:
+            ends = await send_grouped(producer, {tp: records for tp, records in outputs.items() if tp[1] == partition})
+            output_ends = {topic: end for (topic, _), end in ends.items()}
+            offset = result.changes.last_offsets.get(partition)
+            checkpoint = self._checkpoints.get(partition, Checkpoint(None, {}))
+            if offset is not None or output_ends:
+                checkpoint = checkpoint.advanced(offset, output_ends)
+                items[CHECKPOINT_KEY] = checkpoint.encode()
+            topic = (self._store.changelog_topic, partition)
+            changelog_ends = await send_grouped(producer, {topic: [(k, v, NO_HEADERS) for k, v in items.items()]})
+            await producer.commit_transaction()
+        except BaseException as error:
+            await self._clients.writers.abort(partition, error)
+            if isinstance(error, FENCED_ERRORS):
+                raise PartitionsFenced({partition}) from error
+            raise
+        self._store.write(partition, items, changelog_ends[topic] - 1 if topic in changelog_ends else None)
+        self._checkpoints[partition] = checkpoint
 
     async def _publish_training(self, producer: AIOKafkaProducer, result: BatchResult) -> None:
         # At least once, in input order: a replayed batch may teach the trainer an
@@ -99,33 +137,19 @@ class BatchCommitter:
             chunks: list[Record] = [(None, chunk.to_bytes(), NO_HEADERS) for chunk in result.training.split()]
             await send_grouped(producer, {(self._interactions_topic, 0): chunks})
 
-    async def _publish_changelog(self, producer: AIOKafkaProducer, changelog: ChangelogItems) -> dict[int, int]:
-        """Send every partition's changes to the changelog; return the last offset written per partition."""
-        topic = self._store.changelog_topic
-        grouped = {
-            (topic, partition): [(key, value, NO_HEADERS) for key, value in items.items()]
-            for partition, items in changelog.items()
-        }
-        ends = await send_grouped(producer, grouped)
-        return {partition: end - 1 for (_, partition), end in ends.items()}
+
+def raise_failures(outcomes: Mapping[int, BaseException | None]) -> None:
+    """Raise what failed in a batch's partitions: every fenced one together, else the first error."""
+    failures = [outcome for outcome in outcomes.values() if outcome is not None]
+    fenced = {p for failure in failures if isinstance(failure, PartitionsFenced) for p in failure.partitions}
+    if fenced:
+        raise PartitionsFenced(fenced)
+    if failures:
+        raise failures[0]
 
 
-def advanced_checkpoints(
-    durable: Mapping[int, Checkpoint], last_offsets: Mapping[int, int], output_ends: Mapping[int, dict[str, int]]
-) -> dict[int, Checkpoint]:
-    """The checkpoint of every partition a batch consumed from or published to, once it is durable."""
-    return {
-        partition: durable.get(partition, Checkpoint(None, {})).advanced(
-            last_offsets.get(partition), output_ends.get(partition, {})
-        )
-        for partition in {*last_offsets, *output_ends}
-    }
-
-
-def changelog_items(
-    changes: StateChanges, checkpoints: Mapping[int, Checkpoint], sizes: Mapping[int, Counter[str]]
-) -> ChangelogItems:
-    """Per partition, every key a batch changes: states, timer index moves, sizes, checkpoint."""
+def changelog_items(changes: StateChanges, sizes: Mapping[int, Counter[str]]) -> ChangelogItems:
+    """Per partition, every key a batch changes but the checkpoint: states, timer index moves, sizes."""
     items: ChangelogItems = {}
     for partition, states in changes.states.items():
         items[partition] = {user_id.encode(): encode_state(state) for user_id, state in states.items()}
@@ -145,6 +169,4 @@ def changelog_items(
             part[timer_key(due_ms, user_id)] = b""
     for partition, partition_sizes in sizes.items():
         items.setdefault(partition, {})[SEGMENT_SIZES_KEY] = encode_sizes(partition_sizes)
-    for partition, checkpoint in checkpoints.items():
-        items.setdefault(partition, {})[CHECKPOINT_KEY] = checkpoint.encode()
     return items

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from streams.core.batch import BatchResult, DeadLetter, Erasure, Reroute, Withdrawal
 from streams.core.erasure import erasure_id, erasure_record
@@ -24,7 +24,7 @@ from streams.core.jobs import format_time
 from streams.core.partitioning import REROUTED_FROM_HEADER
 from streams.core.segments import Transitions, change_id
 from streams.core.withdrawal import KIND_HEADER, WITHDRAWAL, withdrawal_id, withdrawal_record
-from streams.kafka.produce import NO_HEADERS, Record, send_grouped
+from streams.kafka.produce import NO_HEADERS, Record
 
 ID_HEADER = "tidemail.id"
 
@@ -55,7 +55,9 @@ class OutputPublisher:
 
     async def recall(self, partition: int, since: dict[str, int]) -> None:
         """Remember the ids already published to `partition` of each output topic after `since`."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+        )
         await consumer.start()
         try:
             tps = [TopicPartition(topic, partition) for topic in self._topics.outputs]
@@ -85,13 +87,6 @@ class OutputPublisher:
     def forget(self, partitions: Iterable[int]) -> None:
         for partition in partitions:
             self._published.pop(partition, None)
-
-    async def publish(self, producer: AIOKafkaProducer, result: BatchResult) -> dict[int, dict[str, int]]:
-        """Send and await every output; return per partition each output topic's next offset."""
-        ends: dict[int, dict[str, int]] = {}
-        for (topic, partition), end in (await send_grouped(producer, self.records(result))).items():
-            ends.setdefault(partition, {})[topic] = end
-        return ends
 
     def records(self, result: BatchResult) -> dict[tuple[str, int], list[Record]]:
         """Every output of `result` not yet published, by topic-partition, in order."""

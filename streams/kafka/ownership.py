@@ -59,6 +59,8 @@ class PartitionOwnership:
         self._states.forget(dropped)
         self._outputs.forget(dropped)
         self._clients.consumer.assign([TopicPartition(self._events_topic, p) for p in sorted(partitions)])
+        # Registering each partition's producer fences any earlier owner before its outputs are read.
+        await self._clients.writers.own(partitions)
         self._committer.resume(partitions)
         await self._rewind_until_done()
         self._owned = frozenset(partitions)
@@ -66,14 +68,34 @@ class PartitionOwnership:
         metrics.OWNED_PARTITIONS.set(len(partitions))
         log.info("hot path owns event partitions %s", sorted(partitions))
 
-    def release(self) -> None:
+    async def release(self) -> None:
         """Give up every partition."""
         self._clients.consumer.assign([])
+        await self._clients.writers.drop(self._owned)
         self._states.forget(self._owned)
         self._outputs.forget(self._owned)
         self._owned = frozenset()
         self._sizes.clear()
         metrics.OWNED_PARTITIONS.set(0)
+
+    async def give_up(self, fenced: frozenset[int]) -> None:
+        """Stop processing partitions another worker took over while this one was away; the
+        group assigns them again if they come back (a rebalance calls `assign`)."""
+        log.warning(
+            "event partitions %s were taken over by another worker (this one was expelled from the group, "
+            "e.g. paused past its session timeout): left unprocessed until the group assigns them again",
+            sorted(fenced),
+        )
+        metrics.PARTITIONS_FENCED.inc(len(fenced & self._owned))
+        kept = self._owned - fenced
+        self._clients.consumer.assign([TopicPartition(self._events_topic, p) for p in sorted(kept)])
+        await self._clients.writers.drop(fenced)
+        self._states.forget(fenced)
+        self._outputs.forget(fenced)
+        self._committer.resume(kept)
+        self._owned = kept
+        self._sizes.load(self._store, kept)
+        metrics.OWNED_PARTITIONS.set(len(kept))
 
     async def rewind(self) -> None:
         """Consume each partition again from its checkpoint, and recall the outputs published

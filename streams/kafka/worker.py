@@ -28,6 +28,7 @@ from streams.core.state_cache import StateCache
 from streams.kafka import worker_metrics
 from streams.kafka.clients import MAX_RECORD_BYTES, WorkerClients
 from streams.kafka.committer import BatchCommitter
+from streams.kafka.fencing import PartitionsFenced
 from streams.kafka.outputs import OutputPublisher, OutputTopics
 from streams.kafka.ownership import RETRY_BACKOFF_SECONDS, PartitionOwnership
 from streams.kafka.segment_sizes import SegmentSizes
@@ -139,7 +140,7 @@ class BatchWorker(Service):
         if not self.clients.started.is_set():
             return
         async with self._lock:
-            self.ownership.release()
+            await self.ownership.release()
             self.lag.export({})
 
     @Service.task
@@ -161,6 +162,8 @@ class BatchWorker(Service):
                 try:
                     await self._handle(owned_now)
                     self._failures_in_a_row = 0
+                except PartitionsFenced as fenced:
+                    await self._leave_fenced(fenced)
                 except Exception:
                     await self._recover_from_failed_batch()
 
@@ -180,6 +183,9 @@ class BatchWorker(Service):
                 started = time.perf_counter()
                 try:
                     result = await self._timers.fire(due)
+                except PartitionsFenced as fenced:
+                    await self._leave_fenced(fenced)
+                    continue
                 except Exception:
                     await self._recover_from_failed_batch()
                     continue
@@ -207,6 +213,14 @@ class BatchWorker(Service):
             await self.ownership.rewind()
         except Exception:
             log.exception("rewinding failed; the next batch retries it")
+
+    async def _leave_fenced(self, fenced: PartitionsFenced) -> None:
+        # Not a failure to retry: the rest of the batch is durable, or rewound here.
+        await self.ownership.give_up(fenced.partitions)
+        try:
+            await self.ownership.rewind()
+        except Exception:
+            await self._recover_from_failed_batch()
 
     async def _handle(self, fetched: Fetched) -> None:
         started = time.perf_counter()

@@ -338,7 +338,7 @@ async def produce(
 
 async def read_topic(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record currently in `topic`, in partition then offset order."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]

@@ -6,6 +6,9 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+from aiokafka.errors import ProducerFenced
+
+from streams.kafka.fencing import PartitionsFenced
 from streams.kafka.store import CHECKPOINT_KEY, Checkpoint
 
 
@@ -45,11 +48,53 @@ class FakeProducer:
         return future
 
 
-class FakeClients:
-    """The worker's clients, started."""
+class FakeTransactionalProducer(FakeProducer):
+    """A partition's producer: logs its transactions; fails to commit once fenced."""
 
-    def __init__(self, producer: FakeProducer) -> None:
+    def __init__(self, log: list[str], partition: int, **options: Any) -> None:
+        super().__init__(**options)
+        self._log = log
+        self._partition = partition
+        self.fenced = False
+
+    async def begin_transaction(self) -> None:
+        self._log.append(f"begin {self._partition}")
+
+    async def commit_transaction(self) -> None:
+        if self.fenced:
+            raise ProducerFenced()
+        self._log.append(f"commit {self._partition}")
+
+    async def abort_transaction(self) -> None:
+        self._log.append(f"abort {self._partition}")
+
+
+class FakeWriters:
+    """The transactional producers of partitions 0-3, each with its own offsets."""
+
+    def __init__(self, **options: Any) -> None:
+        self.log: list[str] = []
+        self.producers = {p: FakeTransactionalProducer(self.log, p, **options) for p in range(4)}
+        self.dropped: list[int] = []
+
+    def writer(self, partition: int) -> FakeTransactionalProducer:
+        if partition in self.dropped:
+            raise PartitionsFenced({partition})
+        return self.producers[partition]
+
+    async def abort(self, partition: int, error: BaseException) -> None:
+        if isinstance(error, ProducerFenced):
+            self.dropped.append(partition)
+        else:
+            await self.producers[partition].abort_transaction()
+
+
+class FakeClients:
+    """The worker's clients, started: a plain producer and one transactional producer per partition."""
+
+    def __init__(self, producer: FakeProducer, writers: FakeWriters | None = None) -> None:
         self.producer = producer
+        self.writers = writers or FakeWriters()
 
 
 class FakeStore:

@@ -11,12 +11,13 @@ from streams.core.segments import Transitions
 from streams.core.state import UserState
 from streams.core.state_cache import StateCache
 from streams.core.state_codec import decode_state, encode_state
-from streams.kafka.committer import BatchCommitter, advanced_checkpoints, changelog_items
+from streams.kafka.committer import BatchCommitter, changelog_items
+from streams.kafka.fencing import PartitionsFenced
 from streams.kafka.outputs import OutputPublisher, OutputTopics
 from streams.kafka.segment_sizes import SegmentSizes
 from streams.kafka.store import CHECKPOINT_KEY, SEGMENT_SIZES_KEY, Checkpoint, timer_key
 from streams.kafka.users import UserStates
-from tests.unit.kafka.fakes import FakeClients, FakeProducer, FakeStore
+from tests.unit.kafka.fakes import FakeClients, FakeProducer, FakeStore, FakeWriters
 
 TOPICS = OutputTopics("events", "jobs", "changes", "dead", "erasures")
 
@@ -28,30 +29,22 @@ def test_changelog_items_hold_every_key_a_batch_changes_per_partition() -> None:
         timer_removals={0: [(1_000, "ann")], 2: [(5_000, "cid")]},
         timer_additions={0: [(2_000, "ann")]},
     )
-    checkpoints = {0: Checkpoint(41, {"jobs": 7}), 1: Checkpoint(9, {})}
-    items = changelog_items(changes, checkpoints, {0: Counter(vip=2)})
+    items = changelog_items(changes, {0: Counter(vip=2)})
     assert items == {
         0: {
             b"ann": encode_state(ann),
             timer_key(1_000, "ann"): None,
             timer_key(2_000, "ann"): b"",
             SEGMENT_SIZES_KEY: b'{"vip":2}',
-            CHECKPOINT_KEY: Checkpoint(41, {"jobs": 7}).encode(),
         },
-        1: {b"bob": encode_state(bob), CHECKPOINT_KEY: Checkpoint(9, {}).encode()},
+        1: {b"bob": encode_state(bob)},
         2: {timer_key(5_000, "cid"): None},
     }
 
 
 def test_a_timer_moved_away_and_back_in_one_batch_stays_indexed() -> None:
     changes = StateChanges(timer_removals={0: [(1_000, "ann")]}, timer_additions={0: [(1_000, "ann")]})
-    assert changelog_items(changes, {}, {}) == {0: {timer_key(1_000, "ann"): b""}}
-
-
-def test_checkpoints_advance_for_partitions_consumed_or_published_to() -> None:
-    durable = {0: Checkpoint(10, {"jobs": 3, "dead": 1}), 1: Checkpoint(20, {})}
-    advanced = advanced_checkpoints(durable, {0: 15}, {0: {"jobs": 5}, 3: {"dead": 2}})
-    assert advanced == {0: Checkpoint(15, {"jobs": 5, "dead": 1}), 3: Checkpoint(None, {"dead": 2})}
+    assert changelog_items(changes, {}) == {0: {timer_key(1_000, "ann"): b""}}
 
 
 def batch() -> BatchResult:
@@ -66,8 +59,10 @@ def batch() -> BatchResult:
     return result
 
 
-def committer(producer: FakeProducer, store: Any, cache: StateCache) -> tuple[BatchCommitter, SegmentSizes]:
-    clients: Any = FakeClients(producer)
+def committer(
+    producer: FakeProducer, store: Any, cache: StateCache, writers: FakeWriters | None = None
+) -> tuple[BatchCommitter, SegmentSizes]:
+    clients: Any = FakeClients(producer, writers)
     sizes = SegmentSizes()
     built = BatchCommitter(
         clients=clients,
@@ -82,12 +77,15 @@ def committer(producer: FakeProducer, store: Any, cache: StateCache) -> tuple[Ba
 
 
 async def test_a_committed_batch_is_in_the_changelog_rocksdb_and_bookkeeping() -> None:
-    producer, store, cache = FakeProducer(), FakeStore(), StateCache(10)
-    batch_committer, sizes = committer(producer, store, cache)
+    producer, store, cache, writers = FakeProducer(), FakeStore(), StateCache(10), FakeWriters()
+    batch_committer, sizes = committer(producer, store, cache, writers)
     batch_committer.resume([0, 1])
     await batch_committer.commit(batch())
-    sent = {(topic, partition): len(b.records) for topic, partition, b in producer.sent}
-    assert sent == {("jobs", 0): 1, ("changes", 0): 1, ("interactions", 0): 1, ("users-changelog", 0): 3}
+    # Outputs and changelog records in the partition's transaction; training records beside it.
+    in_transaction = {(topic, partition): len(b.records) for topic, partition, b in writers.producers[0].sent}
+    assert in_transaction == {("jobs", 0): 1, ("changes", 0): 1, ("users-changelog", 0): 3}
+    assert writers.log == ["begin 0", "commit 0"]
+    assert [(topic, partition) for topic, partition, _ in producer.sent] == [("interactions", 0)]
     assert decode_state(store.data[0][b"ann"]).user_id == "ann"
     assert orjson.loads(store.data[0][SEGMENT_SIZES_KEY]) == {"vip": 1}
     assert Checkpoint.decode(store.data[0][CHECKPOINT_KEY]) == Checkpoint(41, {"jobs": 1, "changes": 1})
@@ -98,13 +96,37 @@ async def test_a_committed_batch_is_in_the_changelog_rocksdb_and_bookkeeping() -
     assert cache.get(0, "ann") == UserState("ann")
 
 
-async def test_a_batch_whose_changelog_write_fails_changes_nothing_it_would_count_again() -> None:
-    producer, store, cache = FakeProducer(unreachable=frozenset({"users-changelog"})), FakeStore(), StateCache(10)
-    batch_committer, sizes = committer(producer, store, cache)
+async def test_a_batch_whose_changelog_write_fails_is_aborted_and_changes_nothing_it_would_count_again() -> None:
+    producer, store, cache = FakeProducer(), FakeStore(), StateCache(10)
+    writers = FakeWriters(unreachable=frozenset({"users-changelog"}))
+    batch_committer, sizes = committer(producer, store, cache, writers)
     batch_committer.resume([0])
     with pytest.raises(ConnectionError):
         await batch_committer.commit(batch())
+    assert writers.log == ["begin 0", "abort 0"]
     assert store.data[0] == {}
     assert batch_committer.checkpoints == {0: Checkpoint(None, {})}
     assert sizes.totals() == Counter()
     assert len(cache) == 0
+
+
+async def test_a_fenced_partition_is_left_as_it_was_and_the_others_of_the_batch_are_durable() -> None:
+    producer, store, cache, writers = FakeProducer(), FakeStore(), StateCache(10), FakeWriters()
+    writers.producers[1].fenced = True
+    batch_committer, sizes = committer(producer, store, cache, writers)
+    batch_committer.resume([0, 1])
+    result = batch()
+    result.changes.states[1] = {"bob": UserState("bob")}
+    result.changes.last_offsets[1] = 7
+    result.changes.segment_moves[(1, "entered")] = Counter(vip=1)
+    with pytest.raises(PartitionsFenced) as fenced:
+        await batch_committer.commit(result)
+    assert fenced.value.partitions == {1}
+    assert writers.dropped == [1]
+    assert b"bob" not in store.data[1] and b"ann" in store.data[0]
+    assert batch_committer.checkpoints[1] == Checkpoint(None, {})
+    assert batch_committer.checkpoints[0].input_offset == 41
+    assert sizes.totals() == Counter(vip=1)
+    assert cache.get(1, "bob") is None and cache.get(0, "ann") == UserState("ann")
+    with pytest.raises(PartitionsFenced):
+        await batch_committer.commit(result)

@@ -20,7 +20,7 @@ from streams.kafka.outputs import ID_HEADER, OutputPublisher, OutputTopics
 from streams.kafka.segment_sizes import SegmentSizes
 from streams.kafka.store import UserStore, erasure_key, timer_key
 from streams.kafka.users import UserStates
-from tests.unit.kafka.fakes import FakeClients, FakeProducer
+from tests.unit.kafka.fakes import FakeClients, FakeProducer, FakeWriters
 
 TOPICS = OutputTopics("events", "jobs", "changes", "dead", "erasures")
 ERASE_RECORD = InputRecord(0, 7, b"ann", b"{}", 0)
@@ -51,7 +51,7 @@ def test_an_erased_users_key_is_a_tombstone_beside_its_marker_unless_they_came_b
         states={0: {"bob": back}},
         erasures={0: {"ann": erasure("ann"), "bob": erasure("bob", 6_000)}},
     )
-    assert changelog_items(changes, {}, {}) == {
+    assert changelog_items(changes, {}) == {
         0: {
             b"bob": encode_state(back),
             erasure_key("ann"): b"5000",
@@ -79,12 +79,13 @@ def test_the_store_finds_every_timer_entry_of_a_user_and_the_marker(tmp_path: Pa
 async def test_a_committed_erasure_leaves_no_state_timer_or_cached_copy_and_publishes_one_record(
     tmp_path: Path,
 ) -> None:
-    store, cache, producer = rocks_store(tmp_path), StateCache(10), FakeProducer()
+    store, cache, writers = rocks_store(tmp_path), StateCache(10), FakeWriters()
+    producer = writers.producers[0]
     ann = UserState("ann", first_seen_ms=1_000, indexed_due_ms=3_000)
     store.write(0, {b"ann": encode_state(ann), timer_key(3_000, "ann"): b"", timer_key(8_000, "ann"): b""}, None)
     cache.put(0, "ann", ann)
     committer = BatchCommitter(
-        clients=FakeClients(producer),  # type: ignore[arg-type]
+        clients=FakeClients(FakeProducer(), writers),  # type: ignore[arg-type]
         outputs=OutputPublisher("unused", TOPICS, max_record_bytes=10_000),
         events_topic="events",
         interactions_topic="interactions",
@@ -114,10 +115,9 @@ async def test_a_committed_erasure_leaves_no_state_timer_or_cached_copy_and_publ
 
 
 async def test_an_erasure_record_published_before_a_crash_is_not_published_again() -> None:
-    producer = FakeProducer()
     publisher = OutputPublisher("unused", TOPICS, max_record_bytes=10_000)
     publisher._published[0] = {"0:7:erasure"}
     result = BatchResult()
     result.changes.erasures = {0: {"ann": erasure()}}
-    assert await publisher.publish(producer, result) == {}
+    assert publisher.records(result) == {}
     assert publisher.suppressed == 1

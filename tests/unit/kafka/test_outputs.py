@@ -8,10 +8,19 @@ from streams.core.jobs import format_time
 from streams.core.partitioning import REROUTED_FROM_HEADER
 from streams.core.segments import Transitions, change_id, evaluation_id
 from streams.kafka.outputs import ID_HEADER, OutputPublisher, OutputTopics, rerouted_records
+from streams.kafka.produce import send_grouped
 from streams.kafka.store import Checkpoint
 from tests.unit.kafka.fakes import FakeProducer
 
 TOPICS = OutputTopics("events", "jobs", "changes", "dead", "erasures")
+
+
+async def publish(publisher: OutputPublisher, producer: FakeProducer, result: BatchResult) -> dict[int, dict[str, int]]:
+    """Send the records as the committer does; per partition, each output topic's next offset."""
+    ends: dict[int, dict[str, int]] = {}
+    for (topic, partition), end in (await send_grouped(producer, publisher.records(result))).items():  # type: ignore[arg-type]
+        ends.setdefault(partition, {})[topic] = end
+    return ends
 
 
 def batch_result() -> BatchResult:
@@ -26,7 +35,7 @@ def batch_result() -> BatchResult:
 
 async def test_outputs_go_to_the_input_partition_with_their_ids() -> None:
     producer = FakeProducer()
-    ends = await OutputPublisher("unused", TOPICS, max_record_bytes=10_000).publish(producer, batch_result())
+    ends = await publish(OutputPublisher("unused", TOPICS, max_record_bytes=10_000), producer, batch_result())
     placed = {
         (topic, partition): [
             r["headers"].get(ID_HEADER) or orjson.loads(r["value"])["change_id"] for r in batch.records
@@ -42,7 +51,7 @@ async def test_ids_published_before_a_crash_are_not_published_again() -> None:
     producer = FakeProducer()
     publisher = OutputPublisher("unused", TOPICS, max_record_bytes=10_000)
     publisher._published[3] = {"j1", change_id(evaluation_id("u1", "e1", 0), "vip", "entered")}
-    await publisher.publish(producer, batch_result())
+    await publish(publisher, producer, batch_result())
     assert {topic for topic, _, _ in producer.sent} == {"dead"}
     assert publisher.suppressed == 2
 
@@ -51,7 +60,7 @@ async def test_a_job_too_large_for_kafka_is_dead_lettered_with_its_trigger() -> 
     producer = FakeProducer()
     result = batch_result()
     result.outputs.jobs = [{"job_id": "j1", "user_id": "u1", "html": "x" * 500}]
-    await OutputPublisher("unused", TOPICS, max_record_bytes=100).publish(producer, result)
+    await publish(OutputPublisher("unused", TOPICS, max_record_bytes=100), producer, result)
     dead = [r for topic, _, batch in producer.sent if topic == "dead" for r in batch.records]
     kinds = sorted(r["headers"]["tidemail.kind"] for r in dead)
     assert kinds == [b"invalid_event", b"job_too_large"]
@@ -63,7 +72,7 @@ async def test_full_batches_are_split_and_offsets_still_add_up() -> None:
     producer = FakeProducer(batch_limit=2)
     result = BatchResult()
     result.outputs.segment_transitions = [(0, Transitions("u1", 0, "e", "v", entered=[f"s{n}" for n in range(5)]))]
-    ends = await OutputPublisher("unused", TOPICS, max_record_bytes=10_000).publish(producer, result)
+    ends = await publish(OutputPublisher("unused", TOPICS, max_record_bytes=10_000), producer, result)
     assert [len(batch.records) for _, _, batch in producer.sent] == [2, 2, 1]
     assert ends == {0: {"changes": 5}}
 
@@ -74,7 +83,7 @@ async def test_segment_changes_carry_every_documented_field_and_their_own_ids() 
     first = Transitions("u1", 1_795_860_000_123, "e1", "v1", entered=["vip"], exited=["lapsed"])
     second = Transitions("u2", 1_795_860_000_124, "e2", "v1", entered=["vip"])
     result.outputs.segment_transitions = [(0, first), (0, second)]
-    await OutputPublisher("unused", TOPICS, max_record_bytes=10_000).publish(producer, result)
+    await publish(OutputPublisher("unused", TOPICS, max_record_bytes=10_000), producer, result)
     records = [r for _, _, batch in producer.sent for r in batch.records]
     expected = [
         (moved, segment, change)

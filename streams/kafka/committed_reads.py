@@ -1,0 +1,100 @@
+"""Faust reading the `users` changelog as committed records only.
+
+The hot path writes the changelog in transactions (`fencing.py`), so Faust's recovery and
+standby replicas must skip what an aborted transaction (a fenced worker's) wrote: its
+consumer reads committed records only, up to the last stable offset. Faust reads that way
+when it runs transactions itself, but then also expects the last offset of a partition to
+be a record it receives, and a partition written in transactions ends with a commit
+marker, which no consumer receives: recovery would wait for it forever. So recovery's
+target for each partition is the offset of its last committed record, found by reading
+the partition's tail once when recovery starts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import aiokafka
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.tables import TableManager
+from faust.tables.recovery import Recovery
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport, server_list
+from faust.types import TP, ConsumerT
+
+READ_COMMITTED = "read_committed"
+# How far back from a partition's end the first look for its last record goes; each next look goes 8x further.
+TAIL_WINDOW = 16
+
+
+class CommittedReadsConsumerThread(AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Transport) -> aiokafka.AIOKafkaConsumer:
+        # Faust chooses read_committed only when it runs transactions itself.
+        in_transaction = self.consumer.in_transaction
+        self.consumer.in_transaction = True
+        try:
+            return super()._create_worker_consumer(transport)
+        finally:
+            self.consumer.in_transaction = in_transaction
+
+
+class CommittedReadsConsumer(Consumer):
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return CommittedReadsConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class CommittedReadsTransport(Transport):
+    """Faust's aiokafka transport whose consumer reads committed records only."""
+
+    Consumer = CommittedReadsConsumer
+
+
+class CommittedRecovery(Recovery):
+    """Faust's recovery, aiming at each changelog partition's last committed record."""
+
+    async def _build_highwaters(self, consumer: ConsumerT, tps: set[TP], destination: Counter[TP], title: str) -> None:
+        await super()._build_highwaters(consumer, tps, destination, title)
+        ends = {TopicPartition(tp.topic, tp.partition): offset + 1 for tp, offset in destination.items() if offset >= 0}
+        if ends:
+            bootstrap = server_list(self.app.conf.broker_consumer, Transport.default_port)
+            last = await last_record_offsets(bootstrap, ends)
+            for tp, offset in last.items():
+                destination[TP(tp.topic, tp.partition)] = offset  # Counter.update would add
+
+
+class CommittedReadsTableManager(TableManager):
+    """Faust's table manager with `CommittedRecovery`."""
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = CommittedRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
+
+
+async def last_record_offsets(bootstrap: list[str], ends: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+    """The offset of the last committed record before each end offset (a last stable offset),
+    or -1 when there is none: commit and abort markers and aborted records are not records."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=READ_COMMITTED)
+    await consumer.start()
+    try:
+        starts = await consumer.beginning_offsets(list(ends))
+        return {tp: await _last_record(consumer, tp, starts[tp], end) for tp, end in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def _last_record(consumer: AIOKafkaConsumer, tp: TopicPartition, first: int, end: int) -> int:
+    consumer.assign([tp])
+    window = TAIL_WINDOW
+    while True:
+        start = max(first, end - window)
+        consumer.seek(tp, start)
+        last = -1
+        while await consumer.position(tp) < end:
+            records: Any = (await consumer.getmany(tp, timeout_ms=500)).get(tp, [])
+            last = max([last, *(record.offset for record in records if record.offset < end)])
+        if last >= 0 or start == first:
+            return last
+        window *= 8
