@@ -6,10 +6,11 @@ no longer needs), and hands partitions over on a rebalance."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from streams import metrics
@@ -152,6 +153,13 @@ class JobConsumer:
     async def commit(self, partitions: set[int]) -> None:
         topic = self._config.jobs_topic
         positions = {p: pos for p in partitions if (pos := self._jobs.position(p)) is not None}
+        for partition, position in positions.items():
+            if self._jobs.idle(partition):
+                # Past the transaction markers after the last job, which no record stands for:
+                # a group that committed only to its last job would never read as caught up.
+                tp = TopicPartition(topic, partition)
+                with contextlib.suppress(IllegalStateError):
+                    positions[partition] = max(position, await self._consumer.position(tp))
         changed = {TopicPartition(topic, p): pos for p, pos in positions.items() if self._committed.get(p) != pos}
         if not changed:
             return

@@ -76,6 +76,10 @@ class PendingJobs:
         """Where `partition` may be committed: its earliest unfinished offset."""
         return self._offsets.position(partition)
 
+    def idle(self, partition: int) -> bool:
+        """Whether every job read from `partition` is finished."""
+        return self._offsets.idle(partition)
+
     def anchor_ms(self, partition: int) -> int | None:
         """The Kafka timestamp of the record at `position`: a restart reads nothing older."""
         return self._offsets.anchor_ms(partition)

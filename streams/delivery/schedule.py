@@ -74,6 +74,11 @@ class OffsetTracker:
         earliest = self._earliest(partition)
         return None if earliest is None else earliest[0]
 
+    def idle(self, partition: int) -> bool:
+        """Whether records were read from `partition` and every one of them is finished."""
+        earliest = self._earliest(partition)
+        return earliest is not None and earliest[0] == self._next[partition]
+
     def anchor_ms(self, partition: int) -> int | None:
         """The timestamp of the record at `position`: of the earliest unfinished one, or of
         the last read when none is (the next one cannot be much older)."""

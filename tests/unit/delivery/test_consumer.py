@@ -41,6 +41,8 @@ class FakeConsumer:
         self.stop = stop
         self.paused_tps: set[TopicPartition] = set()
         self.commits: list[dict[TopicPartition, int]] = []
+        # Where fetching has got to: one past the last record handed out, unless set further.
+        self.fetch_position = 0
 
     def assignment(self) -> set[TopicPartition]:
         return {TP}
@@ -58,7 +60,12 @@ class FakeConsumer:
         if not self.batches:
             self.stop.set()
             return {}
-        return {TP: self.batches.pop(0)}
+        batch = self.batches.pop(0)
+        self.fetch_position = max(self.fetch_position, *(r.offset + 1 for r in batch))
+        return {TP: batch}
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.fetch_position
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         self.commits.append(offsets)
@@ -183,3 +190,21 @@ async def test_a_withdrawal_drops_the_held_jobs_of_its_user_and_list_and_no_othe
     assert (jobs.holds("ann-news"), jobs.holds("bob-news"), jobs.holds("ann-tips")) == (False, False, True)
     assert [offset for offset, _ in dead.records] == [6]
     assert "withdrawal record must be a JSON object with user_id and list" in dead.records[0][1]
+
+
+async def test_a_partition_with_nothing_unfinished_is_committed_past_the_transaction_markers_after_it() -> None:
+    config = replace(Settings().delivery, jobs_topic=TOPIC)
+    stop = asyncio.Event()
+    kafka, dead, jobs, due = (
+        FakeConsumer([[record(0, b"{not json")]], stop),
+        DeadLetters(),
+        PendingJobs(),
+        DueJobs(Clock()),
+    )
+    ledger = Ledger()
+    consumer = JobConsumer(config, kafka, jobs, due, dead, ledger, FakeReader(ledger))  # type: ignore[arg-type]
+    consumer.assign({0})
+    await consumer.fetch_until(stop)
+    kafka.fetch_position = 2  # the record, then the commit marker of its transaction
+    await consumer.commit({0})
+    assert kafka.commits[-1] == {TP: 2}
