@@ -44,8 +44,11 @@ async def send_grouped(
                     raise MessageSizeTooLargeError(f"a record for {topic}[{partition}] does not fit in one batch")
             count += 1
         sent.append((topic, partition, count, await producer.send_batch(batch, topic, partition=partition)))
+    # Every future awaited, even after one failed: an unretrieved failure is logged as a bug.
+    results = await asyncio.gather(*(future for *_, future in sent), return_exceptions=True)
     ends: dict[tuple[str, int], int] = {}
-    for topic, partition, count, future in sent:
-        metadata = await future
+    for (topic, partition, count, _), metadata in zip(sent, results, strict=True):
+        if isinstance(metadata, BaseException):
+            raise metadata
         ends[(topic, partition)] = max(ends.get((topic, partition), 0), metadata.offset + count)
     return ends
