@@ -86,7 +86,7 @@ async def changelog_sizes(bootstrap: str, topic: str, partitions: int, progress:
         remaining = {tp for tp in tps if ends[tp] > 0}
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=20_000)
-            for tp, batch_records in batch.items():
+            for batch_records in batch.values():
                 for record in batch_records:
                     size = len(record.key or b"") + len(record.value or b"")
                     total += size
@@ -94,8 +94,8 @@ async def changelog_sizes(bootstrap: str, topic: str, partitions: int, progress:
                         # A tombstone (an erased user) leaves nothing behind.
                         latest[record.key] = size if record.value is not None else 0
                 records += len(batch_records)
-                if batch_records and batch_records[-1].offset + 1 >= ends[tp]:
-                    remaining.discard(tp)
+            # By position, not by the last record: a transactional partition ends in a marker.
+            remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
             progress(sum(len(r) for r in batch.values()))
     finally:
         await consumer.stop()
