@@ -35,6 +35,18 @@ async def new_topic(partitions: int = 2) -> str:
     return topic
 
 
+async def committed_then_open(topic: str, committed: list[bytes]) -> AIOKafkaProducer:
+    """A transactional producer that committed `committed` to partition 0 and began another transaction."""
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, transactional_id=f"fencing-{uuid.uuid4().hex[:8]}")
+    await producer.start()
+    await producer.begin_transaction()
+    for value in committed:
+        await producer.send_and_wait(topic, value, partition=0)
+    await producer.commit_transaction()
+    await producer.begin_transaction()
+    return producer
+
+
 async def test_the_new_owner_fences_a_paused_owner_whose_writes_are_never_read() -> None:
     topic, prefix = await new_topic(), f"fencing-{uuid.uuid4().hex[:8]}"
     paused, owner = PartitionWriters(BOOTSTRAP, prefix), PartitionWriters(BOOTSTRAP, prefix)
@@ -71,14 +83,8 @@ async def test_the_new_owner_fences_a_paused_owner_whose_writes_are_never_read()
 
 async def test_recovery_aims_at_the_last_committed_record_past_markers_and_aborted_ones() -> None:
     topic = await new_topic(partitions=3)
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, transactional_id=f"fencing-{uuid.uuid4().hex[:8]}")
-    await producer.start()
+    producer = await committed_then_open(topic, [b"kept", b"kept too"])
     try:
-        await producer.begin_transaction()
-        await producer.send_and_wait(topic, b"kept", partition=0)
-        await producer.send_and_wait(topic, b"kept too", partition=0)
-        await producer.commit_transaction()
-        await producer.begin_transaction()
         for n in range(100):  # more aborted records than the first look back covers
             await producer.send(topic, b"aborted %d" % n, partition=0)
         await producer.send_and_wait(topic, b"aborted", partition=1)
@@ -102,14 +108,8 @@ async def test_recovery_of_a_partition_whose_owner_died_in_a_transaction_ends_at
     tmp_path: Path,
 ) -> None:
     topic = await new_topic(partitions=1)
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, transactional_id=f"fencing-{uuid.uuid4().hex[:8]}")
-    await producer.start()
+    producer = await committed_then_open(topic, [b"state", b"checkpoint"])
     try:
-        await producer.begin_transaction()
-        await producer.send_and_wait(topic, b"state", partition=0)
-        await producer.send_and_wait(topic, b"checkpoint", partition=0)
-        await producer.commit_transaction()
-        await producer.begin_transaction()
         await producer.send_and_wait(topic, b"in flight when killed", partition=0)  # never committed
 
         class LastStableOffsets:  # what Faust's read_committed consumer reports: records and the marker
