@@ -15,6 +15,7 @@ from faust.types import TP
 
 from app.faust_app import create_app
 from app.settings import Settings
+from streams.kafka.changelog_restore import MIN_RECORDS_FOR_BULK
 from streams.kafka.committed_reads import last_record_offsets
 from streams.kafka.fencing import PartitionWriters
 from tests.integration.harness import read_topic
@@ -122,3 +123,43 @@ async def test_recovery_of_a_partition_whose_owner_died_in_a_transaction_ends_at
         assert highwaters == {TP(topic, 0): 1}
     finally:
         await producer.stop()
+
+
+async def test_a_partition_with_no_local_state_is_restored_in_bulk_from_committed_records_only(
+    tmp_path: Path,
+) -> None:
+    topic = await new_topic(partitions=1)
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, transactional_id=f"fencing-{uuid.uuid4().hex[:8]}")
+    await producer.start()
+    try:
+        async with producer.transaction():
+            for n in range(MIN_RECORDS_FOR_BULK + 5_000):
+                await producer.send(topic, f"state {n}".encode(), key=f"user-{n % 1_000}".encode(), partition=0)
+        await producer.begin_transaction()
+        await producer.send_and_wait(topic, b"aborted", key=b"user-1", partition=0)
+        await producer.abort_transaction()
+        async with producer.transaction():
+            await producer.send(topic, b"last", key=b"user-2", partition=0)
+    finally:
+        await producer.stop()
+    tp = TP(topic, 0)
+    # The records, a commit marker, the aborted record and its marker, then "last".
+    last = MIN_RECORDS_FOR_BULK + 5_000 + 3
+
+    class Earliest:
+        async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
+            return {tp: 0 for tp in tps}
+
+    app = create_app(Settings.from_env({"TIDEMAIL_DATA_DIR": str(tmp_path)}))
+    table = app.tables["users"]
+    recovery = app.tables.recovery  # type: ignore[attr-defined]
+    recovery.add_active(table, tp)
+    recovery.active_highwaters[tp] = last
+    await recovery._build_offsets(Earliest(), recovery.active_tps, recovery.active_offsets, "active")
+
+    # Faust's own recovery reads from here: nothing is left.
+    assert recovery.active_offsets[tp] == last
+    assert table.data.persisted_offset(tp) == last
+    db = table.data._db_for_partition(0)
+    assert db[b"user-1"] == f"state {MIN_RECORDS_FOR_BULK + 5_000 - 999}".encode()
+    assert db[b"user-2"] == b"last"
