@@ -2,9 +2,10 @@
 
 1. Per event partition, in one Kafka transaction of that partition's producer
    (`fencing.py`): the outputs (jobs, segment changes, dead letters, erasures) published at
-   most once per id (`outputs.py`), then every key the batch changes (user states, timer
+   most once per id (`outputs.py`) and every key the batch changes (user states, timer
    index moves, segment sizes, and the checkpoint: last input offset and output topics'
-   end offsets) to the `users` table's changelog; then the transaction commits. An erased
+   end offsets as of the previous batch) to the `users` table's changelog, sent together;
+   then the transaction commits. An erased
    user's key is a tombstone (None), beside their erasure marker, and so are all their
    timer entries. Beside the transactions, the batch's training records for the trainer
    and the events that arrived on a partition not their user's, forwarded to it.
@@ -63,6 +64,8 @@ class BatchCommitter:
         self._states = states
         self._sizes = sizes
         self._checkpoints: dict[int, Checkpoint] = {}
+        # Per partition, each output topic's end after the last durable batch.
+        self._output_ends: dict[int, dict[str, int]] = {}
 
     @property
     def checkpoints(self) -> Mapping[int, Checkpoint]:
@@ -72,6 +75,7 @@ class BatchCommitter:
     def resume(self, partitions: Iterable[int]) -> None:
         """Take over `partitions` from the checkpoints stored with their state."""
         self._checkpoints = {partition: self._store.checkpoint(partition) for partition in partitions}
+        self._output_ends = {partition: self._checkpoints[partition].output_ends for partition in partitions}
 
     async def commit(self, result: BatchResult) -> None:
         for partition, erased in result.changes.erasures.items():
@@ -110,25 +114,28 @@ class BatchCommitter:
     ) -> None:
         """One partition's outputs and changelog records in one transaction, then RocksDB."""
         producer = self._clients.writers.writer(partition)
+        # Output ends as of the previous batch: a recall reads at most one committed batch more,
+        # and outputs and changelog go out in one round trip.
+        checkpoint = self._checkpoints.get(partition, Checkpoint(None, {})).advanced(
+            result.changes.last_offsets.get(partition), self._output_ends.get(partition, {})
+        )
+        items[CHECKPOINT_KEY] = checkpoint.encode()
+        changelog = (self._store.changelog_topic, partition)
+        writes = {tp: records for tp, records in outputs.items() if tp[1] == partition}
+        writes[changelog] = [(key, value, NO_HEADERS) for key, value in items.items()]
         await producer.begin_transaction()
         try:
-            ends = await send_grouped(producer, {tp: records for tp, records in outputs.items() if tp[1] == partition})
-            output_ends = {topic: end for (topic, _), end in ends.items()}
-            offset = result.changes.last_offsets.get(partition)
-            checkpoint = self._checkpoints.get(partition, Checkpoint(None, {}))
-            if offset is not None or output_ends:
-                checkpoint = checkpoint.advanced(offset, output_ends)
-                items[CHECKPOINT_KEY] = checkpoint.encode()
-            topic = (self._store.changelog_topic, partition)
-            changelog_ends = await send_grouped(producer, {topic: [(k, v, NO_HEADERS) for k, v in items.items()]})
+            ends = await send_grouped(producer, writes)
             await producer.commit_transaction()
         except BaseException as error:
             await self._clients.writers.abort(partition, error)
             if isinstance(error, FENCED_ERRORS):
                 raise PartitionsFenced({partition}) from error
             raise
-        self._store.write(partition, items, changelog_ends[topic] - 1 if topic in changelog_ends else None)
+        self._store.write(partition, items, ends[changelog] - 1)
         self._checkpoints[partition] = checkpoint
+        output_ends = {tp[0]: end for tp, end in ends.items() if tp != changelog}
+        self._output_ends[partition] = {**self._output_ends.get(partition, {}), **output_ends}
 
     async def _publish_training(self, producer: AIOKafkaProducer, result: BatchResult) -> None:
         # At least once, in input order: a replayed batch may teach the trainer an

@@ -4,10 +4,12 @@ at most once per id.
 Every output goes to the partition numbered like the input partition it came from,
 carries its deterministic id (jobs, withdrawals, dead letters and erasures in a `tidemail.id` header,
 segment changes in their `change_id` field), and its topic's end offset is recorded in the
-partition checkpoint once the batch is durable. A new owner of a partition (after a
-crash or a rebalance) reads each output partition from the checkpointed offset to its
-end and remembers the ids found there: records that a lost batch already published
-are then not published a second time on replay.
+partition checkpoint of the next batch. A new owner of a partition (after a crash or a
+rebalance) reads each output partition from the checkpointed offset to its end and
+remembers the ids found there: records that a lost batch already published are then not
+published a second time on replay. Outputs and checkpoint are committed in one transaction
+(`fencing.py`), so what a lost batch published is never read; the recall also covers
+records written before the transactions and costs at most one batch's outputs.
 """
 
 from __future__ import annotations

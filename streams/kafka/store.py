@@ -41,8 +41,9 @@ def is_user_key(key: bytes) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """How far a partition's effects are durable: the last input offset applied and the
-    end offset of each output topic's same-numbered partition after its outputs."""
+    """How far a partition's effects are durable: the last input offset applied, and for each
+    output topic's same-numbered partition an offset no later than the end of its outputs
+    (the end after the batch before), where a new owner's recall of published ids starts."""
 
     input_offset: int | None
     output_ends: dict[str, int]
