@@ -3,11 +3,16 @@
 Each partition keeps an index of when each user is next due for a check (time-based
 segment conditions, propensity probes, flow waits). Every tick the worker fires the
 entries now due as one batch, which becomes durable exactly like a batch of events.
+
+A tick takes at most `batch_users` entries over all the worker's partitions: every
+re-evaluated user may render an email, and the memory of one batch stays with the process
+(a tick of 80,000 reminders left a worker at 3 GB). A full tick is followed at once by the
+next, so a backlog drains as fast as batches become durable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Mapping
 
 from streams import metrics
 from streams.core.batch import BatchResult, TimerEntry
@@ -38,16 +43,25 @@ class DueTimers:
         self._clock = clock
         self._batch_users = batch_users
 
-    def due(self, partitions: Iterable[int]) -> dict[int, list[TimerEntry]]:
-        """Each partition's entries due now (at most `batch_users` of each), earliest first."""
+    def due(self, partitions: Collection[int]) -> dict[int, list[TimerEntry]]:
+        """Each partition's entries due now, earliest first, `batch_users` at most in all."""
         now_ms = self._clock.now_ms()
         # Every partition's due entries in one batch: one round trip to the broker,
         # not one per partition, keeps timers within a tick of their instant.
+        limit = self.partition_limit(len(partitions))
         return {
             partition: entries
             for partition in sorted(partitions)
-            if (entries := self._store.due_timers(partition, now_ms, self._batch_users))
+            if (entries := self._store.due_timers(partition, now_ms, limit))
         }
+
+    def partition_limit(self, partitions: int) -> int:
+        return max(1, self._batch_users // max(1, partitions))
+
+    def more_due(self, due: Mapping[int, list[TimerEntry]], partitions: int) -> bool:
+        """Whether a partition of `due` may have had more entries due than a tick takes."""
+        limit = self.partition_limit(partitions)
+        return any(len(entries) >= limit for entries in due.values())
 
     async def fire(self, due: dict[int, list[TimerEntry]]) -> BatchResult:
         """Re-evaluate the users of `due` and make the outcome durable. On failure the

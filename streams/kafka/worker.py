@@ -170,16 +170,21 @@ class BatchWorker(Service):
     @Service.task
     async def _fire_due_timers(self) -> None:
         """Re-evaluate users whose conditions can flip with no new event (time passing)."""
+        more_due = False
         while not self.should_stop:
-            await self.sleep(self._config.timer_interval_ms / 1000)
+            if not more_due:
+                await self.sleep(self._config.timer_interval_ms / 1000)
+            more_due = False
             if not self.ownership.owned:
                 continue
             async with self._lock:
                 if self.should_stop:  # on_stop closed the clients while we waited for the lock
                     return
-                due = self._timers.due(self.ownership.owned)
+                owned = self.ownership.owned
+                due = self._timers.due(owned)
                 if not due:
                     continue
+                more_due = self._timers.more_due(due, len(owned))
                 started = time.perf_counter()
                 try:
                     result = await self._timers.fire(due)
