@@ -75,17 +75,17 @@ class Settings:
     max_event_bytes: int = 65_536
     batch_max_records: int = 5_000
     batch_timeout_ms: int = 50
-    # Decoded states take about 5.4 KB each in memory (their stored form ~0.7 KB); a miss
+    # Decoded states take about 6.3 KB each in memory (their stored form ~0.8 KB); a miss
     # costs a RocksDB read and a decode (~15 us).
-    state_cache_users: int = 100_000
+    state_cache_users: int = 50_000
     dedupe_window: int = 32
     interest_half_life_days: float = 14.0
     daily_history_days: int = 35
     recent_purchases_kept: int = 10
     # RocksDB memory of a worker: one block cache and one budget for all memtables, shared by
     # every partition database it opens (actives and standbys); a memtable's size.
-    rocksdb_block_cache_mb: int = 512
-    rocksdb_memtables_mb: int = 256
+    rocksdb_block_cache_mb: int = 256
+    rocksdb_memtables_mb: int = 128
     rocksdb_write_buffer_mb: int = 64
     templates_dir: Path = Path(__file__).resolve().parent.parent / "templates"
     segments_file: Path = Path(__file__).resolve().parent.parent / "streams" / "segments.yaml"
@@ -104,7 +104,8 @@ class Settings:
     # update state and segments but start no flow run: a backfill sends nothing.
     max_trigger_age: str = "24h"
     timer_interval_ms: int = 200
-    timer_batch_users: int = 20_000
+    # Due timer entries fired in one batch, over all of a worker's partitions.
+    timer_batch_users: int = 5_000
     # GET /ready answers 503 while the worker's partitions are more records behind than this.
     ready_max_lag_records: int = 100_000
     # Lets POST /admin/clock move the worker's clock forward: for tests and demos only.
