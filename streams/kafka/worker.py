@@ -4,8 +4,9 @@ Faust decides which partitions this worker owns, recovers the `users` table, and
 the web server and CLI. Events themselves bypass Faust's per-message stream machinery:
 a plain aiokafka consumer is assigned exactly the owned partitions (`ownership.py`) and
 fetches them in batches; the pure core processes each batch and `committer.py` makes it
-durable before the consumer's offsets are committed. Between batches, due timers fire
-(`timers.py`) through the same durable path.
+durable, after which the group's offsets are committed in the background
+(`group_offsets.py`). Between batches, due timers fire (`timers.py`) through the same
+durable path.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from streams.kafka import worker_metrics
 from streams.kafka.clients import MAX_RECORD_BYTES, WorkerClients
 from streams.kafka.committer import BatchCommitter
 from streams.kafka.fencing import PartitionsFenced
+from streams.kafka.group_offsets import GroupOffsets
 from streams.kafka.outputs import OutputPublisher, OutputTopics
 from streams.kafka.ownership import RETRY_BACKOFF_SECONDS, PartitionOwnership
 from streams.kafka.segment_sizes import SegmentSizes
@@ -79,6 +81,7 @@ class BatchWorker(Service):
         self._lock = asyncio.Lock()
         self._failures_in_a_row = 0
         self._misrouted = worker_metrics.MisroutedEvents(config.topics.events)
+        self._group_offsets = GroupOffsets(lambda: self.clients.consumer)
         # Called for each durable batch of events or timers, before its offsets are committed.
         self.on_batch: list[Callable[[BatchResult], None]] = []
         # Called with the user ids of each durable batch of events, erased users among them (the
@@ -127,6 +130,7 @@ class BatchWorker(Service):
         if not self.clients.started.is_set():
             return
         async with self._lock:
+            await self._group_offsets.flush()
             await self.clients.stop()
 
     async def assign(self, partitions: set[int]) -> None:
@@ -140,6 +144,7 @@ class BatchWorker(Service):
         if not self.clients.started.is_set():
             return
         async with self._lock:
+            await self._group_offsets.flush()
             await self.ownership.release()
             self.lag.export({})
 
@@ -238,8 +243,7 @@ class BatchWorker(Service):
         self._misrouted.note(result.outputs.reroutes)
         # Observed before the commit, so whoever sees the offsets committed sees the counts.
         self._observe(result, started)
-        consumer = self.clients.consumer
-        await consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
+        self._group_offsets.commit_soon({tp: records[-1].offset + 1 for tp, records in fetched.items()})
         changed_users = [user for states in result.changes.states.values() for user in states]
         changed_users += [user for erased in result.changes.erasures.values() for user in erased]
         for changed in self.on_users_changed:
