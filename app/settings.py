@@ -77,7 +77,7 @@ class Settings:
     batch_timeout_ms: int = 50
     # Decoded states take about 6.3 KB each in memory (their stored form ~0.8 KB); a miss
     # costs a RocksDB read and a decode (~15 us).
-    state_cache_users: int = 50_000
+    state_cache_users: int = 30_000
     dedupe_window: int = 32
     interest_half_life_days: float = 14.0
     daily_history_days: int = 35
