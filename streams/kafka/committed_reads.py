@@ -27,9 +27,8 @@ from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport, server_list
 from faust.types import TP, ConsumerT
 
-from streams.kafka.changelog_restore import RestoreRange, restore_partitions, worth_bulk
+from streams.kafka.changelog_restore import READ_COMMITTED, RestoreRange, restore_partitions, worth_bulk
 
-READ_COMMITTED = "read_committed"
 # How far back from a partition's end the first look for its last record goes; each next look goes 8x further.
 TAIL_WINDOW = 16
 

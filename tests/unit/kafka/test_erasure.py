@@ -111,6 +111,11 @@ async def test_a_committed_erasure_leaves_no_state_timer_or_cached_copy_and_publ
     assert record["key"] == b"ann" and record["headers"][ID_HEADER] == b"0:7:erasure"
     assert orjson.loads(record["value"])["erased_at"] == "1970-01-01T00:00:05.000Z"
     assert Counter(t for t, _, _ in producer.sent) == Counter({"erasures": 1, "users-changelog": 1})
+    # The erasure record's end is in the checkpoint of the batch after it.
+    following = BatchResult()
+    following.changes.last_offsets = {0: 8}
+    await committer.commit(following)
+    assert committer.checkpoints[0].output_ends == {"erasures": 1}
 
 
 async def test_an_erasure_record_published_before_a_crash_is_not_published_again() -> None:
