@@ -44,11 +44,11 @@ bench: up
 bench-flows: up
 	$(VENV)/tidemail bench --flows
 
-# A million users through two workers, the trainer and the deliverer (~20-40 minutes); not part of `make test`.
+# A million users through two workers, the trainer and the deliverer (about 10 minutes here); not part of `make test`.
 soak: up
 	$(VENV)/tidemail soak
 
-# Not in `make test`: about half an hour (1M users, 2M events, 17 faults) on its own broker and Redis.
+# Not in `make test`: about 18 minutes here (1M users, 2M events, 17 faults) on its own broker and Redis.
 chaos: up
 	$(VENV)/tidemail chaos
 
