@@ -7,6 +7,8 @@ import pytest
 from app.tools.eval_bandits import WINDOW, report_bandits, simulate_bandit
 from app.tools.eval_engagement import (
     HEURISTICS,
+    OFFLINE,
+    OFFLINE_WITH_TRAITS,
     SEND_TIME_METHODS,
     SHIPPED,
     SHIPPED_SEND_TIME,
@@ -33,6 +35,13 @@ def test_propensity_learns_the_planted_signal_below_the_oracle(small_world: Enga
     assert set(aucs) == {"oracle (planted chance)", SHIPPED, *HEURISTICS}
     assert 0.6 < aucs[SHIPPED] < aucs["oracle (planted chance)"]
     assert sum(small_world.propensity.labels) > 100
+
+
+def test_offline_fits_bound_the_online_learner(small_world: EngagementEval) -> None:
+    """Knowing each user's planted traits adds what behaviour alone cannot show."""
+    offline = small_world.propensity.offline_aucs()
+    assert offline[OFFLINE_WITH_TRAITS] > offline[OFFLINE] > 0.6
+    assert "knowing each user's planted buyer and spender" in report_engagement([small_world])
 
 
 def test_send_time_finds_planted_hours_better_than_hours_of_the_week(small_world: EngagementEval) -> None:
