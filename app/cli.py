@@ -97,6 +97,9 @@ def _tune_garbage_collection() -> None:
     # what start-up built is never garbage at all.
     gc.freeze()
     gc.set_threshold(200_000, 20, 100)
+    from streams import metrics
+
+    metrics.observe_gc_pauses()
 
 
 @main.command()

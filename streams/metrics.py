@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import bisect
+import gc
 import itertools
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -106,6 +108,12 @@ PARTITIONS_FENCED = Counter(
     "Event partitions this worker stopped processing because another worker's producer fenced its own.",
 )
 REBALANCES = Counter("tidemail_rebalances_total", "Consumer group rebalances this worker went through.")
+GC_PAUSE_SECONDS = Histogram(
+    "tidemail_gc_pause_seconds",
+    "Python's garbage collections, by generation: each stops every task of the process, the hot path's too.",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 REBALANCE_SECONDS = Histogram(
     "tidemail_rebalance_duration_seconds",
     "From the revocation that starts a rebalance to the hot path owning its partitions again, recovery included.",
@@ -248,3 +256,16 @@ DELIVERY_OUTCOMES_FORGOTTEN = Counter(
     "tidemail_delivery_outcomes_forgotten_total",
     "Job outcomes deleted from Redis because their user was erased.",
 )
+
+
+def observe_gc_pauses() -> None:
+    """Time every garbage collection of this process into GC_PAUSE_SECONDS."""
+    started = [0.0]
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            GC_PAUSE_SECONDS.labels(str(info["generation"])).observe(time.perf_counter() - started[0])
+
+    gc.callbacks.append(timed)

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
+from streams import metrics
 from streams.metrics import BatchHistogram
 
 
@@ -17,3 +18,15 @@ def test_a_batch_histogram_exports_cumulative_le_buckets_like_prometheus_client(
     assert 'test_latency_seconds_bucket{le="+Inf"} 6.0' in text
     assert "test_latency_seconds_count 6.0" in text
     assert "test_latency_seconds_sum 13.6" in text
+
+
+def test_garbage_collections_are_timed_by_generation() -> None:
+    import gc
+
+    before = REGISTRY.get_sample_value("tidemail_gc_pause_seconds_count", {"generation": "1"}) or 0.0
+    metrics.observe_gc_pauses()
+    try:
+        gc.collect(1)
+    finally:
+        gc.callbacks.pop()
+    assert REGISTRY.get_sample_value("tidemail_gc_pause_seconds_count", {"generation": "1"}) == before + 1
