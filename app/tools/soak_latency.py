@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from app.faust_app import ensure_deployment_topics
 from app.tools.common import get_json, keep_pace
 from app.tools.fleet import Deployment, Fleet, Member
-from app.tools.soak_report import percentile
+from app.tools.soak_report import counter_total, histogram_buckets, merge_buckets, percentile
 from app.tools.soak_world import SoakWorld
 
 RATES = (1_000, 5_000)
@@ -43,6 +43,28 @@ class Latency:
     # of event-to-job is the transaction's commit and the consumer's fetch.
     made_p50_ms: float
     made_p99_ms: float
+    gc: GcPauses
+
+
+@dataclass(frozen=True, slots=True)
+class GcPauses:
+    """The worker's garbage collections while the rate was offered (`tidemail_gc_pause_seconds`)."""
+
+    collections: int
+    total_ms: float
+    # The upper bound of the bucket that holds the longest pause.
+    longest_ms: float
+
+    @classmethod
+    def between(cls, before: str, after: str) -> GcPauses:
+        name = "tidemail_gc_pause_seconds"
+        start = dict(merge_buckets(histogram_buckets(before, name)))
+        end = merge_buckets(histogram_buckets(after, name))
+        grown = [(bound, count - start.get(bound, 0.0)) for bound, count in end]
+        collections = grown[-1][1] if grown else 0.0
+        longest = next((bound for bound, count in grown if count >= collections), 0.0) if collections else 0.0
+        total_s = counter_total(after, f"{name}_sum") - counter_total(before, f"{name}_sum")
+        return cls(int(collections), total_s * 1000, longest * 1000)
 
 
 async def run_latency(seconds: int, users: int, seed: int) -> list[Latency]:
@@ -81,9 +103,11 @@ async def _measure(
         async with aiohttp.ClientSession(headers=deployment.admin_headers) as http:
             async with http.post(worker.url + "/stats/reset") as response:
                 response.raise_for_status()
+            metrics_before = await _metrics_text(http, worker.url)
             sent_at, achieved = await _offer(settings.kafka_bootstrap, settings.events_topic, stream, rate, seconds)
             await asyncio.sleep(3)  # the last batches become durable and their jobs arrive
             stats = await get_json(http, worker.url + "/stats?percentiles") or {}
+            gc = GcPauses.between(metrics_before, await _metrics_text(http, worker.url))
     finally:
         reader.cancel()
         await jobs.stop()
@@ -99,7 +123,14 @@ async def _measure(
         float(stats.get("latency_p99_ms", 0.0)),
         percentile(made, 50),
         percentile(made, 99),
+        gc,
     )
+
+
+async def _metrics_text(http: aiohttp.ClientSession, url: str) -> str:
+    async with http.get(url + "/metrics") as response:
+        response.raise_for_status()
+        return await response.text()
 
 
 async def _offer(
@@ -138,5 +169,7 @@ def format_latency(r: Latency) -> str:
         f"at {r.offered:,} events/s offered ({r.achieved:,.0f} sent): event to job published p50 "
         f"{r.job_p50_ms:.0f} ms, p99 {r.job_p99_ms:.0f} ms over {r.jobs:,} welcome jobs{verdict} (to the job "
         f"produced, before its transaction commits: p50 {r.made_p50_ms:.0f} ms, p99 {r.made_p99_ms:.0f} ms); "
-        f"event to state durable p50 {r.durable_p50_ms:.0f} ms, p99 {r.durable_p99_ms:.0f} ms"
+        f"event to state durable p50 {r.durable_p50_ms:.0f} ms, p99 {r.durable_p99_ms:.0f} ms; "
+        f"{r.gc.collections} garbage collections stopped the worker {r.gc.total_ms:.0f} ms in all, "
+        f"the longest <= {r.gc.longest_ms:.0f} ms"
     )

@@ -112,11 +112,29 @@ def test_sizes_and_the_report_against_the_targets() -> None:
 
 
 def test_the_latency_line_holds_each_measure_against_its_rates_target() -> None:
-    from app.tools.soak_latency import Latency, format_latency
+    from app.tools.soak_latency import GcPauses, Latency, format_latency
 
-    met = format_latency(Latency(1_000, 998.0, 420, 12.0, 44.0, 9.0, 30.0, 8.0, 25.0))
-    missed = format_latency(Latency(5_000, 4_100.0, 2_000, 40.0, 130.0, 35.0, 120.0, 30.0, 110.0))
+    pauses = GcPauses(3, 240.0, 100.0)
+    met = format_latency(Latency(1_000, 998.0, 420, 12.0, 44.0, 9.0, 30.0, 8.0, 25.0, pauses))
+    missed = format_latency(Latency(5_000, 4_100.0, 2_000, 40.0, 130.0, 35.0, 120.0, 30.0, 110.0, pauses))
     assert "p99 44 ms over 420 welcome jobs (target p99 < 50 ms: met)" in met
     assert "(target p99 < 100 ms: MISSED)" in missed
     assert "event to state durable p50 35 ms, p99 120 ms" in missed
     assert "before its transaction commits: p50 30 ms, p99 110 ms" in missed
+    assert "3 garbage collections stopped the worker 240 ms in all, the longest <= 100 ms" in met
+
+
+def test_gc_pauses_are_what_the_worker_s_histogram_gained_over_all_generations() -> None:
+    from app.tools.soak_latency import GcPauses
+
+    def text(young: tuple[int, int, int], old: tuple[int, int, int], seconds: float) -> str:
+        lines = []
+        for generation, counts in (("0", young), ("2", old)):
+            for bound, count in zip(("0.01", "0.1", "+Inf"), counts, strict=True):
+                lines.append(f'tidemail_gc_pause_seconds_bucket{{generation="{generation}",le="{bound}"}} {count}.0')
+            lines.append(f'tidemail_gc_pause_seconds_sum{{generation="{generation}"}} {seconds}')
+        return "\n".join(lines)
+
+    before = text((2, 2, 2), (0, 0, 0), 0.01)
+    after = text((5, 5, 5), (0, 1, 1), 0.05)
+    assert GcPauses.between(before, after) == GcPauses(4, 80.0, 100.0)
