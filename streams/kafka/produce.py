@@ -27,6 +27,9 @@ async def send_grouped(
 ) -> dict[tuple[str, int], int]:
     """Send each topic-partition's records in order, await the broker's acknowledgement,
     and return each topic-partition's offset after its last record."""
+    # Each batch is closed before it is handed over: a closed batch is sent at once, while
+    # an open one waits out the producer's linger_ms for records that will never come
+    # (at 1,000 events/s, event to job p50 26-28 ms open, 8-12 ms closed).
     # One timestamp for the whole batch instead of a clock read per record.
     timestamp_ms = int(time.time() * 1000)
     sent: list[tuple[str, int, int, asyncio.Future[Any]]] = []
@@ -37,12 +40,14 @@ async def send_grouped(
         count = 0
         for key, value, headers in records:
             if batch.append(key=key, value=value, timestamp=timestamp_ms, headers=headers) is None:
+                batch.close()
                 sent.append((topic, partition, count, await producer.send_batch(batch, topic, partition=partition)))
                 batch = producer.create_batch()
                 count = 0
                 if batch.append(key=key, value=value, timestamp=timestamp_ms, headers=headers) is None:
                     raise MessageSizeTooLargeError(f"a record for {topic}[{partition}] does not fit in one batch")
             count += 1
+        batch.close()
         sent.append((topic, partition, count, await producer.send_batch(batch, topic, partition=partition)))
     # Every future awaited, even after one failed: an unretrieved failure is logged as a bug.
     results = await asyncio.gather(*(future for *_, future in sent), return_exceptions=True)

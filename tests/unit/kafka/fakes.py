@@ -16,12 +16,16 @@ class FakeBatch:
     def __init__(self, limit: int) -> None:
         self.records: list[dict[str, Any]] = []
         self._limit = limit
+        self.closed = False
 
     def append(self, *, timestamp: Any, key: bytes | None, value: bytes | None, headers: Any) -> object | None:
-        if len(self.records) >= self._limit:
+        if self.closed or len(self.records) >= self._limit:
             return None
         self.records.append({"key": key, "value": value, "headers": dict(headers)})
         return object()
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class FakeProducer:
@@ -40,6 +44,8 @@ class FakeProducer:
     async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future[Any]:
         if topic in self.unreachable:
             raise ConnectionError(f"no leader for {topic}[{partition}]")
+        # aiokafka holds an open batch for linger_ms, waiting for records that never come.
+        assert batch.closed, "a batch sent open waits out the producer's linger_ms"
         self.sent.append((topic, partition, batch))
         base = self._next.get((topic, partition), 0)
         self._next[(topic, partition)] = base + len(batch.records)
