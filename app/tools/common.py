@@ -126,8 +126,12 @@ def stop_processes(processes: Iterable[subprocess.Popen[bytes]], grace_s: float 
 async def produce(
     bootstrap: str, topic: str, messages: Iterable[tuple[bytes, bytes]], rate: float | None = None
 ) -> None:
-    """Send (key, value) messages, as fast as possible or paced at `rate` per second."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1024 * 1024)
+    """Send (key, value) messages, as fast as possible or paced at `rate` per second.
+
+    Paced messages are sent without lingering: their Kafka timestamps start latency
+    measures, which would otherwise include the wait in this producer."""
+    linger_ms = 20 if rate is None else 0
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms, max_batch_size=1024 * 1024)
     await producer.start()
     started = time.monotonic()
     try:
