@@ -151,6 +151,13 @@ async def keep_pace(sent: int, rate: float, started: float) -> None:
         await asyncio.sleep(ahead)
 
 
+async def metrics_text(http: aiohttp.ClientSession, url: str) -> str:
+    """A process's Prometheus exposition (`<url>/metrics`)."""
+    async with http.get(url + "/metrics") as response:
+        response.raise_for_status()
+        return await response.text()
+
+
 async def get_json(http: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
     """The JSON body of a 200 answer; None for any other status, a timeout or no answer."""
     try:

@@ -20,7 +20,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from app.faust_app import ensure_deployment_topics
-from app.tools.common import get_json, keep_pace
+from app.tools.common import get_json, keep_pace, metrics_text
 from app.tools.fleet import Deployment, Fleet, Member
 from app.tools.soak_report import counter_total, histogram_buckets, merge_buckets, percentile
 from app.tools.soak_world import SoakWorld
@@ -103,11 +103,11 @@ async def _measure(
         async with aiohttp.ClientSession(headers=deployment.admin_headers) as http:
             async with http.post(worker.url + "/stats/reset") as response:
                 response.raise_for_status()
-            metrics_before = await _metrics_text(http, worker.url)
+            metrics_before = await metrics_text(http, worker.url)
             sent_at, achieved = await _offer(settings.kafka_bootstrap, settings.events_topic, stream, rate, seconds)
             await asyncio.sleep(3)  # the last batches become durable and their jobs arrive
             stats = await get_json(http, worker.url + "/stats?percentiles") or {}
-            gc = GcPauses.between(metrics_before, await _metrics_text(http, worker.url))
+            gc = GcPauses.between(metrics_before, await metrics_text(http, worker.url))
     finally:
         reader.cancel()
         await jobs.stop()
@@ -125,12 +125,6 @@ async def _measure(
         percentile(made, 99),
         gc,
     )
-
-
-async def _metrics_text(http: aiohttp.ClientSession, url: str) -> str:
-    async with http.get(url + "/metrics") as response:
-        response.raise_for_status()
-        return await response.text()
 
 
 async def _offer(

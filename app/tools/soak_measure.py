@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import aiohttp
 from rich.progress import Progress
 
+from app.tools.common import metrics_text
 from app.tools.fleet import Fleet
 from app.tools.soak_report import (
     MIB,
@@ -75,8 +76,8 @@ async def measure_timers(fleet: Fleet, waves: list[Wave], bars: Progress) -> Tim
             while time.monotonic() - started < LEAD_MS / 1000 + wave.seconds + 10:
                 await asyncio.sleep(1)
                 bars.update(task, advance=1)
-        texts = [await _metrics(http, fleet.members[name].url) for name in WORKERS]
-        delivered = await _metrics(http, fleet.members["deliverer"].url)
+        texts = [await metrics_text(http, fleet.members[name].url) for name in WORKERS]
+        delivered = await metrics_text(http, fleet.members["deliverer"].url)
     lateness = merge_buckets(*(histogram_buckets(text, "tidemail_timer_lateness_seconds") for text in texts))
     return Timers(
         p50_s=histogram_quantile(lateness, 0.5),
@@ -85,11 +86,6 @@ async def measure_timers(fleet: Fleet, waves: list[Wave], bars: Progress) -> Tim
         jobs=int(sum(counter_total(text, "tidemail_jobs_emitted_total") for text in texts)),
         sent=int(counter_total(delivered, "tidemail_deliveries_total", 'outcome="sent"')),
     )
-
-
-async def _metrics(http: aiohttp.ClientSession, url: str) -> str:
-    async with http.get(url + "/metrics") as response:
-        return await response.text()
 
 
 async def measure_state(fleet: Fleet, bars: Progress) -> State:
