@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -97,6 +97,16 @@ def _candidates() -> dict[str, Callable[[], Candidate]]:
     }
 
 
+class OfflineExample(NamedTuple):
+    """An example for the offline fits: learned from (first half) or scored, with the
+    user's planted buyer and spender."""
+
+    scored: bool
+    features: dict[str, float]
+    traits: tuple[float, float]
+    label: bool
+
+
 @dataclass(slots=True)
 class PropensityRun:
     """Each scored example's label and scores, by scorer name; and every example, learned
@@ -105,7 +115,7 @@ class PropensityRun:
     labels: list[bool] = field(default_factory=list)
     scores: dict[str, list[float]] = field(default_factory=dict)
     examples: int = 0
-    offline: list[tuple[bool, dict[str, float], tuple[float, float], bool]] = field(default_factory=list)
+    offline: list[OfflineExample] = field(default_factory=list)
 
     def add(self, label: bool, scores: dict[str, float]) -> None:
         self.labels.append(label)
@@ -117,11 +127,11 @@ class PropensityRun:
 
     def offline_aucs(self) -> dict[str, float]:
         """ROC AUC on the scored half of logistic regressions fitted at once on the first half."""
-        learned = [row for row in self.offline if not row[0]]
-        scored = [row for row in self.offline if row[0]]
+        learned = [example for example in self.offline if not example.scored]
+        scored = [example for example in self.offline if example.scored]
         if not learned or not scored:
             return {}
-        labels = [row[3] for row in scored]
+        labels = [example.label for example in scored]
         aucs = {}
         for name, traits in ((OFFLINE, False), (OFFLINE_WITH_TRAITS, True)):
             fitted = _fit_logistic(*_design(learned, traits))
@@ -129,17 +139,15 @@ class PropensityRun:
         return aucs
 
 
-def _design(
-    rows: list[tuple[bool, dict[str, float], tuple[float, float], bool]], traits: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    names = sorted(propensity.with_logs(rows[0][1]))
+def _design(examples: list[OfflineExample], traits: bool) -> tuple[np.ndarray, np.ndarray]:
+    names = sorted(propensity.with_logs(examples[0].features))
     x = np.array(
         [
-            [propensity.with_logs(features).get(name, 0.0) for name in names] + (list(taste) if traits else [])
-            for _, features, taste, _ in rows
+            [propensity.with_logs(e.features).get(name, 0.0) for name in names] + (list(e.traits) if traits else [])
+            for e in examples
         ]
     )
-    return x, np.array([label for *_, label in rows], dtype=float)
+    return x, np.array([e.label for e in examples], dtype=float)
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -228,7 +236,7 @@ def evaluate_engagement(
                 scores.update({name: learner.predict_proba_one(x).get(True, 0.0) for name, learner in learners.items()})
                 run.add(label, scores)
             shopper = shoppers[user_id]
-            run.offline.append((scored, x, (shopper.buyer, shopper.spender), label))
+            run.offline.append(OfflineExample(scored, x, (shopper.buyer, shopper.spender), label))
             for learner in learners.values():
                 learner.learn_one(x, label)
         trainer.learn_many(example for _, _, example in examples)
@@ -304,8 +312,9 @@ def hour_distance(a: int, b: int) -> int:
 
 def report_engagement(evals: list[EngagementEval]) -> str:
     lines = []
-    for run in evals:
-        aucs = run.propensity.aucs() | run.propensity.offline_aucs()
+    # offline_aucs() fits two regressions each time: once per run.
+    aucs_of = [run.propensity.aucs() | run.propensity.offline_aucs() for run in evals]
+    for run, aucs in zip(evals, aucs_of, strict=True):
         lines += [
             f"== engagement world, seed {run.seed}: {run.users:,} users, {run.days} days",
             f"purchase within 7 days, ROC AUC over {len(run.propensity.labels):,} examples of days "
@@ -315,13 +324,12 @@ def report_engagement(evals: list[EngagementEval]) -> str:
             *(f"  {method:<48}{run.send_time.share(method):>7.1%}" for method in SEND_TIME_METHODS),
         ]
     lines.append("targets, engagement (seed by seed):")
-    shipped = [run.propensity.aucs()[SHIPPED] for run in evals]
-    margins = [run.propensity.aucs()[SHIPPED] - max(run.propensity.aucs()[h] for h in HEURISTICS) for run in evals]
+    best_heuristic = [max(aucs[h] for h in HEURISTICS) for aucs in aucs_of]
+    shipped = [aucs[SHIPPED] for aucs in aucs_of]
+    margins = [value - best for value, best in zip(shipped, best_heuristic, strict=True)]
     hours = [run.send_time.share(SHIPPED_SEND_TIME) for run in evals]
     bounds = [
-        run.propensity.offline_aucs().get(OFFLINE_WITH_TRAITS, float("nan"))
-        - max(run.propensity.aucs()[h] for h in HEURISTICS)
-        for run in evals
+        aucs.get(OFFLINE_WITH_TRAITS, float("nan")) - best for aucs, best in zip(aucs_of, best_heuristic, strict=True)
     ]
     lines += [
         f"  purchase propensity AUC {', '.join(f'{v:.3f}' for v in shipped)} (target >= 0.75)",
