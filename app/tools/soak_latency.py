@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from app.faust_app import ensure_deployment_topics
 from app.tools.common import get_json, keep_pace, metrics_text
 from app.tools.fleet import Deployment, Fleet, Member
-from app.tools.soak_report import counter_total, histogram_buckets, merge_buckets, percentile
+from app.tools.soak_report import buckets_grown, counter_total, histogram_quantile, percentile
 from app.tools.soak_world import SoakWorld
 
 RATES = (1_000, 5_000)
@@ -43,6 +43,9 @@ class Latency:
     # of event-to-job is the transaction's commit and the consumer's fetch.
     made_p50_ms: float
     made_p99_ms: float
+    # Each event partition's transaction, begun to committed (`tidemail_transaction_duration_seconds`).
+    transaction_p50_ms: float
+    transaction_p99_ms: float
     gc: GcPauses
 
 
@@ -58,9 +61,7 @@ class GcPauses:
     @classmethod
     def between(cls, before: str, after: str) -> GcPauses:
         name = "tidemail_gc_pause_seconds"
-        start = dict(merge_buckets(histogram_buckets(before, name)))
-        end = merge_buckets(histogram_buckets(after, name))
-        grown = [(bound, count - start.get(bound, 0.0)) for bound, count in end]
+        grown = buckets_grown(before, after, name)
         collections = grown[-1][1] if grown else 0.0
         longest = next((bound for bound, count in grown if count >= collections), 0.0) if collections else 0.0
         total_s = counter_total(after, f"{name}_sum") - counter_total(before, f"{name}_sum")
@@ -107,10 +108,11 @@ async def _measure(
             sent_at, achieved = await _offer(settings.kafka_bootstrap, settings.events_topic, stream, rate, seconds)
             await asyncio.sleep(3)  # the last batches become durable and their jobs arrive
             stats = await get_json(http, worker.url + "/stats?percentiles") or {}
-            gc = GcPauses.between(metrics_before, await metrics_text(http, worker.url))
+            metrics_after = await metrics_text(http, worker.url)
     finally:
         reader.cancel()
         await jobs.stop()
+    transactions = buckets_grown(metrics_before, metrics_after, "tidemail_transaction_duration_seconds")
     delays = [int((received[e][0] - sent_at[e]) * 1000) for e in received if e in sent_at]
     made = [int((received[e][1] - sent_at[e]) * 1000) for e in received if e in sent_at]
     return Latency(
@@ -123,7 +125,9 @@ async def _measure(
         float(stats.get("latency_p99_ms", 0.0)),
         percentile(made, 50),
         percentile(made, 99),
-        gc,
+        (histogram_quantile(transactions, 0.5) or 0.0) * 1000,
+        (histogram_quantile(transactions, 0.99) or 0.0) * 1000,
+        GcPauses.between(metrics_before, metrics_after),
     )
 
 
@@ -164,6 +168,7 @@ def format_latency(r: Latency) -> str:
         f"{r.job_p50_ms:.0f} ms, p99 {r.job_p99_ms:.0f} ms over {r.jobs:,} welcome jobs{verdict} (to the job "
         f"produced, before its transaction commits: p50 {r.made_p50_ms:.0f} ms, p99 {r.made_p99_ms:.0f} ms); "
         f"event to state durable p50 {r.durable_p50_ms:.0f} ms, p99 {r.durable_p99_ms:.0f} ms; "
+        f"a partition's transaction p50 {r.transaction_p50_ms:.1f} ms, p99 {r.transaction_p99_ms:.1f} ms; "
         f"{r.gc.collections} garbage collections stopped the worker {r.gc.total_ms:.0f} ms in all, "
         f"the longest <= {r.gc.longest_ms:.0f} ms"
     )

@@ -71,6 +71,12 @@ def merge_buckets(*histograms: list[tuple[float, float]]) -> list[tuple[float, f
     return sorted(merged.items())
 
 
+def buckets_grown(before: str, after: str, name: str) -> list[tuple[float, float]]:
+    """A histogram's observations between two scrapes of one process, its labels merged."""
+    start = dict(merge_buckets(histogram_buckets(before, name)))
+    return [(bound, count - start.get(bound, 0.0)) for bound, count in merge_buckets(histogram_buckets(after, name))]
+
+
 def histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
     """Prometheus' `histogram_quantile`: linear within the bucket that holds the `q` (0-1) rank;
     the highest finite bound when it falls in +Inf; None with no observations."""

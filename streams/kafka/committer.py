@@ -23,11 +23,13 @@ paused past its session timeout) cannot commit for it any more: the broker fence
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from aiokafka import AIOKafkaProducer
 
+from streams import metrics
 from streams.core.batch import BatchResult, StateChanges
 from streams.core.state_codec import encode_state
 from streams.kafka.clients import WorkerClients
@@ -123,10 +125,12 @@ class BatchCommitter:
         changelog = (self._store.changelog_topic, partition)
         writes = {tp: records for tp, records in outputs.items() if tp[1] == partition}
         writes[changelog] = [(key, value, NO_HEADERS) for key, value in items.items()]
+        began = time.perf_counter()
         await producer.begin_transaction()
         try:
             ends = await send_grouped(producer, writes)
             await producer.commit_transaction()
+            metrics.TRANSACTION_SECONDS.observe(time.perf_counter() - began)
         except BaseException as error:
             await self._clients.writers.abort(partition, error)
             if isinstance(error, FENCED_ERRORS):
