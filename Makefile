@@ -36,7 +36,7 @@ integration: up test-tools
 	$(VENV)/pytest tests/integration -q
 
 test: check up test-tools
-	$(VENV)/pytest tests -q
+	$(VENV)/pytest tests -q --durations=30
 
 bench: up
 	$(VENV)/tidemail bench
