@@ -68,6 +68,13 @@ def _latency() -> list[Panel]:
             *quantiles("tidemail_batch_duration_seconds", WORKER),
         ),
         graph(
+            "Transaction duration",
+            "Each event partition's Kafka transaction, begun to committed: a batch is durable when its slowest "
+            "partition's is, so this bounds how soon events become jobs.",
+            "s",
+            *quantiles("tidemail_transaction_duration_seconds", WORKER),
+        ),
+        graph(
             "Batch size",
             "Records per batch of events.",
             "short",
