@@ -23,13 +23,16 @@ from app.tools.fleet import Deployment, Fleet, Member
 from app.tools.soak_measure import Wave, measure_state, measure_timers, restart_times
 from app.tools.soak_produce import produce_partitioned
 from app.tools.soak_report import SoakReport, Throughput
-from app.tools.soak_world import SoakWorld
+from app.tools.soak_world import SoakWorld, steady_quiet_hours
 
 # The stream is sent in two parts, each before it is measured: one worker drains the first
 # (this share) alone; a second joins, and the pair drains the rest, timed until this share of
 # the rest is left, so neither runs dry inside the window.
 SINGLE_SHARE = 0.35
 PAIR_TAIL_SHARE = 0.05
+# The deployment's processes beside the workers, whose share of the two cores the workers do
+# not get: the deliverer's grows with the emails due, so with the hour in users' zones.
+BESIDE_WORKERS = ("deliverer", "trainer", "smtp-sink")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +57,12 @@ def progress_bars() -> Progress:
 
 async def run_soak(options: SoakOptions) -> SoakReport:
     run_id = time.strftime("%Y%m%d%H%M%S")
-    deployment = Deployment.create(f"soak-{run_id}", Path(".cache/soak") / run_id, options.partitions)
+    deployment = Deployment.create(
+        f"soak-{run_id}",
+        Path(".cache/soak") / run_id,
+        options.partitions,
+        {"TIDEMAIL_QUIET_HOURS": steady_quiet_hours(int(time.time() * 1000))},
+    )
     await ensure_deployment_topics(deployment.settings)
     fleet = Fleet(deployment)
     print(f"soak deployment {deployment.name}: logs and data in {deployment.root}", flush=True)
@@ -74,11 +82,11 @@ async def _soak(fleet: Fleet, options: SoakOptions, bars: Progress) -> SoakRepor
     stream = world.messages(options.events, lambda: int(time.time() * 1000))
     alone = int(options.events * SINGLE_SHARE)
     first = await _produce(fleet, world, itertools.islice(stream, alone), alone, options.rate, bars)
-    single = await _drain_alone(fleet, alone, bars)
+    single, beside_single = await _drain_alone(fleet, alone, bars)
     bars.console.log(f"1 worker: {single.rate:,.0f} events/s, {single.per_cpu_second:,.0f} per CPU-second")
     await _join_second_worker(fleet, bars)
     second = await _produce(fleet, world, stream, options.events - alone, options.rate, bars)
-    pair = await _drain_pair(fleet, second.count, bars)
+    pair, beside_pair = await _drain_pair(fleet, second.count, bars)
     bars.console.log(" + ".join(f"{t.rate:,.0f} events/s ({t.per_cpu_second:,.0f} per CPU-second)" for t in pair))
     await _drain_rest(fleet, bars)
     timers = await measure_timers(fleet, [first, second], bars)
@@ -93,6 +101,8 @@ async def _soak(fleet: Fleet, options: SoakOptions, bars: Progress) -> SoakRepor
         produce_rate=(first.count + second.count) / (first.seconds + second.seconds),
         single=single,
         pair=pair,
+        beside_single=beside_single,
+        beside_pair=beside_pair,
         rocksdb=state.rocksdb,
         changelog=state.changelog,
         changelog_records=state.changelog_records,
@@ -136,8 +146,9 @@ async def processed(http: aiohttp.ClientSession, worker: Member) -> int:
     return int(stats["processed"]) if stats else 0
 
 
-async def _drain_alone(fleet: Fleet, events: int, bars: Progress) -> Throughput:
-    """Worker 1 over the events sent so far, from its first processed one to the last."""
+async def _drain_alone(fleet: Fleet, events: int, bars: Progress) -> tuple[Throughput, dict[str, float]]:
+    """Worker 1 over the events sent so far, from its first processed one to the last; and the
+    cores the deployment's other processes used meanwhile."""
     task = bars.add_task("1 worker", total=events, note="starting")
     worker = fleet.start_worker(1)
     async with aiohttp.ClientSession(headers=fleet.deployment.admin_headers) as http:
@@ -147,13 +158,15 @@ async def _drain_alone(fleet: Fleet, events: int, bars: Progress) -> Throughput:
             first = await processed(http, worker)
             await asyncio.sleep(0.2)
         started, cpu, done = time.monotonic(), fleet.cpu_seconds(worker.name), first
+        beside = _cpu_beside(fleet)
         while done < events and await _backlog(fleet) > 0:
             _alive(worker)
             await asyncio.sleep(0.5)
             done = await processed(http, worker) or done
             rate = (done - first) / (time.monotonic() - started)
             bars.update(task, completed=min(done, events), note=f"{rate:,.0f}/s")
-    return Throughput(done - first, time.monotonic() - started, fleet.cpu_seconds(worker.name) - cpu)
+    seconds = time.monotonic() - started
+    return Throughput(done - first, seconds, fleet.cpu_seconds(worker.name) - cpu), _cores_since(fleet, beside, seconds)
 
 
 async def _join_second_worker(fleet: Fleet, bars: Progress) -> None:
@@ -168,9 +181,12 @@ async def _join_second_worker(fleet: Fleet, bars: Progress) -> None:
     bars.update(task, total=1, completed=1, note="both own partitions")
 
 
-async def _drain_pair(fleet: Fleet, events: int, bars: Progress) -> tuple[Throughput, Throughput]:
+async def _drain_pair(
+    fleet: Fleet, events: int, bars: Progress
+) -> tuple[tuple[Throughput, Throughput], dict[str, float]]:
     """Each worker from the end of sending the rest of the stream until what is left of it is
-    under `PAIR_TAIL_SHARE` (so that neither runs dry inside the window)."""
+    under `PAIR_TAIL_SHARE` (so that neither runs dry inside the window); and the cores the
+    deployment's other processes used meanwhile."""
     workers = (fleet.worker(1), fleet.worker(2))
     tail = int(events * PAIR_TAIL_SHARE)
     async with aiohttp.ClientSession(headers=fleet.deployment.admin_headers) as http:
@@ -178,6 +194,7 @@ async def _drain_pair(fleet: Fleet, events: int, bars: Progress) -> tuple[Throug
         task = bars.add_task("2 workers", total=left, note="")
         start = [await processed(http, w) for w in workers]
         cpu = [fleet.cpu_seconds(w.name) for w in workers]
+        beside = _cpu_beside(fleet)
         started = time.monotonic()
         counts = start
         while left > tail:
@@ -193,7 +210,15 @@ async def _drain_pair(fleet: Fleet, events: int, bars: Progress) -> tuple[Throug
         Throughput(c - s, seconds, fleet.cpu_seconds(w.name) - u)
         for w, c, s, u in zip(workers, counts, start, cpu, strict=True)
     )
-    return first, second
+    return (first, second), _cores_since(fleet, beside, seconds)
+
+
+def _cpu_beside(fleet: Fleet) -> dict[str, float]:
+    return {name: fleet.cpu_seconds(name) for name in BESIDE_WORKERS}
+
+
+def _cores_since(fleet: Fleet, before: dict[str, float], seconds: float) -> dict[str, float]:
+    return {name: (fleet.cpu_seconds(name) - used) / seconds for name, used in before.items()} if seconds else {}
 
 
 async def _backlog(fleet: Fleet) -> int:

@@ -146,6 +146,9 @@ class SoakReport:
     produce_rate: float
     single: Throughput
     pair: tuple[Throughput, Throughput]
+    # Cores each of the deployment's other processes used while one worker, then the pair, was timed.
+    beside_single: dict[str, float]
+    beside_pair: dict[str, float]
     rocksdb: SizeSummary
     changelog: SizeSummary
     changelog_records: int
@@ -188,6 +191,11 @@ def format_report(r: SoakReport) -> str:
         f"events per CPU-second of a worker: alone {r.single.per_cpu_second:,.0f}, in the pair "
         f"{r.pair[0].per_cpu_second:,.0f} and {r.pair[1].per_cpu_second:,.0f}; cores the machine left them: "
         f"alone {r.single.cores:.2f}, in the pair {r.pair[0].cores:.2f} + {r.pair[1].cores:.2f}",
+        "cores used beside the workers (alone / in the pair): "
+        + ", ".join(
+            f"{name} {cores:.2f} / {r.beside_pair.get(name, 0.0):.2f}"
+            for name, cores in sorted(r.beside_single.items())
+        ),
         f"state per user in RocksDB: mean {r.rocksdb.mean:,.0f} B, p99 {r.rocksdb.p99:,.0f} B over "
         f"{r.rocksdb.users:,} users; files {r.rocksdb.total_bytes / r.rocksdb.users if r.rocksdb.users else 0:,.0f} "
         f"B/user on disk (target mean <= {STATE_MEAN_TARGET_BYTES} B: "

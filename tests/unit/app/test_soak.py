@@ -85,6 +85,8 @@ def test_sizes_and_the_report_against_the_targets() -> None:
         produce_rate=30_000,
         single=Throughput(100_000, 10.0, 12.5),
         pair=(Throughput(70_000, 10.0, 10.0), Throughput(80_000, 10.0, 10.0)),
+        beside_single={"deliverer": 0.2, "trainer": 0.25},
+        beside_pair={"deliverer": 0.45, "trainer": 0.3},
         rocksdb=SizeSummary.of([500] * 99 + [2_000], 600_000),
         changelog=SizeSummary.of([480] * 100, 4_000_000),
         changelog_records=9_000,
@@ -105,6 +107,7 @@ def test_sizes_and_the_report_against_the_targets() -> None:
         "alone 8,000, in the pair 7,000 and 8,000; cores the machine left them: alone 1.25, in the pair 1.00 + 1.00"
         in text
     )
+    assert "cores used beside the workers (alone / in the pair): deliverer 0.20 / 0.45, trainer 0.25 / 0.30" in text
     assert "(target <= 2,048 MiB: MISSED)" in text
     assert "shared by its databases (8, 16): at most 768 MiB" in text
     assert "restart from local state: 4.0 s (target < 10 s: met)" in text
@@ -139,3 +142,21 @@ def test_gc_pauses_are_what_the_worker_s_histogram_gained_over_all_generations()
     before = text((2, 2, 2), (0, 0, 0), 0.01)
     after = text((5, 5, 5), (0, 1, 1), 0.05)
     assert GcPauses.between(before, after) == GcPauses(4, 80.0, 100.0)
+
+
+def test_the_soak_holds_the_same_zones_emails_at_every_hour_it_may_start() -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from app.tools.generator import PLACES
+    from app.tools.soak_world import steady_quiet_hours
+    from streams.core.governance import QuietHours
+
+    held_by_hour = []
+    for hour in range(24):
+        start = datetime(2026, 12, 4, hour, 30, tzinfo=UTC)
+        quiet = QuietHours.parse(steady_quiet_hours(int(start.timestamp() * 1000)))
+        assert quiet is not None
+        held_by_hour.append({zone for _, zone, _ in PLACES if quiet.covers(start.astimezone(ZoneInfo(zone)).hour)})
+    assert steady_quiet_hours(int(datetime(2026, 12, 4, 12, 5, tzinfo=UTC).timestamp() * 1000)) == "21-8"
+    assert all(held == {"America/New_York", "Asia/Tokyo"} for held in held_by_hour)
