@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.tables.recovery import Recovery
-from faust.types import TransportT
+from faust.types import TP, TransportT
 from faust.web import Web
 
 from app.api import ApiServices, add_routes
@@ -28,6 +28,7 @@ from streams.core.segments import SegmentBook
 from streams.core.state import StatePolicy
 from streams.core.state_cache import StateCache
 from streams.kafka import rocksdb_memory
+from streams.kafka.assignment import RememberingAssignor
 from streams.kafka.clients import EventPublisher
 from streams.kafka.committed_reads import CommittedReadsTableManager, CommittedReadsTransport
 from streams.kafka.lookup import UserLookup
@@ -51,6 +52,11 @@ class TidemailApp(faust.App):
     snapshot_feed: SnapshotFeed
     api_services: ApiServices
     _api_routes_added = False
+
+    async def on_stop(self) -> None:
+        # Faust's AppT does not declare the assignor class this app chose.
+        cast(RememberingAssignor, self.assignor).remember()
+        await super().on_stop()
 
     def on_init_dependencies(self) -> Any:
         return [*super().on_init_dependencies(), self.batch_worker, self.snapshot_feed]
@@ -194,7 +200,6 @@ def _readiness(settings: Settings, app: TidemailApp, worker: BatchWorker) -> Rea
         return app.tables.recovery  # type: ignore[attr-defined, no-any-return]
 
     metrics.RECOVERY_REMAINING.labels("active").set_function(lambda: recovery().active_remaining_total())
-    metrics.RECOVERY_REMAINING.labels("standby").set_function(lambda: recovery().standby_remaining_total())
     return readiness
 
 
@@ -243,6 +248,12 @@ def _faust_app(settings: Settings) -> TidemailApp:
         web_graph_enabled=False,
         producer_acks=-1,
         TableManager=CommittedReadsTableManager,
+        # No standby replicas: Faust keeps them with its per-record changelog loop, which can
+        # leave holes under an offset persisted past them (streams/kafka/changelog_restore.py),
+        # and a standby taken over as active would carry them into the hot path. A takeover
+        # restores what its local copy lacks with a consumer of its own instead.
+        table_standby_replicas=0,
+        PartitionAssignor=RememberingAssignor,
         # A worker that dies without leaving the group holds its partitions this long.
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_session_timeout_s / 5,
@@ -251,7 +262,7 @@ def _faust_app(settings: Settings) -> TidemailApp:
 
 def rocksdb_options(settings: Settings) -> dict[str, int]:
     """The `users` table's RocksDB options: one block cache and one memtable budget for all
-    its partition databases, active and standby (see streams/kafka/rocksdb_memory.py)."""
+    its partition databases (see streams/kafka/rocksdb_memory.py)."""
     rocksdb_memory.register()
     return {
         "block_cache_size": settings.rocksdb_block_cache_mb * MIB,
@@ -286,6 +297,12 @@ def create_worker(settings: Settings, store: UserStore, processor: BatchProcesso
 def _follow_rebalances(app: TidemailApp, worker: BatchWorker, store: UserStore) -> None:
     """The worker processes exactly the partitions of the `users` table Faust assigns this process."""
     rebalances = Rebalances()
+
+    async def fence(tps: set[TP]) -> None:
+        await worker.fence({tp.partition for tp in tps if tp.topic == store.changelog_topic})
+
+    # Faust's TableManagerT does not declare the attributes of the manager this app chose.
+    cast(CommittedReadsTableManager, app.tables).fence_writers = fence
 
     # mode types signal receivers so that no coroutine function matches; the ignores are for that.
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]

@@ -83,7 +83,7 @@ class Settings:
     daily_history_days: int = 35
     recent_purchases_kept: int = 10
     # RocksDB memory of a worker: one block cache and one budget for all memtables, shared by
-    # every partition database it opens (actives and standbys); a memtable's size.
+    # every partition database it opens; a memtable's size.
     rocksdb_block_cache_mb: int = 256
     rocksdb_memtables_mb: int = 128
     rocksdb_write_buffer_mb: int = 64

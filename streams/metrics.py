@@ -127,7 +127,7 @@ REBALANCE_SECONDS = Histogram(
 )
 RECOVERY_REMAINING = Gauge(
     "tidemail_recovery_remaining_records",
-    "Changelog records the worker's table recovery has still to read, for active and standby partitions.",
+    "Changelog records the worker's table recovery has still to read (replica: active; no standbys are kept).",
     ["replica"],
 )
 RECOVERY_DONE = Gauge("tidemail_recovery_done", "1 when no rebalance or table recovery is under way, else 0.")

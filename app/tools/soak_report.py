@@ -118,8 +118,8 @@ class Throughput:
 
 @dataclass(frozen=True, slots=True)
 class RocksMemory:
-    """RocksDB's memory settings in force: each worker's partition databases (active or
-    standby) share one block cache and one memtable budget."""
+    """RocksDB's memory settings in force: each worker's partition databases share one block
+    cache and one memtable budget."""
 
     block_cache_bytes: int
     memtable_budget_bytes: int

@@ -27,8 +27,8 @@ class Sizes:
 
 
 def partition_dbs(data_dirs: Iterable[Path]) -> dict[int, list[Path]]:
-    """Every RocksDB directory of each partition of the `users` table, across workers (an
-    active copy and standby copies, which may lag behind it)."""
+    """Every RocksDB directory of each partition of the `users` table, across workers (the
+    current owner's, and older copies of workers that held it before)."""
     found: dict[int, list[Path]] = {}
     for data_dir in data_dirs:
         for path in sorted(data_dir.rglob("users-*.db")):
@@ -40,7 +40,7 @@ def partition_dbs(data_dirs: Iterable[Path]) -> dict[int, list[Path]]:
 
 def rocksdb_sizes(dbs: dict[int, list[Path]], progress: Callable[[int], None]) -> Sizes:
     """Every user record of every partition, read from stopped workers' files: of a
-    partition's copies, the one holding the most users (a standby may be behind)."""
+    partition's copies, the one holding the most users (an older copy may be behind)."""
     per_user: list[int] = []
     disk = 0
     for copies in dbs.values():

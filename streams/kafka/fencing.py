@@ -85,7 +85,7 @@ class PartitionWriters:
         ]
         try:
             await asyncio.gather(*(producer.start() for producer in producers))
-        except Exception:
+        except BaseException:  # a rebalance cancelling a fence, too: no producer is left holding an id
             await asyncio.gather(*(producer.stop() for producer in producers), return_exceptions=True)
             raise
         self._producers.update(zip(new, producers, strict=True))

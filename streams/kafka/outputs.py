@@ -14,7 +14,7 @@ records written before the transactions and costs at most one batch's outputs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -29,6 +29,8 @@ from streams.core.withdrawal import KIND_HEADER, WITHDRAWAL, withdrawal_id, with
 from streams.kafka.produce import NO_HEADERS, Record
 
 ID_HEADER = "tidemail.id"
+# A takeover waits on the recall: no fetch of it should idle for the default 500 ms.
+RECALL_FETCH_WAIT_MS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,26 +57,35 @@ class OutputPublisher:
         self._change_parts: dict[str, dict[str, bytes]] = {"entered": {}, "exited": {}}
         self.suppressed = 0
 
-    async def recall(self, partition: int, since: dict[str, int]) -> None:
-        """Remember the ids already published to `partition` of each output topic after `since`."""
+    async def recall(self, since: Mapping[int, Mapping[str, int]]) -> None:
+        """Remember, for each event partition in `since`, the ids already published to the
+        same-numbered partition of each output topic after the offsets given for it. One
+        consumer reads every partition at once: a takeover waits for one read, not one per
+        partition."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+            bootstrap_servers=self._bootstrap,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            fetch_max_wait_ms=RECALL_FETCH_WAIT_MS,
         )
         await consumer.start()
         try:
-            tps = [TopicPartition(topic, partition) for topic in self._topics.outputs]
+            tps = [TopicPartition(topic, partition) for partition in since for topic in self._topics.outputs]
             consumer.assign(tps)
             ends = await consumer.end_offsets(tps)
-            found: set[str] = set()
+            found: dict[int, set[str]] = {partition: set() for partition in since}
+            pending = set()
             for tp in tps:
-                start = since.get(tp.topic, 0)
-                if start >= ends[tp]:
-                    continue
-                consumer.seek(tp, start)
-                while await consumer.position(tp) < ends[tp]:
-                    for record in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
-                        found.update(self._ids_in(tp.topic, record))
-            self._published[partition] = found
+                start = since[tp.partition].get(tp.topic, 0)
+                if start < ends[tp]:
+                    consumer.seek(tp, start)
+                    pending.add(tp)
+            while pending:
+                for tp, records in (await consumer.getmany(*pending, timeout_ms=1000)).items():
+                    for record in records:
+                        found[tp.partition].update(self._ids_in(tp.topic, record))
+                pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+            self._published.update(found)
         finally:
             await consumer.stop()
 

@@ -63,9 +63,8 @@ class PartitionOwnership:
         await self._clients.writers.own(partitions)
         self._committer.resume(partitions)
         await self._rewind_until_done()
-        self._owned = frozenset(partitions)
+        self._set_owned(frozenset(partitions))
         self._sizes.load(self._store, partitions)
-        metrics.OWNED_PARTITIONS.set(len(partitions))
         log.info("hot path owns event partitions %s", sorted(partitions))
 
     async def release(self) -> None:
@@ -74,9 +73,8 @@ class PartitionOwnership:
         await self._clients.writers.drop(self._owned)
         self._states.forget(self._owned)
         self._outputs.forget(self._owned)
-        self._owned = frozenset()
+        self._set_owned(frozenset())
         self._sizes.clear()
-        metrics.OWNED_PARTITIONS.set(0)
 
     async def give_up(self, fenced: frozenset[int]) -> None:
         """Stop processing partitions another worker took over while this one was away; the
@@ -93,31 +91,46 @@ class PartitionOwnership:
         self._states.forget(fenced)
         self._outputs.forget(fenced)
         self._committer.resume(kept)
-        self._owned = kept
+        self._set_owned(kept)
         self._sizes.load(self._store, kept)
-        metrics.OWNED_PARTITIONS.set(len(kept))
+
+    def _set_owned(self, partitions: frozenset[int]) -> None:
+        self._owned = partitions
+        self._store.hold(partitions)
+        metrics.OWNED_PARTITIONS.set(len(partitions))
 
     async def rewind(self) -> None:
         """Consume each partition again from its checkpoint, and recall the outputs published
         after it, so that replaying what follows publishes none of them twice."""
-        for partition, checkpoint in self._committer.checkpoints.items():
+        checkpoints = self._committer.checkpoints
+        for partition, checkpoint in checkpoints.items():
             tp = TopicPartition(self._events_topic, partition)
             if checkpoint.input_offset is None:
                 await self._clients.consumer.seek_to_beginning(tp)
             else:
                 self._clients.consumer.seek(tp, checkpoint.input_offset + 1)
-            await self._outputs.recall(partition, checkpoint.output_ends)
+        if checkpoints:
+            await self._outputs.recall({partition: cp.output_ends for partition, cp in checkpoints.items()})
+
+    async def fence(self, partitions: set[int]) -> None:
+        """Register the transactional producers of `partitions` before their changelog is
+        recovered, keeping those of the partitions owned now: every earlier writer of them
+        is fenced, its open transaction aborted."""
+        await self._until_done(
+            "registering transactional producers", lambda: self._clients.writers.own(self._owned | partitions)
+        )
 
     async def _rewind_until_done(self) -> None:
-        # Right after a broker restart, partitions can be leaderless for a while and reading
-        # the output topics back fails; processing must not start without that read.
+        await self._until_done("reading checkpoints and recent outputs", self.rewind)
+
+    async def _until_done(self, what: str, action: Callable[[], Awaitable[None]]) -> None:
+        # Right after a broker restart, partitions can be leaderless for a while and
+        # transactional or output reads fail; processing must not start without them.
         for attempt, delay in enumerate(RETRY_BACKOFF_SECONDS * 3):
             try:
-                await self.rewind()
+                await action()
                 return
             except Exception:
-                log.exception(
-                    "reading checkpoints and recent outputs failed (attempt %d); retry in %ss", attempt + 1, delay
-                )
+                log.exception("%s failed (attempt %d); retry in %ss", what, attempt + 1, delay)
                 await self._sleep(delay)
-        await self.rewind()
+        await action()

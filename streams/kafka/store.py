@@ -132,6 +132,10 @@ class UserStore:
                 yield iterator.value()
             iterator.next()
 
+    def hold(self, partitions: frozenset[int]) -> None:
+        """From now on only the hot path writes `partitions`: Faust applies no changelog record to them."""
+        self._table.data.hot_path_partitions = partitions
+
     def write(self, partition: int, items: Mapping[bytes, bytes | None], changelog_offset: int | None) -> None:
         batch = WriteBatch(raw_mode=True)
         for key, value in items.items():

@@ -138,6 +138,14 @@ class BatchWorker(Service):
         await self.clients.started.wait()
         async with self._lock:
             await self.ownership.assign(partitions)
+            # Readiness needs the new partitions' lag: measured now, not at the next interval.
+            await self.lag.refresh(self.clients.consumer)
+
+    async def fence(self, partitions: set[int]) -> None:
+        """Fence every earlier writer of `partitions`, before Faust recovers their state."""
+        await self.clients.started.wait()
+        async with self._lock:
+            await self.ownership.fence(partitions)
 
     async def release(self) -> None:
         """Give up every partition, after the batch in flight (if any) is durable."""

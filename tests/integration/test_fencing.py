@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -15,7 +16,6 @@ from faust.types import TP
 
 from app.faust_app import create_app
 from app.settings import Settings
-from streams.kafka.changelog_restore import MIN_RECORDS_FOR_BULK
 from streams.kafka.committed_reads import last_record_offsets
 from streams.kafka.fencing import PartitionWriters
 from tests.integration.harness import read_topic
@@ -36,9 +36,13 @@ async def new_topic(partitions: int = 2) -> str:
     return topic
 
 
+def transactional_producer() -> AIOKafkaProducer:
+    return AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, transactional_id=f"fencing-{uuid.uuid4().hex[:8]}")
+
+
 async def committed_then_open(topic: str, committed: list[bytes]) -> AIOKafkaProducer:
     """A transactional producer that committed `committed` to partition 0 and began another transaction."""
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, transactional_id=f"fencing-{uuid.uuid4().hex[:8]}")
+    producer = transactional_producer()
     await producer.start()
     await producer.begin_transaction()
     for value in committed:
@@ -105,35 +109,60 @@ async def test_recovery_aims_at_the_last_committed_record_past_markers_and_abort
     assert found == {tps[0]: 1, tps[1]: -1}
 
 
-async def test_recovery_of_a_partition_whose_owner_died_in_a_transaction_ends_at_its_last_commit(
-    tmp_path: Path,
-) -> None:
+async def test_recovery_fences_the_partitions_writers_then_ends_at_the_last_commit(tmp_path: Path) -> None:
     topic = await new_topic(partitions=1)
     producer = await committed_then_open(topic, [b"state", b"checkpoint"])
+    steps: list[str] = []
     try:
         await producer.send_and_wait(topic, b"in flight when killed", partition=0)  # never committed
 
         class LastStableOffsets:  # what Faust's read_committed consumer reports: records and the marker
             async def highwaters(self, *tps: TP) -> dict[TP, int]:
+                steps.append("read the end")
                 return {tp: 3 for tp in tps}
 
+        async def fence(tps: set[TP]) -> None:
+            steps.append(f"fenced {sorted(tp.partition for tp in tps)}")
+
         app = create_app(Settings.from_env({"TIDEMAIL_DATA_DIR": str(tmp_path)}))
+        app.tables.fence_writers = fence  # type: ignore[attr-defined]
         highwaters: Counter[TP] = Counter()
         await app.tables.recovery._build_highwaters(LastStableOffsets(), {TP(topic, 0)}, highwaters, "active")  # type: ignore[attr-defined, arg-type]
         assert highwaters == {TP(topic, 0): 1}
+        # A paused owner could otherwise commit past the end after it was read.
+        assert steps == ["fenced [0]", "read the end"]
     finally:
         await producer.stop()
+
+
+class Earliest:
+    """What Faust's consumer reports as each partition's first offset: nothing compacted away."""
+
+    async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
+        return {tp: 0 for tp in tps}
+
+
+async def recovered_as_active(tmp_path: Path, tp: TP, last: int) -> tuple[Any, Any]:
+    """A worker's `users` table and recovery with no local state, after recovery's step that
+    restores what `tp` lacks up to its last committed record `last`."""
+    app = create_app(Settings.from_env({"TIDEMAIL_DATA_DIR": str(tmp_path)}))
+    table = app.tables["users"]
+    recovery = app.tables.recovery  # type: ignore[attr-defined]
+    recovery.add_active(table, tp)
+    recovery.active_highwaters[tp] = last
+    await recovery._build_offsets(Earliest(), recovery.active_tps, recovery.active_offsets, "active")
+    return table, recovery
 
 
 async def test_a_partition_with_no_local_state_is_restored_in_bulk_from_committed_records_only(
     tmp_path: Path,
 ) -> None:
     topic = await new_topic(partitions=1)
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, transactional_id=f"fencing-{uuid.uuid4().hex[:8]}")
+    producer = transactional_producer()
     await producer.start()
     try:
         async with producer.transaction():
-            for n in range(MIN_RECORDS_FOR_BULK + 5_000):
+            for n in range(25_000):
                 await producer.send(topic, f"state {n}".encode(), key=f"user-{n % 1_000}".encode(), partition=0)
         await producer.begin_transaction()
         await producer.send_and_wait(topic, b"aborted", key=b"user-1", partition=0)
@@ -144,22 +173,31 @@ async def test_a_partition_with_no_local_state_is_restored_in_bulk_from_committe
         await producer.stop()
     tp = TP(topic, 0)
     # The records, a commit marker, the aborted record and its marker, then "last".
-    last = MIN_RECORDS_FOR_BULK + 5_000 + 3
-
-    class Earliest:
-        async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
-            return {tp: 0 for tp in tps}
-
-    app = create_app(Settings.from_env({"TIDEMAIL_DATA_DIR": str(tmp_path)}))
-    table = app.tables["users"]
-    recovery = app.tables.recovery  # type: ignore[attr-defined]
-    recovery.add_active(table, tp)
-    recovery.active_highwaters[tp] = last
-    await recovery._build_offsets(Earliest(), recovery.active_tps, recovery.active_offsets, "active")
+    last = 25_000 + 3
+    table, recovery = await recovered_as_active(tmp_path, tp, last)
 
     # Faust's own recovery reads from here: nothing is left.
     assert recovery.active_offsets[tp] == last
     assert table.data.persisted_offset(tp) == last
     db = table.data._db_for_partition(0)
-    assert db[b"user-1"] == f"state {MIN_RECORDS_FOR_BULK + 5_000 - 999}".encode()
+    assert db[b"user-1"] == f"state {25_000 - 999}".encode()
     assert db[b"user-2"] == b"last"
+
+
+async def test_a_partition_a_few_records_behind_is_restored_by_the_workers_own_reader(tmp_path: Path) -> None:
+    topic = await new_topic(partitions=1)
+    producer = transactional_producer()
+    await producer.start()
+    try:
+        async with producer.transaction():
+            for n in range(5):
+                await producer.send(topic, f"state {n}".encode(), key=f"user-{n}".encode(), partition=0)
+    finally:
+        await producer.stop()
+    tp = TP(topic, 0)
+    table, recovery = await recovered_as_active(tmp_path, tp, 4)
+
+    # Nothing is left for Faust's per-record loop.
+    assert recovery.active_offsets[tp] == 4
+    assert table.data.persisted_offset(tp) == 4
+    assert table.data._db_for_partition(0)[b"user-4"] == b"state 4"

@@ -43,3 +43,8 @@ def test_the_other_workers_reach_this_one_at_its_canonical_url(tmp_path: Path) -
     assert canonical_url(Settings(web_host="0.0.0.0")) == f"http://{socket.gethostname()}:6066"
     assert canonical_url(Settings(web_host="0.0.0.0", canonical_url="http://w1:6066")) == "http://w1:6066"
     assert str(create_app(Settings(data_dir=tmp_path, web_port=6070)).conf.canonical_url) == "http://127.0.0.1:6070"
+
+
+def test_no_standby_replicas_whose_per_record_reading_can_leave_holes(tmp_path: Path) -> None:
+    # A takeover restores what its local copy lacks with a reader of its own (changelog_restore.py).
+    assert create_app(Settings(data_dir=tmp_path)).conf.table_standby_replicas == 0
