@@ -51,6 +51,8 @@ class ChaosPlan:
     # has processed them again before the paused one resumes its batch.
     pause_s: float = 15.0
     erase_share: float = 0.2
+    # Every user's profile published once by the shop's CRM, so every user of the world has a state.
+    crm_sync: bool = True
     faults: FaultCounts = field(default_factory=FaultCounts)
 
     @property
@@ -105,7 +107,7 @@ async def produce_world(plan: ChaosPlan, settings: Settings) -> int:
     await producer.start()
     started, sent = time.monotonic(), 0
     try:
-        for key, value in world_messages(plan.users, plan.events, plan.seed, plan.erase_share):
+        for key, value in world_messages(plan.users, plan.events, plan.seed, plan.erase_share, plan.crm_sync):
             while True:
                 try:
                     await producer.send(settings.events_topic, value, key=key)

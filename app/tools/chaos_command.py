@@ -24,6 +24,12 @@ import click
 @click.option("--redis-kills", default=1, show_default=True)
 @click.option("--worker-pauses", default=1, show_default=True, help="SIGSTOP past the session timeout, then SIGCONT.")
 @click.option("--pause-seconds", default=15.0, show_default=True, help="How long a paused worker stays stopped.")
+@click.option(
+    "--crm-sync/--no-crm-sync",
+    default=True,
+    show_default=True,
+    help="The CRM publishes every user's profile once during the run, so every user has a state.",
+)
 @click.option("--dir", "directory", default=".cache/chaos", show_default=True, help="The run's broker, logs, emails.")
 @click.option("--keep", is_flag=True, help="Keep the run's directory (logs, broker data, emails) afterwards.")
 def chaos(
@@ -33,15 +39,11 @@ def chaos(
     seed: int,
     workers: int,
     partitions: int,
-    worker_kills: int,
-    deliverer_kills: int,
-    trainer_kills: int,
-    broker_kills: int,
-    redis_kills: int,
-    worker_pauses: int,
     pause_seconds: float,
+    crm_sync: bool,
     directory: str,
     keep: bool,
+    **fault_counts: int,
 ) -> None:
     """Run workers, a trainer, the deliverer and an SMTP sink on a broker and Redis of their own
     while faults strike; print a line per fault, then verify every user's state, job, segment
@@ -51,7 +53,9 @@ def chaos(
 
     # The run polls its broker while it restarts: aiokafka logs each refused connection.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    counts = FaultCounts(worker_kills, deliverer_kills, trainer_kills, broker_kills, redis_kills, worker_pauses)
-    plan = ChaosPlan(users, events, rate, seed, workers, partitions, pause_s=pause_seconds, faults=counts)
+    counts = FaultCounts(**fault_counts)  # the options named like its fields
+    plan = ChaosPlan(
+        users, events, rate, seed, workers, partitions, pause_s=pause_seconds, faults=counts, crm_sync=crm_sync
+    )
     verdict = asyncio.run(run_chaos(plan, Path(directory), keep))
     sys.exit(0 if verdict.ok else 1)

@@ -55,20 +55,27 @@ class Fault:
     target: int
 
 
+# How long the system runs whole after an outage before the next fault strikes: a paused
+# worker resumes the batch it had in flight and meets its fencing, a restarted one rejoins.
+AFTERMATH_S = 5.0
+
+
 def schedule(counts: FaultCounts, window_s: tuple[float, float], seed: int, pause_s: float) -> list[Fault]:
     """The faults in the order they strike: shuffled by `seed`, at random instants in `window_s`,
-    never closer together than the longest outage so that each is over before the next."""
+    each over `AFTERMATH_S` before the next."""
     rng = random.Random(seed)
     kinds = counts.kinds()
     rng.shuffle(kinds)
     start, end = window_s
     slot = (end - start) / max(len(kinds), 1)
-    faults = []
+    faults: list[Fault] = []
     for n, kind in enumerate(kinds):
-        down = pause_s if kind == WORKER_PAUSE else rng.uniform(1.0, min(10.0, slot * 0.4))
-        # A random instant in the first part of its own slot: random, yet over before the next.
+        down = round(pause_s if kind == WORKER_PAUSE else rng.uniform(1.0, min(10.0, slot * 0.4)), 1)
+        # A random instant in the first part of its own slot, unless the last outage runs into it.
         at = start + n * slot + rng.uniform(0, max(slot - down, 0) * 0.5)
-        faults.append(Fault(round(at, 1), kind, round(down, 1), rng.randrange(1 << 16)))
+        if faults:
+            at = max(at, faults[-1].at_s + faults[-1].down_s + AFTERMATH_S)
+        faults.append(Fault(round(at, 1), kind, down, rng.randrange(1 << 16)))
     return faults
 
 

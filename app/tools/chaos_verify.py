@@ -165,7 +165,12 @@ def compare_states(expected: BatchResult, durable: dict[str, UserState]) -> list
         one_pass = with_snapshot_choices_of(found, one_pass)
         if one_pass != found:
             fields = [f.name for f in dataclasses.fields(found) if getattr(one_pass, f.name) != getattr(found, f.name)]
-            differ.append(f"{user} {'/'.join(fields)}")
+            # Which events each reflects: a state behind one pass lost updates, one first seen later was lost whole.
+            reflects = (
+                f"last event offset {one_pass.applied_offset} in one pass, {found.applied_offset} found; "
+                f"first seen {one_pass.first_seen_ms} in one pass, {found.first_seen_ms} found"
+            )
+            differ.append(f"{user} {'/'.join(fields)} ({reflects})")
     return differ
 
 

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from app.tools.generator import EventGenerator
+from app.tools.generator import EventGenerator, shop_event
 from streams.core.erasure import erase_event
 
 HELD_ZONE = "Asia/Tokyo"
@@ -34,13 +34,25 @@ def held_quiet_hours(at_ms: int) -> str:
     return f"{hour}-{(hour + QUIET_HOURS_LONG) % 24}"
 
 
-def world_messages(users: int, events: int, seed: int, erase_share: float) -> Iterator[tuple[bytes, bytes]]:
+def world_messages(
+    users: int, events: int, seed: int, erase_share: float, crm_sync: bool = False
+) -> Iterator[tuple[bytes, bytes]]:
     """`events` (key, value) messages: the generator's, and an erase for `erase_share` of the
-    users signing up in `HELD_ZONE`, some messages after their signup."""
+    users signing up in `HELD_ZONE`, some messages after their signup. With `crm_sync`, the
+    shop's CRM also publishes every user's profile once, spread evenly over the run in a
+    seeded order: the generator's long tail visits only a third of a million users in two
+    million events, and a run that claims a million users must hold a state for each."""
     rng = random.Random(seed ^ 0x5EED)
     waiting: list[tuple[int, str]] = []
+    profiles, to_sync = crm_profiles(users, seed), users if crm_sync else 0
+    synced = 0
     sent = 0
     for key, value in EventGenerator(users, seed).messages():
+        # The n-th message is a profile while fewer than users * n / events were published.
+        while synced < to_sync and synced * events < users * (sent + 1) and sent < events:
+            yield next(profiles)
+            synced += 1
+            sent += 1
         if sent >= events:
             return
         while waiting and waiting[0][0] <= sent and sent < events:
@@ -60,3 +72,18 @@ def _zone(value: bytes) -> str | None:
     context = orjson.loads(value).get("context") or {}
     zone = context.get("timezone")
     return zone if isinstance(zone, str) else None
+
+
+CRM_TIERS = ("bronze", "silver", "gold")
+
+
+def crm_profiles(users: int, seed: int) -> Iterator[tuple[bytes, bytes]]:
+    """A `profile_update` per user id of the generator, in a seeded order, as a CRM sync sends them."""
+    rng = random.Random(seed ^ 0xC4A)
+    order = list(range(users))
+    rng.shuffle(order)
+    for n in order:
+        user = f"u{n:06d}"
+        traits = {"crm_tier": rng.choice(CRM_TIERS), "newsletter": rng.random() < 0.6}
+        event = shop_event(f"crm-{user}", user, "profile_update", int(time.time() * 1000), {"traits": traits})
+        yield user.encode(), orjson.dumps(event)

@@ -10,25 +10,34 @@ from zoneinfo import ZoneInfo
 import orjson
 from aiokafka.structs import ConsumerRecord
 
-from app.tools.chaos_faults import WORKER_PAUSE, FaultCounts, schedule
-from app.tools.chaos_verify import durable_states, exactly_once, last_outcomes, with_snapshot_choices_of
+from app.tools.chaos_faults import AFTERMATH_S, WORKER_PAUSE, FaultCounts, schedule
+from app.tools.chaos_verify import compare_states, durable_states, exactly_once, last_outcomes, with_snapshot_choices_of
 from app.tools.chaos_world import HELD_ZONE, held_quiet_hours, world_messages
 from app.tools.generator import PLACES
+from streams.core.batch import BatchResult
 from streams.core.state import UserState
 from streams.core.state_codec import encode_state
 
 AT_MS = 1_796_288_021_030
 
 
-def test_the_schedule_holds_every_fault_asked_for_each_over_before_the_next() -> None:
+def test_the_schedule_holds_every_fault_asked_for_each_over_a_while_before_the_next() -> None:
     counts = FaultCounts(worker_kills=10, deliverer_kills=3, trainer_kills=1, broker_kills=1, redis_kills=1)
     faults = schedule(counts, (80.0, 720.0), seed=7, pause_s=15.0)
     assert Counter(f.kind for f in faults) == Counter(counts.kinds())
     assert all(80.0 <= f.at_s < 720.0 for f in faults)
-    assert all(a.at_s + a.down_s <= b.at_s for a, b in itertools.pairwise(faults))
+    assert all(a.at_s + a.down_s + AFTERMATH_S <= b.at_s + 1e-9 for a, b in itertools.pairwise(faults))
     assert [f.down_s for f in faults if f.kind == WORKER_PAUSE] == [15.0]
     assert schedule(counts, (80.0, 720.0), seed=7, pause_s=15.0) == faults
     assert schedule(counts, (80.0, 720.0), seed=8, pause_s=15.0) != faults
+
+
+def test_a_paused_worker_runs_a_while_after_it_resumes_even_when_its_pause_outlasts_its_slot() -> None:
+    # The short chaos test's schedule: four slots of 12 s, the pause (15 s) first.
+    faults = schedule(FaultCounts(2, 1, 0, 0, 0, 1), (6.0, 54.0), seed=7, pause_s=15.0)
+    pause = next(n for n, f in enumerate(faults) if f.kind == WORKER_PAUSE)
+    assert pause + 1 < len(faults)
+    assert faults[pause + 1].at_s >= faults[pause].at_s + 15.0 + AFTERMATH_S
 
 
 def test_quiet_hours_hold_the_held_zone_and_no_other_zone_of_the_generator() -> None:
@@ -49,6 +58,17 @@ def test_the_world_erases_only_users_who_signed_up_in_the_held_zone_after_their_
     erased = {doc["user_id"]: n for n, doc in enumerate(docs) if doc["type"] == "erase"}
     assert erased
     assert all(zones[user] == HELD_ZONE and signed_up[user] < n for user, n in erased.items())
+
+
+def test_the_crm_sync_gives_every_user_a_profile_once_spread_over_the_run() -> None:
+    messages = list(world_messages(2_000, 5_000, seed=3, erase_share=0.2, crm_sync=True))
+    assert len(messages) == 5_000
+    docs = [orjson.loads(value) for key, value in messages if key != b"u-broken"]
+    profiles = [n for n, doc in enumerate(docs) if doc["event_id"].startswith("crm-")]
+    assert sorted(docs[n]["user_id"] for n in profiles) == [f"u{n:06d}" for n in range(2_000)]
+    # As many in each half of the run, not all at its start.
+    halves = len([n for n in profiles if n < len(docs) / 2]), len([n for n in profiles if n >= len(docs) / 2])
+    assert abs(halves[0] - halves[1]) < 50, halves
 
 
 def test_ids_are_checked_exactly_once_with_optional_ones_allowed_once() -> None:
@@ -74,6 +94,21 @@ def test_the_changelog_gives_each_users_last_state_and_a_tombstone_removes_them(
         record(b"bob", None, 4),
     ]
     assert durable_states(changelog) == {"ann": later}
+
+
+def test_a_state_behind_one_pass_is_reported_with_the_events_each_reflects() -> None:
+    expected = BatchResult()
+    expected.changes.states[0] = {
+        "ann": UserState("ann", applied_offset=9, first_seen_ms=100),
+        "bob": UserState("bob", applied_offset=4),
+        "cy": UserState("cy", applied_offset=5),
+    }
+    durable = {"ann": UserState("ann", applied_offset=7, first_seen_ms=300), "cy": UserState("cy", applied_offset=5)}
+    assert compare_states(expected, durable) == [
+        "bob missing",
+        "ann applied_offset/first_seen_ms (last event offset 9 in one pass, 7 found; "
+        "first seen 100 in one pass, 300 found)",
+    ]
 
 
 def test_a_claim_after_an_outcome_does_not_hide_the_outcome() -> None:
