@@ -18,7 +18,9 @@ from typing import Any
 
 import orjson
 
+from app.settings import Settings
 from app.tools.generator import BROKEN_MESSAGES, CATEGORIES, DEVICES, FIRST_NAMES, PLACES, TASTE_GROUPS, catalog
+from streams.core.governance import QuietHours
 
 SIGNUP_SHARE = 0.2
 # First visits that are one event: a landing page, or a signup, and gone.
@@ -27,18 +29,19 @@ LIGHT_SHARE = 0.3
 NEW_USER_MARGIN = 0.9
 # The default quiet hours (21-8 in each user's zone) as they fall at noon UTC: in winter New
 # York's and Tokyo's users are held, London's, Berlin's and Paris's sent, near the day's mean
-# (each zone is sendable 13 hours of 24). How many emails the deliverer sends beside the workers decides
-# how much of the two cores they get: 4 of 5 zones were held at 04:47 UTC, 1 at 10:00.
+# (each zone is sendable 13 hours of 24). How many emails the deliverer sends beside the
+# workers decides how much of the two cores they get, so the soak must not depend on the hour.
 QUIET_HOURS_AT = 12
-QUIET_HOURS = (21, 8)
 
 
 def steady_quiet_hours(now_ms: int) -> str:
-    """`TIDEMAIL_QUIET_HOURS` that hold the zones `QUIET_HOURS` holds at noon UTC, moved with the
-    hour `now_ms` falls in: the soak holds the same users' emails whenever it runs."""
+    """`TIDEMAIL_QUIET_HOURS` that hold the zones the default quiet hours hold at noon UTC,
+    moved with the hour `now_ms` falls in: the soak holds the same users' emails whenever it runs."""
+    default = QuietHours.parse(Settings().quiet_hours)
+    if default is None:
+        raise ValueError("the soak's quiet hours are the default ones moved; the default has none")
     shift = datetime.fromtimestamp(now_ms / 1000, tz=UTC).hour - QUIET_HOURS_AT
-    start, end = QUIET_HOURS
-    return f"{(start + shift) % 24}-{(end + shift) % 24}"
+    return f"{(default.start + shift) % 24}-{(default.end + shift) % 24}"
 
 
 def scrambled(index: int, users: int) -> int:
