@@ -1,8 +1,9 @@
 """`tidemail soak`: a deployment of its own at a million users. One worker drains the first
 part of the stream, a second joins and the pair drains the rest, each part sent before it is
 timed (the producer does not share the cores with the workers it measures), and the report gives each one's rate, what
-a user costs at rest, memory, restarts from local state and from the changelog, and how
-late flow timers fire when a wave of them comes due."""
+a user costs at rest, memory, restarts from local state and from the changelog, how
+late flow timers fire when a wave of them comes due, and how fast either worker answers
+for any user."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from app.faust_app import ensure_deployment_topics
 from app.tools.common import get_json
 from app.tools.fleet import Deployment, Fleet, Member
-from app.tools.soak_measure import Wave, measure_state, measure_timers, restart_times
+from app.tools.soak_measure import Wave, measure_any_worker, measure_state, measure_timers, restart_times
 from app.tools.soak_produce import produce_partitioned
 from app.tools.soak_report import SoakReport, Throughput
 from app.tools.soak_world import SoakWorld, steady_quiet_hours
@@ -91,6 +92,7 @@ async def _soak(fleet: Fleet, options: SoakOptions, bars: Progress) -> SoakRepor
     await _drain_rest(fleet, bars)
     timers = await measure_timers(fleet, [first, second], bars)
     bars.console.log(f"timer lag p50 {timers.p50_s} s, p99 {timers.p99_s} s over {timers.users:,} users")
+    api = await measure_any_worker(fleet, world, bars)
     rss = {name: fleet.rss_bytes(name) for name in ("worker-1", "worker-2")}
     fleet.stop("worker-1", "worker-2")
     state = await measure_state(fleet, bars)
@@ -115,6 +117,7 @@ async def _soak(fleet: Fleet, options: SoakOptions, bars: Progress) -> SoakRepor
         timer_users=timers.users,
         jobs=timers.jobs,
         sent=timers.sent,
+        api=api,
     )
 
 

@@ -1,15 +1,18 @@
 """The soak's measurements once the stream is processed: how late a wave of due flow timers
-fires, what the state takes at rest, and how long workers take to be ready again."""
+fires, how the two workers answer for each other's users, what the state takes at rest, and
+how long workers take to be ready again."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass
 
 import aiohttp
 from rich.progress import Progress
 
+from app.tools.any_worker_bench import AnyWorkerResult, Layout, request_load, segments_agree, shared_out
 from app.tools.common import metrics_text
 from app.tools.fleet import Fleet
 from app.tools.soak_report import (
@@ -22,12 +25,17 @@ from app.tools.soak_report import (
     merge_buckets,
 )
 from app.tools.soak_state import changelog_sizes, partition_dbs, rocksdb_sizes
+from app.tools.soak_world import SoakWorld, scrambled
 
 # The shipped cart flow waits this long after a cart's last change before reminding.
 CART_QUIET_MS = 3_600_000
 # The clocks are moved to this long before the first cart of the stream goes quiet.
 LEAD_MS = 10_000
 WORKERS = ("worker-1", "worker-2")
+# GET /users/{id} over the pair: 10,000 requests at 500/s take 20 s.
+API_REQUESTS = 10_000
+API_RATE = 500
+API_SEED = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,3 +144,20 @@ async def _restart(fleet: Fleet, bars: Progress, what: str) -> float:
     seconds = time.monotonic() - started
     bars.update(task, total=1, completed=1, note=f"ready in {seconds:.1f} s")
     return seconds
+
+
+async def measure_any_worker(fleet: Fleet, world: SoakWorld, bars: Progress) -> AnyWorkerResult:
+    """GET /users/{id} for users of the stream drawn at random, sent to the two workers in turn:
+    about half are about the other worker's users and are forwarded to it."""
+    task = bars.add_task("any worker answers", total=None, note=f"{API_REQUESTS:,} requests at {API_RATE}/s")
+    deployment = fleet.deployment
+    workers = [fleet.worker(1), fleet.worker(2)]
+    rng = random.Random(API_SEED)
+    users = [world.user_id(scrambled(rng.randrange(world.users_seen), world.users)) for _ in range(API_REQUESTS)]
+    async with aiohttp.ClientSession(headers=deployment.admin_headers) as http:
+        owned = await shared_out(http, workers, deployment.settings.partitions)
+        agree = await segments_agree(http, workers)
+    layout = Layout(owned, deployment.settings.partitions)
+    samples = await request_load(deployment.admin_headers, workers, layout, users, API_REQUESTS, API_RATE)
+    bars.update(task, total=1, completed=1, note=f"{sum(not s.ok for s in samples)} errors")
+    return AnyWorkerResult(API_REQUESTS, API_RATE, samples, agree)

@@ -7,6 +7,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from app.tools.any_worker_bench import AnyWorkerResult, report_any_worker
+
 MIB = 1024 * 1024
 
 # Targets of issue 21 (a 2-core machine with the broker on it).
@@ -161,6 +163,7 @@ class SoakReport:
     timer_users: int
     jobs: int
     sent: int
+    api: AnyWorkerResult
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -214,6 +217,7 @@ def format_report(r: SoakReport) -> str:
         f"{_verdict(r.ready_changelog_s < CHANGELOG_RESTART_TARGET_S)})",
         f"timer lag of due flows: {lag} over {r.timer_users:,} users re-evaluated; "
         f"{r.jobs:,} jobs published, {r.sent:,} emails sent to the sink",
+        report_any_worker(r.api).strip("\n"),
         *r.notes,
     ]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from app.tools.any_worker_bench import AnyWorkerResult, Sample, report_any_worker
 from app.tools.soak_report import (
     RocksMemory,
     SizeSummary,
@@ -99,6 +100,14 @@ def test_sizes_and_the_report_against_the_targets() -> None:
         timer_users=500,
         jobs=800,
         sent=700,
+        api=AnyWorkerResult(
+            requests=200,
+            rate=500,
+            samples=[Sample(False, "ok", 2.0 + n / 100) for n in range(100)]
+            + [Sample(True, "ok", 4.0 + n / 10) for n in range(99)]
+            + [Sample(True, "503", 30.0)],
+            segments_agree=True,
+        ),
     )
     text = format_report(report)
     assert "2 workers 15,000/s (7,000 + 8,000) = 1.50x (target >= 1.6x: MISSED)" in text
@@ -112,6 +121,11 @@ def test_sizes_and_the_report_against_the_targets() -> None:
     assert "shared by its databases (8, 16): at most 768 MiB" in text
     assert "restart from local state: 4.0 s (target < 10 s: met)" in text
     assert "changelog rebuild): 75.0 s (target < 60 s: MISSED)" in text
+    assert "local              100       0     2.50     2.99      3.0" in text
+    assert "forwarded          100       1     9.00    30.00     30.0" in text
+    assert "errors: 503 x1" in text
+    assert "errors 1 of 200 (target 0: MISSED); forwarded p99 30.00 ms (10.0x local; target < 10 ms: MISSED)" in text
+    assert "/segments fleet sizes equal at both workers: True" in text
 
 
 def test_the_latency_line_holds_each_measure_against_its_rates_target() -> None:
@@ -160,3 +174,10 @@ def test_the_soak_holds_the_same_zones_emails_at_every_hour_it_may_start() -> No
         held_by_hour.append({zone for _, zone, _ in PLACES if quiet.covers(start.astimezone(ZoneInfo(zone)).hour)})
     assert steady_quiet_hours(int(datetime(2026, 12, 4, 12, 5, tzinfo=UTC).timestamp() * 1000)) == "21-8"
     assert all(held == {"America/New_York", "Asia/Tokyo"} for held in held_by_hour)
+
+
+def test_the_any_worker_line_meets_its_targets_with_no_error_and_quick_forwards() -> None:
+    samples = [Sample(forwarded, "ok", 1.0 + forwarded) for forwarded in (False, True) for _ in range(50)]
+    text = report_any_worker(AnyWorkerResult(100, 500, samples, segments_agree=False))
+    assert "errors 0 of 100 (target 0: met); forwarded p99 2.00 ms (2.0x local; target < 10 ms: met)" in text
+    assert "/segments fleet sizes equal at both workers: False" in text
