@@ -10,8 +10,9 @@ into the batch's `BatchResult`.
 from __future__ import annotations
 
 import logging
+import sys
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import orjson
 
@@ -185,11 +186,23 @@ class BatchProcessor:
         """Handle due timer index entries `(due_ms, user_id)` per partition: segment checks,
         flow waits and propensity probes whose instant has come."""
         result = BatchResult()
+        for _ in self.on_clock_in_slices(due, load, result, slice_users=sys.maxsize):
+            pass
+        return result
+
+    def on_clock_in_slices(
+        self, due: Mapping[int, Sequence[tuple[int, str]]], load: StateLoader, result: BatchResult, slice_users: int
+    ) -> Iterator[int]:
+        """`on_clock` into `result`, yielding how many entries it fired after each slice of at
+        most `slice_users` of a partition's entries, so that a caller can let other work run
+        in between; `result` is whole once the iterator is exhausted, as `on_clock`'s would be."""
         now_ms = self._clock_ms()
         for partition, entries in due.items():
-            self._fire_partition(partition, entries, now_ms, load, result)
+            for start in range(0, len(entries), slice_users):
+                chunk = entries[start : start + slice_users]
+                self._fire_partition(partition, chunk, now_ms, load, result)
+                yield len(chunk)
         result.changes.segment_moves = count_moves(result.outputs.segment_transitions)
-        return result
 
     def _fire_partition(
         self,
