@@ -52,6 +52,8 @@ class AnyWorkerResult:
     rate: int
     samples: list[Sample]
     segments_agree: bool
+    # What the workers were doing meanwhile, when it matters to the figures.
+    during: str = ""
 
 
 async def run_any_worker_bench(requests: int, rate: int = RATE) -> AnyWorkerResult:
@@ -160,7 +162,8 @@ def _percentile(values: list[float], share: float) -> float:
 def report_any_worker(result: AnyWorkerResult) -> str:
     lines = [
         "",
-        f"GET /users/{{id}} over two workers, {result.requests:,} requests at {result.rate}/s",
+        f"GET /users/{{id}} over two workers, {result.requests:,} requests at {result.rate}/s"
+        + (f", {result.during}" if result.during else ""),
         f"{'':<12}{'requests':>10}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}",
     ]
     p99: dict[bool, float] = {}

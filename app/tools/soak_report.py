@@ -163,7 +163,8 @@ class SoakReport:
     timer_users: int
     jobs: int
     sent: int
-    api: AnyWorkerResult
+    # GET /users/{id} over the pair: settled, then while a wave of reminders is fired.
+    api: tuple[AnyWorkerResult, AnyWorkerResult]
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -217,7 +218,7 @@ def format_report(r: SoakReport) -> str:
         f"{_verdict(r.ready_changelog_s < CHANGELOG_RESTART_TARGET_S)})",
         f"timer lag of due flows: {lag} over {r.timer_users:,} users re-evaluated; "
         f"{r.jobs:,} jobs published, {r.sent:,} emails sent to the sink",
-        report_any_worker(r.api).strip("\n"),
+        *(report_any_worker(result).strip("\n") for result in r.api),
         *r.notes,
     ]
     return "\n".join(lines)

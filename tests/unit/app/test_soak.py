@@ -100,13 +100,19 @@ def test_sizes_and_the_report_against_the_targets() -> None:
         timer_users=500,
         jobs=800,
         sent=700,
-        api=AnyWorkerResult(
-            requests=200,
-            rate=500,
-            samples=[Sample(False, "ok", 2.0 + n / 100) for n in range(100)]
-            + [Sample(True, "ok", 4.0 + n / 10) for n in range(99)]
-            + [Sample(True, "503", 30.0)],
-            segments_agree=True,
+        api=(
+            AnyWorkerResult(
+                200, 500, [Sample(forwarded, "ok", 1.0) for forwarded in (False, True) for _ in range(100)], True
+            ),
+            AnyWorkerResult(
+                requests=200,
+                rate=500,
+                samples=[Sample(False, "ok", 2.0 + n / 100) for n in range(100)]
+                + [Sample(True, "ok", 4.0 + n / 10) for n in range(99)]
+                + [Sample(True, "503", 30.0)],
+                segments_agree=True,
+                during="while a wave of reminders is fired",
+            ),
         ),
     )
     text = format_report(report)
@@ -121,6 +127,8 @@ def test_sizes_and_the_report_against_the_targets() -> None:
     assert "shared by its databases (8, 16): at most 768 MiB" in text
     assert "restart from local state: 4.0 s (target < 10 s: met)" in text
     assert "changelog rebuild): 75.0 s (target < 60 s: MISSED)" in text
+    assert "errors 0 of 200 (target 0: met); forwarded p99 1.00 ms (1.0x local; target < 10 ms: met)" in text
+    assert "200 requests at 500/s, while a wave of reminders is fired\n" in text
     assert "local              100       0     2.50     2.99      3.0" in text
     assert "forwarded          100       1     9.00    30.00     30.0" in text
     assert "errors: 503 x1" in text
