@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -54,6 +54,8 @@ class AnyWorkerResult:
     segments_agree: bool
     # What the workers were doing meanwhile, when it matters to the figures.
     during: str = ""
+    # Cores each process used while the requests were sent (the client is the sender).
+    cores: dict[str, float] = field(default_factory=dict)
 
 
 async def run_any_worker_bench(requests: int, rate: int = RATE) -> AnyWorkerResult:
@@ -175,6 +177,10 @@ def report_any_worker(result: AnyWorkerResult) -> str:
         errors = sum(not s.ok for s in chosen)
         p50, p99[forwarded] = _percentile(times, 0.5), _percentile(times, 0.99)
         lines.append(f"{name:<12}{len(times):>10,}{errors:>8}{p50:>9.2f}{p99[forwarded]:>9.2f}{times[-1]:>9.1f}")
+    if result.cores:
+        lines.append(
+            "cores used meanwhile: " + ", ".join(f"{name} {n:.2f}" for name, n in sorted(result.cores.items()))
+        )
     errors = sum(not s.ok for s in result.samples)
     kinds = Counter(s.outcome for s in result.samples if not s.ok)
     if kinds:

@@ -112,6 +112,7 @@ def test_sizes_and_the_report_against_the_targets() -> None:
                 + [Sample(True, "503", 30.0)],
                 segments_agree=True,
                 during="while a wave of reminders is fired",
+                cores={"worker-1": 0.9, "deliverer": 0.456, "client": 0.2},
             ),
         ),
     )
@@ -132,6 +133,7 @@ def test_sizes_and_the_report_against_the_targets() -> None:
     assert "local              100       0     2.50     2.99      3.0" in text
     assert "forwarded          100       1     9.00    30.00     30.0" in text
     assert "errors: 503 x1" in text
+    assert "cores used meanwhile: client 0.20, deliverer 0.46, worker-1 0.90" in text
     assert "errors 1 of 200 (target 0: MISSED); forwarded p99 30.00 ms (10.0x local; target < 10 ms: MISSED)" in text
     assert "/segments fleet sizes equal at both workers: True" in text
 
