@@ -21,7 +21,7 @@ import aiohttp
 
 from app.api.forwarding import ANSWERED_BY
 from app.faust_app import ensure_deployment_topics
-from app.tools.common import freeze_heap, get_json, produce, wait_until
+from app.tools.common import freeze_heap, get_json, produce, verdict, wait_until
 from app.tools.fleet import Deployment, Fleet, Member
 from app.tools.generator import EventGenerator
 from streams.core.partitioning import partition_of
@@ -188,9 +188,9 @@ def report_any_worker(result: AnyWorkerResult) -> str:
     forwarded_p99 = p99.get(True, math.nan)
     ratio = forwarded_p99 / p99[False] if len(p99) == 2 else math.nan
     lines.append(
-        f"errors {errors} of {len(result.samples):,} (target 0: {'met' if errors == 0 else 'MISSED'}); "
+        f"errors {errors} of {len(result.samples):,} (target 0: {verdict(errors == 0)}); "
         f"forwarded p99 {forwarded_p99:.2f} ms ({ratio:.1f}x local; target < {FORWARDED_P99_TARGET_MS:.0f} ms: "
-        f"{'met' if forwarded_p99 < FORWARDED_P99_TARGET_MS else 'MISSED'}); "
+        f"{verdict(forwarded_p99 < FORWARDED_P99_TARGET_MS)}); "
         f"/segments fleet sizes equal at both workers: {result.segments_agree}"
     )
     return "\n".join(lines)

@@ -190,3 +190,8 @@ async def poll_until(probe: Callable[[], Awaitable[T | None]], ready: Callable[[
             return last
         await asyncio.sleep(0.05)
     return last
+
+
+def verdict(ok: bool) -> str:
+    """How a report line names a figure against its target."""
+    return "met" if ok else "MISSED"

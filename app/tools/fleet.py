@@ -22,7 +22,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -259,6 +259,14 @@ class Fleet:
         stat = Path(f"/proc/{self.members[name].pid}/stat").read_text()
         fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def cpu_used(self, names: Iterable[str]) -> dict[str, float]:
+        """`cpu_seconds` of each member named, to hand to `cores_since` later."""
+        return {name: self.cpu_seconds(name) for name in names}
+
+    def cores_since(self, before: Mapping[str, float], seconds: float) -> dict[str, float]:
+        """The cores each member of `before` (from `cpu_used`) used on average over the `seconds` since."""
+        return {name: (self.cpu_seconds(name) - used) / seconds for name, used in before.items()} if seconds else {}
 
     def rss_bytes(self, name: str) -> tuple[int, int]:
         """The member's resident memory now and its peak (VmRSS, VmHWM), in bytes."""

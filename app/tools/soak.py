@@ -173,7 +173,7 @@ async def _drain_alone(fleet: Fleet, events: int, bars: Progress) -> tuple[Throu
             first = await processed(http, worker)
             await asyncio.sleep(0.2)
         started, cpu, done = time.monotonic(), fleet.cpu_seconds(worker.name), first
-        beside = _cpu_beside(fleet)
+        beside = fleet.cpu_used(BESIDE_WORKERS)
         while done < events and await _backlog(fleet) > 0:
             _alive(worker)
             await asyncio.sleep(0.5)
@@ -181,7 +181,7 @@ async def _drain_alone(fleet: Fleet, events: int, bars: Progress) -> tuple[Throu
             rate = (done - first) / (time.monotonic() - started)
             bars.update(task, completed=min(done, events), note=f"{rate:,.0f}/s")
     seconds = time.monotonic() - started
-    return Throughput(done - first, seconds, fleet.cpu_seconds(worker.name) - cpu), _cores_since(fleet, beside, seconds)
+    return Throughput(done - first, seconds, fleet.cpu_seconds(worker.name) - cpu), fleet.cores_since(beside, seconds)
 
 
 async def _join_second_worker(fleet: Fleet, bars: Progress) -> None:
@@ -209,7 +209,7 @@ async def _drain_pair(
         task = bars.add_task("2 workers", total=left, note="")
         start = [await processed(http, w) for w in workers]
         cpu = [fleet.cpu_seconds(w.name) for w in workers]
-        beside = _cpu_beside(fleet)
+        beside = fleet.cpu_used(BESIDE_WORKERS)
         started = time.monotonic()
         counts = start
         while left > tail:
@@ -225,15 +225,7 @@ async def _drain_pair(
         Throughput(c - s, seconds, fleet.cpu_seconds(w.name) - u)
         for w, c, s, u in zip(workers, counts, start, cpu, strict=True)
     )
-    return (first, second), _cores_since(fleet, beside, seconds)
-
-
-def _cpu_beside(fleet: Fleet) -> dict[str, float]:
-    return {name: fleet.cpu_seconds(name) for name in BESIDE_WORKERS}
-
-
-def _cores_since(fleet: Fleet, before: dict[str, float], seconds: float) -> dict[str, float]:
-    return {name: (fleet.cpu_seconds(name) - used) / seconds for name, used in before.items()} if seconds else {}
+    return (first, second), fleet.cores_since(beside, seconds)
 
 
 async def _backlog(fleet: Fleet) -> int:

@@ -20,7 +20,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from app.faust_app import ensure_deployment_topics
-from app.tools.common import get_json, keep_pace, metrics_text
+from app.tools.common import get_json, keep_pace, metrics_text, verdict
 from app.tools.fleet import Deployment, Fleet, Member
 from app.tools.soak_report import buckets_grown, counter_total, histogram_quantile, percentile
 from app.tools.soak_world import SoakWorld
@@ -162,10 +162,10 @@ async def _read_jobs(consumer: AIOKafkaConsumer, received: dict[str, tuple[float
 
 def format_latency(r: Latency) -> str:
     target = JOB_P99_TARGETS_MS.get(r.offered)
-    verdict = f" (target p99 < {target:.0f} ms: {'met' if r.job_p99_ms < target else 'MISSED'})" if target else ""
+    against = f" (target p99 < {target:.0f} ms: {verdict(r.job_p99_ms < target)})" if target else ""
     return (
         f"at {r.offered:,} events/s offered ({r.achieved:,.0f} sent): event to job published p50 "
-        f"{r.job_p50_ms:.0f} ms, p99 {r.job_p99_ms:.0f} ms over {r.jobs:,} welcome jobs{verdict} (to the job "
+        f"{r.job_p50_ms:.0f} ms, p99 {r.job_p99_ms:.0f} ms over {r.jobs:,} welcome jobs{against} (to the job "
         f"produced, before its transaction commits: p50 {r.made_p50_ms:.0f} ms, p99 {r.made_p99_ms:.0f} ms); "
         f"event to state durable p50 {r.durable_p50_ms:.0f} ms, p99 {r.durable_p99_ms:.0f} ms; "
         f"a partition's transaction p50 {r.transaction_p50_ms:.1f} ms, p99 {r.transaction_p99_ms:.1f} ms; "

@@ -165,12 +165,10 @@ async def measure_any_worker(fleet: Fleet, world: SoakWorld, bars: Progress, dur
         owned = await shared_out(http, workers, deployment.settings.partitions)
         agree = await segments_agree(http, workers)
     layout = Layout(owned, deployment.settings.partitions)
-    running = [name for name, member in fleet.members.items() if member.running]
-    before = {name: fleet.cpu_seconds(name) for name in running} | {"client": time.process_time()}
-    started = time.monotonic()
+    before = fleet.cpu_used(name for name, member in fleet.members.items() if member.running)
+    started, client_before = time.monotonic(), time.process_time()
     samples = await request_load(deployment.admin_headers, workers, layout, users, API_REQUESTS, API_RATE)
     seconds = time.monotonic() - started
-    after = {name: fleet.cpu_seconds(name) for name in running} | {"client": time.process_time()}
-    cores = {name: (after[name] - used) / seconds for name, used in before.items()}
+    cores = fleet.cores_since(before, seconds) | {"client": (time.process_time() - client_before) / seconds}
     bars.update(task, total=1, completed=1, note=f"{sum(not s.ok for s in samples)} errors")
     return AnyWorkerResult(API_REQUESTS, API_RATE, samples, agree, during, cores)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from app.tools.any_worker_bench import AnyWorkerResult, report_any_worker
+from app.tools.common import verdict
 
 MIB = 1024 * 1024
 
@@ -176,10 +177,6 @@ class SoakReport:
         return self.pair_rate / self.single.rate if self.single.rate else 0.0
 
 
-def _verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
-
-
 def format_report(r: SoakReport) -> str:
     peak_rss = max((peak for _, peak in r.rss.values()), default=0)
     lag = (
@@ -191,7 +188,7 @@ def format_report(r: SoakReport) -> str:
         f"soak: {r.users:,} users, {r.events:,} events (produced at {r.produce_rate:,.0f}/s)",
         f"throughput: 1 worker {r.single.rate:,.0f}/s; 2 workers {r.pair_rate:,.0f}/s "
         f"({r.pair[0].rate:,.0f} + {r.pair[1].rate:,.0f}) = {r.speedup:.2f}x "
-        f"(target >= {PAIR_SPEEDUP_TARGET}x: {_verdict(r.speedup >= PAIR_SPEEDUP_TARGET)})",
+        f"(target >= {PAIR_SPEEDUP_TARGET}x: {verdict(r.speedup >= PAIR_SPEEDUP_TARGET)})",
         f"events per CPU-second of a worker: alone {r.single.per_cpu_second:,.0f}, in the pair "
         f"{r.pair[0].per_cpu_second:,.0f} and {r.pair[1].per_cpu_second:,.0f}; cores the machine left them: "
         f"alone {r.single.cores:.2f}, in the pair {r.pair[0].cores:.2f} + {r.pair[1].cores:.2f}",
@@ -203,19 +200,19 @@ def format_report(r: SoakReport) -> str:
         f"state per user in RocksDB: mean {r.rocksdb.mean:,.0f} B, p99 {r.rocksdb.p99:,.0f} B over "
         f"{r.rocksdb.users:,} users; files {r.rocksdb.total_bytes / r.rocksdb.users if r.rocksdb.users else 0:,.0f} "
         f"B/user on disk (target mean <= {STATE_MEAN_TARGET_BYTES} B: "
-        f"{_verdict(r.rocksdb.mean <= STATE_MEAN_TARGET_BYTES)})",
+        f"{verdict(r.rocksdb.mean <= STATE_MEAN_TARGET_BYTES)})",
         f"state per user in the changelog: latest record mean {r.changelog.mean:,.0f} B, p99 "
         f"{r.changelog.p99:,.0f} B; {r.changelog_records:,} records, "
         f"{r.changelog.total_bytes / max(1, r.changelog.users):,.0f} B/user before compaction",
         "worker RSS now / peak: "
         + ", ".join(f"{name} {now / MIB:,.0f} / {peak / MIB:,.0f} MiB" for name, (now, peak) in sorted(r.rss.items()))
-        + f" (target <= {RSS_TARGET_BYTES / MIB:,.0f} MiB: {_verdict(peak_rss <= RSS_TARGET_BYTES)})",
+        + f" (target <= {RSS_TARGET_BYTES / MIB:,.0f} MiB: {verdict(peak_rss <= RSS_TARGET_BYTES)})",
         r.memory.line(),
         f"ready after a restart from local state: {r.ready_local_s:.1f} s "
-        f"(target < {LOCAL_RESTART_TARGET_S:.0f} s: {_verdict(r.ready_local_s < LOCAL_RESTART_TARGET_S)})",
+        f"(target < {LOCAL_RESTART_TARGET_S:.0f} s: {verdict(r.ready_local_s < LOCAL_RESTART_TARGET_S)})",
         f"ready after a restart with local state deleted (changelog rebuild): {r.ready_changelog_s:.1f} s "
         f"(target < {CHANGELOG_RESTART_TARGET_S:.0f} s: "
-        f"{_verdict(r.ready_changelog_s < CHANGELOG_RESTART_TARGET_S)})",
+        f"{verdict(r.ready_changelog_s < CHANGELOG_RESTART_TARGET_S)})",
         f"timer lag of due flows: {lag} over {r.timer_users:,} users re-evaluated; "
         f"{r.jobs:,} jobs published, {r.sent:,} emails sent to the sink",
         *(report_any_worker(result).strip("\n") for result in r.api),
