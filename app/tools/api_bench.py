@@ -28,7 +28,7 @@ from app.tools.common import (
     tidemail_command,
     wait_until,
 )
-from app.tools.generator import EventGenerator
+from app.tools.generator import EventGenerator, user_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,7 @@ async def run_api_bench(env: dict[str, str], base: str, rate: int, seconds: floa
     try:
         await _load_users(env, base, users, headers)
         rng = random.Random(3)
-        sample = [f"u{rng.randrange(users):06d}" for _ in range(2_000)]
+        sample = [user_id(rng.randrange(users)) for _ in range(2_000)]
         results = [await load_test("GET /health (baseline)", [base + "/health"], rate, seconds, headers)]
         for name, path in (("recommendations?k=10", "/recommendations?k=10"), ("predictions", "/predictions")):
             urls = [f"{base}/users/{user}{path}" for user in sample]

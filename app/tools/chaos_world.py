@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from app.tools.generator import EventGenerator, shop_event
+from app.tools.generator import EventGenerator, shop_event, user_id
 from streams.core.erasure import erase_event
 
 HELD_ZONE = "Asia/Tokyo"
@@ -83,7 +83,7 @@ def crm_profiles(users: int, seed: int) -> Iterator[tuple[bytes, bytes]]:
     order = list(range(users))
     rng.shuffle(order)
     for n in order:
-        user = f"u{n:06d}"
+        user = user_id(n)
         traits = {"crm_tier": rng.choice(CRM_TIERS), "newsletter": rng.random() < 0.6}
         event = shop_event(f"crm-{user}", user, "profile_update", int(time.time() * 1000), {"traits": traits})
         yield user.encode(), orjson.dumps(event)

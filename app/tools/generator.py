@@ -52,6 +52,11 @@ class _User:
     carts_opened: int = 0
 
 
+def user_id(n: int) -> str:
+    """The id of the generators' `n`-th user: every world of them names its users alike."""
+    return f"u{n:06d}"
+
+
 def user_hash(user: _User) -> int:
     return int(user.user_id[1:])
 
@@ -76,7 +81,7 @@ class EventGenerator:
         self._by_category = {c: [p for p in self._products if p.category == c] for c in CATEGORIES}
         # Most users already have an account; the rest sign up on their first visit.
         self._users = [
-            _User(f"u{n:06d}", TASTE_GROUPS[n % len(TASTE_GROUPS)], signed_up=self._rng.random() < returning_share)
+            _User(user_id(n), TASTE_GROUPS[n % len(TASTE_GROUPS)], signed_up=self._rng.random() < returning_share)
             for n in range(users)
         ]
         self._broken_share = broken_share

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from app.tools.generator import BROKEN_MESSAGES, DEVICES, FIRST_NAMES, PLACES, shop_event
+from app.tools.generator import BROKEN_MESSAGES, DEVICES, FIRST_NAMES, PLACES, shop_event, user_id
 from models.interactions import Product
 
 LONGTAIL_CATEGORIES = (
@@ -107,7 +107,7 @@ class LongTailGenerator:
         tastes = rng.sample(range(len(LONGTAIL_CATEGORIES)), rng.choice((2, 2, 3)))
         light = rng.random() < LIGHT_SHARE
         drift_at = rng.randint(2, 8) if not light and rng.random() < DRIFT_SHARE else None
-        shopper = _Shopper(f"u{n:06d}", tastes, light, drift_at)
+        shopper = _Shopper(user_id(n), tastes, light, drift_at)
         self._shoppers.append(shopper)
         if not light:
             self._tickets.extend([shopper] * rng.choice(ACTIVITY_TICKETS))
