@@ -66,6 +66,7 @@ class PartitionWriters:
         self._prefix = transactional_prefix
         self._options = producer_options
         self._producers: dict[int, AIOKafkaProducer] = {}
+        self._leftovers_expected = False
         shorten_concurrent_transactions_retry()
 
     def transactional_id(self, partition: int) -> str:
@@ -74,6 +75,9 @@ class PartitionWriters:
     async def own(self, partitions: Iterable[int]) -> None:
         """Hold a registered producer for exactly `partitions`: registering fences every
         earlier producer of the same partition, wherever it runs."""
+        if not self._leftovers_expected:
+            expect_fenced_leftovers(asyncio.get_running_loop())
+            self._leftovers_expected = True
         wanted = set(partitions)
         await self.drop(set(self._producers) - wanted)
         new = sorted(wanted - set(self._producers))
@@ -116,3 +120,22 @@ class PartitionWriters:
 
     async def close(self) -> None:
         await self.drop(list(self._producers))
+
+
+def expect_fenced_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    """Take a fenced producer's failures that nobody awaited for what they are. A fenced
+    producer's sender fails futures inside aiokafka that only a commit, an abort or a later
+    send would await (the transaction's end, a batch's drain), and none of those follow a
+    fence; asyncio would log each as "exception was never retrieved", a bug's signature."""
+    passed_on = loop.get_exception_handler()
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        unretrieved = str(context.get("message", "")).endswith("never retrieved")
+        if unretrieved and isinstance(context.get("exception"), FENCED_ERRORS):
+            log.debug("a fenced producer's failure, not awaited after the fence: %s", context["exception"])
+        elif passed_on is not None:
+            passed_on(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)

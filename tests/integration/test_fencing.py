@@ -3,6 +3,8 @@ see committed records only, and recovery aims at a partition's last committed re
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -84,6 +86,39 @@ async def test_the_new_owner_fences_a_paused_owner_whose_writes_are_never_read()
 
     values = [(r.partition, r.value) for r in await read_topic(BOOTSTRAP, topic, partitions=2)]
     assert values == [(0, b"before the pause"), (0, b"the new owner's"), (1, b"partition 1")]
+
+
+async def test_a_fenced_producer_closes_without_leaving_an_error_unretrieved() -> None:
+    """A worker resumed after a pause fails its batch's sends and drops the producer. The
+    failures aiokafka leaves unawaited are not logged as a bug ("Future exception was never
+    retrieved"); any other unretrieved failure still reaches the loop's handler."""
+    unretrieved: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: unretrieved.append(context))
+    try:
+        topic, prefix = await new_topic(), f"fencing-{uuid.uuid4().hex[:8]}"
+        paused, owner = PartitionWriters(BOOTSTRAP, prefix), PartitionWriters(BOOTSTRAP, prefix)
+        await paused.own({0})
+        zombie = paused.writer(0)
+        await zombie.begin_transaction()
+        await zombie.send_and_wait(topic, b"in flight when paused", partition=0)
+        await owner.own({0})
+        # A partition new to the transaction: the coordinator refuses it, which ends aiokafka's
+        # sender task as well as the send.
+        with pytest.raises(ProducerFenced) as fenced:
+            await zombie.send_and_wait(topic, b"after the resume", partition=1)
+        await paused.abort(0, fenced.value)
+        await owner.close()
+        del zombie, fenced
+        gc.collect()
+        await asyncio.sleep(0)
+        assert [context["message"] for context in unretrieved] == []
+        loop.create_future().set_exception(ValueError("a bug of ours"))
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert [str(context["exception"]) for context in unretrieved] == ["a bug of ours"]
 
 
 async def test_recovery_aims_at_the_last_committed_record_past_markers_and_aborted_ones() -> None:
