@@ -98,17 +98,29 @@ class BatchProcessor:
 
     def process(self, batch: Mapping[int, Sequence[InputRecord]], load: StateLoader) -> BatchResult:
         result = BatchResult()
-        for partition, records in batch.items():
-            self._process_partition(partition, records, load, result)
-        result.changes.segment_moves = count_moves(result.outputs.segment_transitions)
+        for _ in self.process_in_slices(batch, load, result, slice_records=sys.maxsize):
+            pass
         return result
 
-    def _process_partition(
-        self, partition: int, records: Sequence[InputRecord], load: StateLoader, result: BatchResult
+    def process_in_slices(
+        self, batch: Mapping[int, Sequence[InputRecord]], load: StateLoader, result: BatchResult, slice_records: int
+    ) -> Iterator[int]:
+        """`process` into `result`, yielding how many records it processed after each slice of
+        at most `slice_records` of a partition's records, so that a caller can let other work
+        run in between; `result` is whole once the iterator is exhausted, as `process`'s would be."""
+        for partition, records in batch.items():
+            changed = result.changes.states.setdefault(partition, {})
+            for start in range(0, len(records), slice_records):
+                chunk = records[start : start + slice_records]
+                for record in chunk:
+                    self._process_record(record, changed, load, result)
+                yield len(chunk)
+            self._close_partition(partition, records, changed, result)
+        result.changes.segment_moves = count_moves(result.outputs.segment_transitions)
+
+    def _close_partition(
+        self, partition: int, records: Sequence[InputRecord], changed: dict[str, UserState], result: BatchResult
     ) -> None:
-        changed = result.changes.states.setdefault(partition, {})
-        for record in records:
-            self._process_record(record, changed, load, result)
         if records:
             result.changes.last_offsets[partition] = records[-1].offset
         if partition in result.changes.erasures:
