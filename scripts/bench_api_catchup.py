@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.faust_app import ensure_deployment_topics  # noqa: E402
+from app.tools.any_worker_bench import at_share  # noqa: E402
 from app.tools.common import freeze_heap, get_json, produce  # noqa: E402
 from app.tools.fleet import Deployment, Fleet, Member  # noqa: E402
 from app.tools.generator import EventGenerator, user_id  # noqa: E402
@@ -46,7 +47,7 @@ async def run(events: int, rate: int) -> str:
         return (
             f"{events:,} events caught up in {caught_up - started:.1f} s from the worker's start; "
             f"GET /users/{{id}} at {rate}/s meanwhile: {len(during):,} answered, "
-            f"p50 {_at(during, 0.5):.1f} ms, p99 {_at(during, 0.99):.1f} ms, max {during[-1]:.1f} ms"
+            f"p50 {at_share(during, 0.5):.1f} ms, p99 {at_share(during, 0.99):.1f} ms, max {during[-1]:.1f} ms"
         )
     finally:
         fleet.stop_all()
@@ -84,10 +85,6 @@ async def _ask_until_caught_up(
         asked.append(asyncio.create_task(ask(n, scheduled)))
     await asyncio.gather(*asked)
     return samples, watch.result()
-
-
-def _at(values: list[float], share: float) -> float:
-    return values[min(len(values) - 1, int(len(values) * share))]
 
 
 def main() -> None:

@@ -157,8 +157,9 @@ async def request_load(
     return samples
 
 
-def _percentile(values: list[float], share: float) -> float:
-    return values[min(len(values) - 1, int(len(values) * share))]
+def at_share(ordered: list[float], share: float) -> float:
+    """The value `share` of the way through `ordered` (sorted, not empty)."""
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
 
 def report_any_worker(result: AnyWorkerResult) -> str:
@@ -175,7 +176,7 @@ def report_any_worker(result: AnyWorkerResult) -> str:
         if not times:
             continue
         errors = sum(not s.ok for s in chosen)
-        p50, p99[forwarded] = _percentile(times, 0.5), _percentile(times, 0.99)
+        p50, p99[forwarded] = at_share(times, 0.5), at_share(times, 0.99)
         lines.append(f"{name:<12}{len(times):>10,}{errors:>8}{p50:>9.2f}{p99[forwarded]:>9.2f}{times[-1]:>9.1f}")
     if result.cores:
         lines.append(

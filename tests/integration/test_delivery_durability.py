@@ -81,25 +81,24 @@ class PrivateRedis:
 
     async def finished_jobs(self) -> set[str]:
         """Jobs whose claim was replaced by an outcome record."""
+        held = await self._held_by_job()
+        return {
+            job_id for job_id, value in held.items() if value is not None and read_existing(value).outcome is not None
+        }
+
+    async def claims(self) -> int:
+        """Job claims and outcomes held (not the per-user sets of finished jobs)."""
+        return len(await self._held_by_job())
+
+    async def _held_by_job(self) -> dict[str, bytes | None]:
+        """Each job's claim or outcome, by job id."""
         client = redis.from_url(self.url)
         try:
             keys = [key async for key in client.scan_iter(match="tidemail:*:delivery:*")]
             values = await client.mget(keys) if keys else []
         finally:
             await client.aclose()
-        return {
-            key.decode().rsplit(":", 1)[1]
-            for key, value in zip(keys, values, strict=True)
-            if value is not None and read_existing(value).outcome is not None
-        }
-
-    async def claims(self) -> int:
-        """Job claims and outcomes held (not the per-user sets of finished jobs)."""
-        client = redis.from_url(self.url)
-        try:
-            return len([key async for key in client.scan_iter(match="tidemail:*:delivery:*")])
-        finally:
-            await client.aclose()
+        return {key.decode().rsplit(":", 1)[1]: value for key, value in zip(keys, values, strict=True)}
 
 
 @pytest.fixture
